@@ -1,1 +1,97 @@
-//! placeholder
+//! The durable store of `dr`: run snapshots, their append-only event history,
+//! an index of unfinished runs, run summaries and step-duration statistics.
+//!
+//! Owns: the on-disk schema (the record types in [`model`], version 1), the
+//! versioned bincode envelope, durability (sled transaction + flush +
+//! `fdatasync`, shared by concurrent writers through group commit) and the
+//! single-process lock on a state directory.
+//!
+//! Refuses: any knowledge of Kubernetes, SSH, etcd or the command line. It
+//! stores what the orchestrator hands it and checks only what a store can
+//! check (contiguous event sequence numbers, record versions).
+
+mod envelope;
+mod error;
+pub mod model;
+mod sled_store;
+mod sync;
+
+#[cfg(any(test, feature = "test-util"))]
+mod mem;
+
+pub use envelope::{decode, encode, FORMAT_VERSION};
+pub use error::{Error, Result};
+#[cfg(any(test, feature = "test-util"))]
+pub use mem::MemStore;
+pub use model::*;
+pub use sled_store::{SledStore, SyncStats};
+
+/// What the orchestrator needs from a store. Every method is blocking; call
+/// from a blocking-capable context (the runner uses `spawn_blocking`).
+pub trait Store: Send + Sync + 'static {
+    /// Writes the new snapshot of `run` together with `events` (which must
+    /// continue the run's history without a gap) in one atomic transaction,
+    /// and returns only once that transaction is durable on disk.
+    fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()>;
+
+    /// The latest snapshot of a run.
+    fn load(&self, id: RunId) -> Result<Option<RunRecord>>;
+
+    /// The run's whole event history, in sequence order.
+    fn events(&self, id: RunId) -> Result<Vec<EventRecord>>;
+
+    /// Every run's summary, oldest first. A summary that cannot be decoded is
+    /// returned as an error in its place, so one bad record hides nothing else.
+    fn summaries(&self) -> Result<Vec<Result<RunSummary>>>;
+
+    /// Ids of the runs that are not finished (running or paused), oldest first.
+    fn open_runs(&self) -> Result<Vec<RunId>>;
+
+    /// Ids of all runs, oldest first (run ids are time-ordered UUIDv7).
+    fn run_ids(&self) -> Result<Vec<RunId>>;
+
+    /// Adds one observed duration of a successful step to the statistics.
+    fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()>;
+
+    /// The most recent observed durations of a step (at most [`STATS_WINDOW`]).
+    fn durations(&self, workflow: &str, step: &str) -> Result<Vec<u64>>;
+
+    /// Resolves what an operator typed for a run: a full id, a unique prefix
+    /// of one, or `@latest`.
+    fn resolve(&self, query: &str) -> Result<RunId> {
+        let ids = self.run_ids()?;
+        resolve_in(&ids, query)
+    }
+}
+
+/// How many durations per step the statistics keep.
+pub const STATS_WINDOW: usize = 64;
+
+/// Resolves `query` against `ids` (oldest first).
+pub fn resolve_in(ids: &[RunId], query: &str) -> Result<RunId> {
+    let query = query.trim();
+    if query == "@latest" {
+        return ids.last().copied().ok_or_else(|| Error::NotFound { query: query.to_owned() });
+    }
+    let needle = query.to_ascii_lowercase();
+    if needle.is_empty() {
+        return Err(Error::NotFound { query: query.to_owned() });
+    }
+    let matches: Vec<RunId> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            let full = id.to_string();
+            full.starts_with(&needle) || full.replace('-', "").starts_with(&needle)
+        })
+        .collect();
+    match matches.as_slice() {
+        [] => Err(Error::NotFound { query: query.to_owned() }),
+        [one] => Ok(*one),
+        many => Err(Error::Ambiguous {
+            query: query.to_owned(),
+            candidates: many.iter().take(5).map(|id| id.to_string()).collect(),
+            count: many.len(),
+        }),
+    }
+}

@@ -1,0 +1,63 @@
+//! The store's error type: every variant names what is wrong and where.
+
+use std::path::PathBuf;
+
+/// Errors of the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("state store {} is in use by another dr process{}; stop it or use another --state-dir", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Busy { path: PathBuf, pid: Option<u32> },
+
+    #[error("cannot create state directory {}: {source}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("cannot write to state directory {}: {source}", path.display())]
+    NotWritable {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("state store {} has format version {found}, but this dr reads version {supported}; use a dr release that reads version {found}, or a new --state-dir", path.display())]
+    UnsupportedFormat { path: PathBuf, found: u8, supported: u8 },
+
+    #[error("corrupted record in {tree} at key {key}{}: {detail}", run.as_ref().map(|r| format!(" (run {r})")).unwrap_or_default())]
+    Corrupted { tree: &'static str, key: String, run: Option<String>, detail: String },
+
+    #[error("run {run}: the history is at event {found} but the write continues from event {expected}; another writer touched this run")]
+    SequenceConflict { run: String, expected: u64, found: u64 },
+
+    #[error("no run matches {query:?}; `dr list` shows the runs")]
+    NotFound { query: String },
+
+    #[error("{query:?} matches {count} runs ({}); type more of the id", candidates.join(", "))]
+    Ambiguous { query: String, candidates: Vec<String>, count: usize },
+
+    #[error("state store {}: {source}", path.display())]
+    Sled {
+        path: PathBuf,
+        #[source]
+        source: sled::Error,
+    },
+
+    #[error("state store {}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    /// True when the same call may succeed later without anyone changing anything.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::SequenceConflict { .. })
+    }
+}
+
+/// `Result` with the store's error.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

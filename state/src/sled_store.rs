@@ -1,0 +1,322 @@
+//! [`SledStore`]: the store on disk.
+//!
+//! Layout of a state directory: `LOCK` (held with `flock` by the one process
+//! that owns the store; holds its pid), `sled/` (the sled database). Trees:
+//! `runs` (run id → snapshot), `summaries` (run id → summary), `events`
+//! (run id ‖ seq as big-endian u64 → event), `open` (run id → (), unfinished
+//! runs), `heads` (run id → next seq), `stats` (workflow \0 step → recent
+//! durations), `meta` (`format` → format version).
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+
+use crate::envelope::{decode, encode, FORMAT_VERSION};
+use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
+use crate::sync::{fdatasync, GroupSync};
+use crate::{Error, Result, Store, STATS_WINDOW};
+
+/// The sled-backed store. One process at a time may open a state directory.
+pub struct SledStore {
+    dir: PathBuf,
+    db: sled::Db,
+    runs: sled::Tree,
+    summaries: sled::Tree,
+    events: sled::Tree,
+    open: sled::Tree,
+    heads: sled::Tree,
+    stats: sled::Tree,
+    log_file: File,
+    group: GroupSync,
+    _lock: File,
+}
+
+/// Counters of the store's durability work.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SyncStats {
+    /// Physical syncs (sled flush + fdatasync) performed.
+    pub syncs: u64,
+}
+
+impl std::fmt::Debug for SledStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SledStore").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl SledStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir { path: dir.clone(), source })?;
+        let lock = acquire_lock(&dir)?;
+        let sled_dir = dir.join("sled");
+        let db = sled::Config::new()
+            .path(&sled_dir)
+            .segment_size(1 << 20)
+            .open()
+            .map_err(|source| classify_sled_error(&dir, source))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|source| Error::Sled { path: dir.clone(), source });
+        let meta = tree("meta")?;
+        match meta.get("format").map_err(|source| Error::Sled { path: dir.clone(), source })? {
+            Some(v) if v.as_ref() == [FORMAT_VERSION] => {}
+            Some(v) => {
+                return Err(Error::UnsupportedFormat {
+                    path: dir.clone(),
+                    found: v.first().copied().unwrap_or(0),
+                    supported: FORMAT_VERSION,
+                })
+            }
+            None => {
+                meta.insert("format", &[FORMAT_VERSION]).map_err(|source| Error::Sled { path: dir.clone(), source })?;
+            }
+        }
+        let log_path = sled_dir.join("db");
+        let log_file = File::open(&log_path).map_err(|source| Error::Io { path: log_path.clone(), source })?;
+        let store = SledStore {
+            runs: tree("runs")?,
+            summaries: tree("summaries")?,
+            events: tree("events")?,
+            open: tree("open")?,
+            heads: tree("heads")?,
+            stats: tree("stats")?,
+            db,
+            log_file,
+            group: GroupSync::new(),
+            _lock: lock,
+            dir,
+        };
+        // The directory entries of a new store must be durable too.
+        store.durable()?;
+        for d in [&store.dir, &sled_dir] {
+            if let Ok(f) = File::open(d) {
+                let _ = f.sync_all();
+            }
+        }
+        Ok(store)
+    }
+
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Counters of physical syncs so far.
+    pub fn sync_stats(&self) -> SyncStats {
+        SyncStats { syncs: self.group.syncs() }
+    }
+
+    /// Writes raw bytes under a key: for tests that corrupt a record on purpose.
+    #[cfg(any(test, feature = "test-util"))]
+    pub fn corrupt_run_for_test(&self, id: RunId, bytes: &[u8]) -> Result<()> {
+        self.runs.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
+        self.summaries.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
+        self.durable()
+    }
+
+    fn durable(&self) -> Result<()> {
+        self.group
+            .sync(|| {
+                self.db.flush().map_err(std::io::Error::other)?;
+                fdatasync(&self.log_file)
+            })
+            .map_err(|detail| Error::Io { path: self.dir.join("sled"), source: std::io::Error::other(detail) })
+    }
+
+    fn sled_err(&self, source: sled::Error) -> Error {
+        Error::Sled { path: self.dir.clone(), source }
+    }
+}
+
+fn event_key(id: RunId, seq: u64) -> [u8; 24] {
+    let mut key = [0u8; 24];
+    key[..16].copy_from_slice(id.as_bytes());
+    key[16..].copy_from_slice(&seq.to_be_bytes());
+    key
+}
+
+fn stats_key(workflow: &str, step: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(workflow.len() + step.len() + 1);
+    key.extend_from_slice(workflow.as_bytes());
+    key.push(0);
+    key.extend_from_slice(step.as_bytes());
+    key
+}
+
+fn acquire_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|source| Error::NotWritable { path: dir.to_path_buf(), source })?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = file.read_to_string(&mut text);
+            return Err(Error::Busy { path: dir.to_path_buf(), pid: text.trim().parse().ok() });
+        }
+        Err(std::fs::TryLockError::Error(source)) => return Err(Error::Io { path, source }),
+    }
+    let pid = std::process::id();
+    let written = file
+        .set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(format!("{pid}\n").as_bytes()));
+    written.map_err(|source| Error::NotWritable { path: dir.to_path_buf(), source })?;
+    Ok(file)
+}
+
+fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
+    match &source {
+        sled::Error::Io(io) if io.to_string().contains("could not acquire lock") => {
+            Error::Busy { path: dir.to_path_buf(), pid: None }
+        }
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::PermissionDenied => Error::NotWritable {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(io.kind(), io.to_string()),
+        },
+        _ => Error::Sled { path: dir.to_path_buf(), source },
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()> {
+        let Some(first) = events.first() else { return Ok(()) };
+        let run_label = run.id.to_string();
+        let contiguous = events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        let last_seq = events.last().map_or(first.seq, |e| e.seq);
+        if !contiguous || last_seq + 1 != run.next_seq {
+            return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found: run.next_seq });
+        }
+        let key = *run.id.as_bytes();
+        let snapshot = encode(run);
+        let summary = encode(&run.summary());
+        let encoded: Vec<([u8; 24], Vec<u8>)> =
+            events.iter().map(|e| (event_key(run.id, e.seq), encode(e))).collect();
+        let head = run.next_seq.to_be_bytes();
+        let terminal = run.status.is_terminal();
+        let result = (&self.runs, &self.summaries, &self.events, &self.open, &self.heads).transaction(
+            |(runs, summaries, events_tree, open, heads)| {
+                let current = match heads.get(key)? {
+                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
+                    None => 0,
+                };
+                if current != first.seq {
+                    return Err(ConflictableTransactionError::Abort(current));
+                }
+                for (k, v) in &encoded {
+                    events_tree.insert(&k[..], v.as_slice())?;
+                }
+                runs.insert(&key[..], snapshot.as_slice())?;
+                summaries.insert(&key[..], summary.as_slice())?;
+                heads.insert(&key[..], &head[..])?;
+                if terminal {
+                    open.remove(&key[..])?;
+                } else {
+                    open.insert(&key[..], &[][..])?;
+                }
+                Ok(())
+            },
+        );
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(found)) => {
+                return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
+            }
+            Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
+        }
+        self.durable()
+    }
+
+    fn load(&self, id: RunId) -> Result<Option<RunRecord>> {
+        let Some(bytes) = self.runs.get(id.as_bytes()).map_err(|s| self.sled_err(s))? else { return Ok(None) };
+        decode(&bytes).map(Some).map_err(|detail| Error::Corrupted {
+            tree: "runs",
+            key: id.to_string(),
+            run: Some(id.to_string()),
+            detail,
+        })
+    }
+
+    fn events(&self, id: RunId) -> Result<Vec<EventRecord>> {
+        let mut out = Vec::new();
+        for item in self.events.scan_prefix(id.as_bytes()) {
+            let (key, value) = item.map_err(|s| self.sled_err(s))?;
+            let seq = key.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            let event: EventRecord = decode(&value).map_err(|detail| Error::Corrupted {
+                tree: "events",
+                key: format!("{id}/{seq}"),
+                run: Some(id.to_string()),
+                detail,
+            })?;
+            out.push(event);
+        }
+        Ok(out)
+    }
+
+    fn summaries(&self) -> Result<Vec<Result<RunSummary>>> {
+        let mut out = Vec::with_capacity(self.summaries.len());
+        for item in self.summaries.iter() {
+            let (key, value) = item.map_err(|s| self.sled_err(s))?;
+            let label = RunId::from_key(&key).map(|id| id.to_string()).unwrap_or_else(|| format!("{key:?}"));
+            out.push(decode::<RunSummary>(&value).map_err(|detail| Error::Corrupted {
+                tree: "summaries",
+                key: label.clone(),
+                run: Some(label),
+                detail,
+            }));
+        }
+        Ok(out)
+    }
+
+    fn open_runs(&self) -> Result<Vec<RunId>> {
+        self.open
+            .iter()
+            .keys()
+            .map(|k| k.map_err(|s| self.sled_err(s)).map(|k| RunId::from_key(&k)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn run_ids(&self) -> Result<Vec<RunId>> {
+        self.heads
+            .iter()
+            .keys()
+            .map(|k| k.map_err(|s| self.sled_err(s)).map(|k| RunId::from_key(&k)))
+            .filter_map(Result::transpose)
+            .collect()
+    }
+
+    fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()> {
+        self.stats
+            .update_and_fetch(stats_key(workflow, step), |old| {
+                let mut window: Vec<u64> = old.and_then(|b| decode(b).ok()).unwrap_or_default();
+                window.push(millis);
+                if window.len() > STATS_WINDOW {
+                    let excess = window.len() - STATS_WINDOW;
+                    window.drain(..excess);
+                }
+                Some(encode(&window))
+            })
+            .map_err(|s| self.sled_err(s))?;
+        Ok(())
+    }
+
+    fn durations(&self, workflow: &str, step: &str) -> Result<Vec<u64>> {
+        let Some(bytes) = self.stats.get(stats_key(workflow, step)).map_err(|s| self.sled_err(s))? else {
+            return Ok(Vec::new());
+        };
+        // Statistics are advisory: a damaged window is treated as empty.
+        Ok(decode(&bytes).unwrap_or_default())
+    }
+}
+
+#[cfg(test)]
+mod tests;
