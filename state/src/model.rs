@@ -255,6 +255,8 @@ pub enum Event {
     RunCreated { initial: Box<RunRecord> },
     /// A process took the run up again (after a crash, `dr resume`, a restart).
     RunResumed { epoch: u32, by: String },
+    /// The operator let the run continue under a changed workflow definition.
+    DefinitionReplaced { definition_hash: String, definition_steps: Vec<(String, String)> },
     StepStarted { step: String, attempt: u32, epoch: u32, deadline: Option<Millis> },
     StepSucceeded { step: String, attempt: u32, duration_ms: u64, output: Option<String> },
     /// An attempt failed; `retry_at` is when the next one starts, or `None`
@@ -286,6 +288,7 @@ impl Event {
         match self {
             Event::RunCreated { .. } => "run-created",
             Event::RunResumed { .. } => "run-resumed",
+            Event::DefinitionReplaced { .. } => "definition-replaced",
             Event::StepStarted { .. } => "step-started",
             Event::StepSucceeded { .. } => "step-succeeded",
             Event::StepFailed { .. } => "step-failed",

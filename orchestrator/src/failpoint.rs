@@ -1,0 +1,57 @@
+//! Crash points for the crash-safety tests. With the `failpoints` feature,
+//! `DR_CRASH_AT=STEP:PHASE` kills the process with SIGKILL (no cleanup, no
+//! flush) when step STEP reaches PHASE. Without the feature this is a no-op.
+
+/// Where in a step's life a crash can be injected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Before the transition that starts the step is written.
+    BeforeStart,
+    /// After "started" is durable, before the action runs.
+    AfterStart,
+    /// After the action returned, before its result is written.
+    AfterAction,
+    /// After "finished" is durable.
+    AfterFinish,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::BeforeStart => "before-start",
+            Phase::AfterStart => "after-start",
+            Phase::AfterAction => "after-action",
+            Phase::AfterFinish => "after-finish",
+        }
+    }
+}
+
+/// Crashes the process if `DR_CRASH_AT` names this step and phase.
+#[cfg(feature = "failpoints")]
+pub fn hit(step: &str, phase: Phase) {
+    use std::sync::OnceLock;
+    static TARGET: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let target = TARGET.get_or_init(|| {
+        let spec = std::env::var("DR_CRASH_AT").ok()?;
+        let (s, p) = spec.rsplit_once(':')?;
+        Some((s.to_owned(), p.to_owned()))
+    });
+    if let Some((s, p)) = target {
+        if s == step && p == phase.as_str() {
+            kill_self();
+        }
+    }
+}
+
+#[cfg(feature = "failpoints")]
+#[allow(unsafe_code)]
+fn kill_self() {
+    // SAFETY: kill(2) on our own pid has no memory-safety preconditions.
+    unsafe {
+        libc::kill(libc::getpid(), libc::SIGKILL);
+    }
+}
+
+#[cfg(not(feature = "failpoints"))]
+#[inline(always)]
+pub fn hit(_step: &str, _phase: Phase) {}

@@ -1,0 +1,532 @@
+//! The runner: drives runs to their end (or pause), persisting every
+//! transition of the core before carrying out the commands it allows.
+//!
+//! Per run, [`Runner::drive`] loops: take an input (an action's result, a
+//! timer, the first tick), compute the transition with the pure core, write it
+//! durably (blocking store calls run on the blocking pool, so concurrent runs
+//! share the store's group commit), then execute its commands: spawn actions
+//! with their deadline and cancellation token, arm timers, cancel attempts.
+//!
+//! **Invariant:** nothing is executed that is not already durable as started.
+//! **Invariant:** a broken invariant fails the run, never the process.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use dr_state::{Event, EventRecord, Millis, RunId, RunRecord, RunStatus, StepRecord, Store};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::clock::Clock;
+use crate::core::{self, CoreError, Input, OperatorInput, Transition};
+use crate::definition::{describe_changes, ActionCtx, ActionError, Catalog, Plan, WorkflowDef};
+use crate::failpoint::{self, Phase};
+use crate::rto::{self, Rto};
+use crate::{default_target_secs, Error, Result};
+
+/// Sees every transition once it is durable (the CLI's live view).
+pub trait Observer: Send + Sync {
+    fn on_transition(&self, run: &RunRecord, events: &[EventRecord]);
+}
+
+/// An operator's decision, by step id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorCommand {
+    Approve { step: String },
+    Skip { step: String, reason: String },
+    Retry { step: Option<String> },
+    Cancel { reason: String },
+}
+
+#[derive(Clone, Debug)]
+pub struct RunnerOptions {
+    /// Who drives runs (recorded in the history): e.g. `dr start (pid 42)`.
+    pub holder: String,
+    /// How long a stopping process waits for running actions to stop.
+    pub stop_grace: Duration,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions { holder: format!("pid {}", std::process::id()), stop_grace: Duration::from_secs(10) }
+    }
+}
+
+/// How to drive one run.
+#[derive(Clone, Debug, Default)]
+pub struct DriveOptions {
+    /// The run was started by an earlier process: take it up (new epoch).
+    pub resume: bool,
+    pub operator: Option<OperatorCommand>,
+    pub allow_definition_change: bool,
+}
+
+/// How a drive ended.
+#[derive(Clone, Debug)]
+pub struct DriveOutcome {
+    pub run: RunRecord,
+    /// The process was asked to stop; the run is resumable.
+    pub interrupted: bool,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    catalog: Arc<dyn Catalog>,
+    clock: Arc<dyn Clock>,
+    options: RunnerOptions,
+    shutdown: CancellationToken,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+/// Drives runs. Cheap to clone; every clone shares the store and shutdown.
+#[derive(Clone)]
+pub struct Runner {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner").field("holder", &self.inner.options.holder).finish_non_exhaustive()
+    }
+}
+
+impl Runner {
+    pub fn new(store: Arc<dyn Store>, catalog: Arc<dyn Catalog>, clock: Arc<dyn Clock>, options: RunnerOptions) -> Self {
+        Self::build(store, catalog, clock, options, None)
+    }
+
+    pub fn with_observer(self, observer: Arc<dyn Observer>) -> Self {
+        let inner = &self.inner;
+        Self::build(
+            Arc::clone(&inner.store),
+            Arc::clone(&inner.catalog),
+            Arc::clone(&inner.clock),
+            inner.options.clone(),
+            Some(observer),
+        )
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        catalog: Arc<dyn Catalog>,
+        clock: Arc<dyn Clock>,
+        options: RunnerOptions,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Self {
+        Runner { inner: Arc::new(Inner { store, catalog, clock, options, shutdown: CancellationToken::new(), observer }) }
+    }
+
+    /// Cancel this token to stop every drive cleanly (SIGINT/SIGTERM).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.inner.shutdown.clone()
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn catalog(&self) -> &Arc<dyn Catalog> {
+        &self.inner.catalog
+    }
+
+    pub fn now_ms(&self) -> Millis {
+        self.inner.clock.now_ms()
+    }
+
+    /// Creates a run of `workflow` (its history's first event) without starting it.
+    pub async fn create(
+        &self,
+        workflow: &str,
+        params: BTreeMap<String, String>,
+        incident_at: Option<Millis>,
+    ) -> Result<RunRecord> {
+        let def = self.inner.catalog.build(workflow, &params)?;
+        def.validate()?;
+        let now = self.now_ms();
+        let id = RunId(uuid::Uuid::now_v7());
+        let initial = RunRecord {
+            id,
+            workflow: def.name.clone(),
+            definition_hash: def.hash(),
+            definition_steps: def.step_hashes(),
+            params,
+            level: def.level,
+            target_secs: if def.target_secs > 0 { def.target_secs } else { default_target_secs(def.level) },
+            status: RunStatus::Running,
+            reason: None,
+            incident_at: incident_at.unwrap_or(now),
+            started_at: now,
+            finished_at: None,
+            updated_at: now,
+            next_seq: 0,
+            epoch: 0,
+            cancel_requested: false,
+            steps: def.steps.iter().map(|s| StepRecord::new(s.id.clone())).collect(),
+        };
+        let t = core::create(initial, now).map_err(|e| Error::Invariant { run: id, detail: e.to_string() })?;
+        self.commit(&t).await?;
+        Ok(t.run)
+    }
+
+    /// Loads a run and checks its snapshot against its history.
+    pub async fn load_checked(&self, id: RunId) -> Result<RunRecord> {
+        let store = Arc::clone(&self.inner.store);
+        let (run, events) = blocking(move || Ok((store.load(id)?, store.events(id)?))).await?;
+        let run = run.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() })?;
+        let replayed = core::replay(&events).map_err(|detail| Error::HistoryMismatch { run: id, detail })?;
+        if replayed != run {
+            return Err(Error::HistoryMismatch {
+                run: id,
+                detail: format!(
+                    "the snapshot is at event {} ({}), the history replays to event {} ({})",
+                    run.next_seq,
+                    run.status.as_str(),
+                    replayed.next_seq,
+                    replayed.status.as_str()
+                ),
+            });
+        }
+        Ok(run)
+    }
+
+    /// The definition a run would continue with now, if its workflow still builds.
+    pub fn definition_for(&self, run: &RunRecord) -> Result<WorkflowDef> {
+        Ok(self.inner.catalog.build(&run.workflow, &run.params)?)
+    }
+
+    /// The RTO figures of a run now, with learned step durations.
+    pub fn rto(&self, run: &RunRecord) -> Rto {
+        let plan = self.definition_for(run).ok().map(|d| d.plan());
+        let expected = expected_durations(self.inner.store.as_ref(), run, plan.as_ref());
+        rto::compute(run, plan.as_ref(), &expected, self.now_ms())
+    }
+
+    /// Drives a run until it ends, pauses for an operator, or the process is
+    /// told to stop.
+    pub async fn drive(&self, id: RunId, options: DriveOptions) -> Result<DriveOutcome> {
+        let span = info_span!("run", dr.run_id = %id);
+        self.drive_inner(id, options).instrument(span).await
+    }
+
+    async fn drive_inner(&self, id: RunId, options: DriveOptions) -> Result<DriveOutcome> {
+        let mut run = self.load_checked(id).await?;
+        let def = self.definition_for(&run)?;
+        let plan = def.plan();
+        let operator = match &options.operator {
+            Some(cmd) => Some(to_operator_input(&run, cmd)?),
+            None => None,
+        };
+        if run.status.is_terminal() {
+            if let Some(op) = operator {
+                core::transition(&run, &plan, Input::Operator(op), self.now_ms()).map_err(|e| reject(&run, e))?;
+            }
+            return Ok(DriveOutcome { run, interrupted: false });
+        }
+        let hash = def.hash();
+        if hash != run.definition_hash {
+            let changes = describe_changes(&run.definition_steps, &def.step_hashes());
+            if !options.allow_definition_change {
+                return Err(Error::DefinitionChanged { run: id, workflow: run.workflow.clone(), changes });
+            }
+            let same_steps = run.steps.iter().map(|s| s.id.as_str()).eq(def.steps.iter().map(|s| s.id.as_str()));
+            if !same_steps {
+                return Err(Error::NotApplicable {
+                    run: id,
+                    status: run.status.as_str(),
+                    detail: format!("its workflow's steps were added or removed ({changes}); it cannot continue under the new definition"),
+                });
+            }
+            let input = Input::ReplaceDefinition { definition_hash: hash, definition_steps: def.step_hashes() };
+            let t = core::transition(&run, &plan, input, self.now_ms()).map_err(|e| reject(&run, e))?;
+            self.commit(&t).await?;
+            run = t.run;
+        }
+        let input = if options.resume {
+            Input::Resume { by: self.inner.options.holder.clone(), operator }
+        } else {
+            operator.map_or(Input::Tick, Input::Operator)
+        };
+        let t = core::transition(&run, &plan, input, self.now_ms()).map_err(|e| reject(&run, e))?;
+        self.commit(&t).await?;
+        run = t.run;
+        info!(workflow = %run.workflow, status = run.status.as_str(), "driving run");
+        let mut driver = Driver {
+            runner: self.clone(),
+            def: Arc::new(def),
+            plan,
+            inflight: HashMap::new(),
+            wake: BTreeSet::new(),
+            tx: mpsc::unbounded_channel().0,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        driver.tx = tx;
+        driver.run_loop(run, t.commands, rx).await
+    }
+
+    /// Writes a transition durably; crash points fire around it.
+    async fn commit(&self, t: &Transition) -> Result<()> {
+        if t.events.is_empty() {
+            return Ok(());
+        }
+        for e in &t.events {
+            if let Event::StepStarted { step, .. } = &e.event {
+                failpoint::hit(step, Phase::BeforeStart);
+            }
+        }
+        let store = Arc::clone(&self.inner.store);
+        let run = t.run.clone();
+        let events = t.events.clone();
+        blocking(move || {
+            for e in &events {
+                if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
+                    store.record_duration(&run.workflow, step, *duration_ms)?;
+                }
+            }
+            Ok(store.append(&run, &events)?)
+        })
+        .await?;
+        for e in &t.events {
+            match &e.event {
+                Event::StepStarted { step, .. } => failpoint::hit(step, Phase::AfterStart),
+                Event::StepSucceeded { step, .. } => failpoint::hit(step, Phase::AfterFinish),
+                _ => {}
+            }
+        }
+        if let Some(observer) = &self.inner.observer {
+            observer.on_transition(&t.run, &t.events);
+        }
+        Ok(())
+    }
+}
+
+/// Expected duration of each step: the median of its earlier successful
+/// runs, or the definition's estimate.
+pub fn expected_durations(store: &dyn Store, run: &RunRecord, plan: Option<&Plan>) -> Vec<u64> {
+    run.steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let fallback = plan.and_then(|p| p.steps.get(i)).map_or(0, |p| p.expected_ms);
+            let observed = store.durations(&run.workflow, &s.id).unwrap_or_default();
+            rto::expected_ms(&observed, fallback)
+        })
+        .collect()
+}
+
+fn reject(run: &RunRecord, e: CoreError) -> Error {
+    match e {
+        CoreError::Rejected(detail) => Error::NotApplicable { run: run.id, status: run.status.as_str(), detail },
+        CoreError::Invariant(detail) => Error::Invariant { run: run.id, detail },
+    }
+}
+
+fn to_operator_input(run: &RunRecord, cmd: &OperatorCommand) -> Result<OperatorInput> {
+    let index = |step: &str| {
+        run.steps.iter().position(|s| s.id == step).ok_or_else(|| Error::UnknownStep {
+            run: run.id,
+            step: step.to_owned(),
+            known: run.steps.iter().map(|s| s.id.as_str()).collect::<Vec<_>>().join(", "),
+        })
+    };
+    Ok(match cmd {
+        OperatorCommand::Approve { step } => OperatorInput::Approve { step: index(step)? },
+        OperatorCommand::Skip { step, reason } => OperatorInput::Skip { step: index(step)?, reason: reason.clone() },
+        OperatorCommand::Retry { step } => OperatorInput::Retry { step: step.as_deref().map(index).transpose()? },
+        OperatorCommand::Cancel { reason } => OperatorInput::Cancel { reason: reason.clone() },
+    })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| Error::Internal(format!("store task failed: {e}")))?
+}
+
+struct InFlight {
+    attempt: u32,
+    cancel: CancellationToken,
+    handle: JoinHandle<()>,
+}
+
+struct Driver {
+    runner: Runner,
+    def: Arc<WorkflowDef>,
+    plan: Plan,
+    inflight: HashMap<usize, InFlight>,
+    wake: BTreeSet<Millis>,
+    tx: mpsc::UnboundedSender<Input>,
+}
+
+impl Driver {
+    async fn run_loop(
+        &mut self,
+        mut run: RunRecord,
+        mut commands: Vec<core::Command>,
+        mut rx: mpsc::UnboundedReceiver<Input>,
+    ) -> Result<DriveOutcome> {
+        let shutdown = self.runner.inner.shutdown.clone();
+        loop {
+            self.execute(&run, std::mem::take(&mut commands));
+            let settled = run.status.is_terminal() || run.status == RunStatus::Paused;
+            if settled && self.inflight.is_empty() {
+                return Ok(DriveOutcome { run, interrupted: false });
+            }
+            if self.inflight.is_empty() && self.wake.is_empty() {
+                let detail = "the run is running but nothing is running or scheduled".to_owned();
+                let t = core::fail_run(&run, detail, self.runner.now_ms()).map_err(|e| reject(&run, e))?;
+                self.runner.commit(&t).await?;
+                return Ok(DriveOutcome { run: t.run, interrupted: false });
+            }
+            let now = self.runner.now_ms();
+            let sleep_for = self.wake.first().map(|&at| Duration::from_millis(u64::try_from(at - now).unwrap_or(0)));
+            let input = tokio::select! {
+                biased;
+                () = shutdown.cancelled() => return self.stop(run).await,
+                Some(input) = rx.recv() => input,
+                () = sleep_opt(sleep_for) => {
+                    let now = self.runner.now_ms();
+                    self.wake.retain(|&at| at > now);
+                    Input::Tick
+                }
+            };
+            if let Input::ActionDone { step, attempt, .. } | Input::ProbeDone { step, attempt, .. } = &input {
+                if self.inflight.get(step).is_some_and(|f| f.attempt == *attempt) {
+                    self.inflight.remove(step);
+                }
+            }
+            let now = self.runner.now_ms();
+            let t = match core::transition(&run, &self.plan, input, now) {
+                Ok(t) => t,
+                Err(e) => {
+                    warn!(error = %e, "run failed on a broken invariant");
+                    for f in self.inflight.values() {
+                        f.cancel.cancel();
+                    }
+                    core::fail_run(&run, format!("internal error: {e}"), now).map_err(|e| reject(&run, e))?
+                }
+            };
+            if let Err(e) = self.runner.commit(&t).await {
+                for f in self.inflight.values() {
+                    f.cancel.cancel();
+                }
+                return Err(e);
+            }
+            run = t.run;
+            commands = t.commands;
+        }
+    }
+
+    /// The process stops: tell running actions to stop, wait for them a
+    /// while, record the stop. Their steps stay "running" and are taken up by
+    /// the next process according to their resume class.
+    async fn stop(&mut self, run: RunRecord) -> Result<DriveOutcome> {
+        for f in self.inflight.values() {
+            f.cancel.cancel();
+        }
+        let grace = self.runner.inner.options.stop_grace;
+        for (_, f) in self.inflight.drain() {
+            let _ = tokio::time::timeout(grace, f.handle).await;
+        }
+        let t = core::transition(&run, &self.plan, Input::Stopped { signal: "stop requested".into() }, self.runner.now_ms())
+            .map_err(|e| reject(&run, e))?;
+        self.runner.commit(&t).await?;
+        Ok(DriveOutcome { run: t.run, interrupted: true })
+    }
+
+    fn execute(&mut self, run: &RunRecord, commands: Vec<core::Command>) {
+        for command in commands {
+            match command {
+                core::Command::Execute { step, attempt, deadline } => self.spawn(run, step, attempt, deadline, false),
+                core::Command::Probe { step, attempt } => {
+                    let timeout = self.plan.steps[step].timeout_ms;
+                    let deadline = (timeout > 0).then(|| self.runner.now_ms().saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX)));
+                    self.spawn(run, step, attempt, deadline, true)
+                }
+                core::Command::WakeAt { at } => {
+                    self.wake.insert(at);
+                }
+                core::Command::Cancel { step } => {
+                    if let Some(f) = self.inflight.get(&step) {
+                        f.cancel.cancel();
+                    }
+                }
+            }
+        }
+    }
+
+    fn spawn(&mut self, run: &RunRecord, step: usize, attempt: u32, deadline: Option<Millis>, probe: bool) {
+        let cancel = self.runner.inner.shutdown.child_token();
+        let step_def = &self.def.steps[step];
+        let ctx = ActionCtx {
+            run_id: run.id,
+            workflow: run.workflow.clone(),
+            step: step_def.id.clone(),
+            attempt,
+            cancel: cancel.clone(),
+            deadline,
+        };
+        let def = Arc::clone(&self.def);
+        let clock = Arc::clone(&self.runner.inner.clock);
+        let tx = self.tx.clone();
+        let timeout_ms = step_def.timeout_ms;
+        let span = info_span!("step", dr.step = %step_def.id, dr.attempt = attempt, dr.probe = probe);
+        let token = cancel.clone();
+        let handle = tokio::spawn(
+            async move {
+                let action = &def.steps[step].action;
+                let step_id = ctx.step.clone();
+                let limit = deadline.map(|d| Duration::from_millis(u64::try_from(d - clock.now_ms()).unwrap_or(0)));
+                let timed_out = || ActionError::retryable(format!("timed out after {}", crate::runner::human_ms(timeout_ms)));
+                if probe {
+                    let result = match limit {
+                        Some(limit) => tokio::time::timeout(limit, action.probe(ctx)).await.unwrap_or_else(|_| Err(timed_out())),
+                        None => action.probe(ctx).await,
+                    };
+                    token.cancel();
+                    let _ = tx.send(Input::ProbeDone { step, attempt, result: result.map_err(|e| e.message) });
+                } else {
+                    info!("step attempt started");
+                    let result = match limit {
+                        Some(limit) => tokio::time::timeout(limit, action.run(ctx)).await.unwrap_or_else(|_| Err(timed_out())),
+                        None => action.run(ctx).await,
+                    };
+                    token.cancel();
+                    match &result {
+                        Ok(_) => info!("step attempt succeeded"),
+                        Err(e) => warn!(error = %e.message, retryable = e.retryable, "step attempt failed"),
+                    }
+                    failpoint::hit(&step_id, Phase::AfterAction);
+                    let result = result.map(|o| o.summary).map_err(|e| (e.message, e.retryable));
+                    let _ = tx.send(Input::ActionDone { step, attempt, result });
+                }
+            }
+            .instrument(span),
+        );
+        self.inflight.insert(step, InFlight { attempt, cancel, handle });
+    }
+}
+
+async fn sleep_opt(duration: Option<Duration>) {
+    match duration {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `1.5s`, `2m03s`, `1h02m`: durations as an operator reads them.
+pub fn human_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if secs < 60 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else if secs < 3600 {
+        format!("{}m{:02}s", secs / 60, secs % 60)
+    } else {
+        format!("{}h{:02}m", secs / 3600, (secs % 3600) / 60)
+    }
+}
+
+#[cfg(test)]
+mod tests;

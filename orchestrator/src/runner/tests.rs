@@ -1,0 +1,230 @@
+use super::*;
+use crate::clock::SystemClock;
+use crate::definition::{Action, ActionOutput, BoxFuture, CatalogError, ResumeClass, StepDef, WorkflowInfo};
+use crate::retry::RetryPolicy;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use dr_state::StepStatus;
+
+/// A step action for tests: sleeps, then fails its first `fail` attempts.
+struct TestAction {
+    sleep_ms: u64,
+    fail: u32,
+    calls: Arc<AtomicU32>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Action for TestAction {
+    fn kind(&self) -> &'static str {
+        "test"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::json!({ "sleep_ms": self.sleep_ms, "fail": self.fail })
+    }
+    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        Box::pin(async move {
+            let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
+            self.log.lock().unwrap().push(format!("{} attempt-{}", ctx.step, ctx.attempt));
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(self.sleep_ms)) => {}
+                () = ctx.cancel.cancelled() => return Err(ActionError::retryable("cancelled")),
+            }
+            if n <= self.fail {
+                return Err(ActionError::retryable(format!("failure {n}")));
+            }
+            Ok(ActionOutput::new(format!("{} done", ctx.step)))
+        })
+    }
+}
+
+#[derive(Default)]
+struct TestCatalog {
+    log: Arc<Mutex<Vec<String>>>,
+    calls: Arc<AtomicU32>,
+}
+
+impl Catalog for TestCatalog {
+    fn workflows(&self) -> Vec<WorkflowInfo> {
+        vec![]
+    }
+    fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
+        let get = |k: &str, d: u64| params.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
+        let steps = get("steps", 3) as usize;
+        let steps = (1..=steps)
+            .map(|i| StepDef {
+                id: format!("step-{i}"),
+                description: String::new(),
+                action: Arc::new(TestAction {
+                    sleep_ms: get("sleep_ms", 5),
+                    fail: if i as u64 == get("fail_at", 0) { get("fail", 0) as u32 } else { 0 },
+                    calls: Arc::clone(&self.calls),
+                    log: Arc::clone(&self.log),
+                }),
+                depends_on: if i == 1 { vec![] } else { vec![format!("step-{}", i - 1)] },
+                retry: RetryPolicy { max_attempts: get("attempts", 3) as u32, initial_backoff_ms: 10, max_backoff_ms: 50, multiplier: 2, jitter_percent: 0 },
+                timeout_ms: get("timeout_ms", 10_000),
+                expected_ms: 100,
+                resume: ResumeClass::Idempotent,
+                fatal: false,
+            })
+            .collect();
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps })
+    }
+}
+
+fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+}
+
+fn runner(dir: &std::path::Path, catalog: Arc<TestCatalog>) -> Runner {
+    let store = Arc::new(dr_state::SledStore::open(dir).unwrap());
+    Runner::new(store, catalog, Arc::new(SystemClock), RunnerOptions::default())
+}
+
+#[tokio::test]
+async fn a_run_succeeds_and_its_history_replays_to_its_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "4")]), None).await.unwrap();
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded);
+    assert_eq!(catalog.log.lock().unwrap().len(), 4);
+    let loaded = r.load_checked(run.id).await.unwrap();
+    assert_eq!(loaded, out.run);
+    assert_eq!(r.store().durations("w", "step-2").unwrap().len(), 1);
+    assert_eq!(loaded.target_secs, 15 * 60);
+}
+
+#[tokio::test]
+async fn retries_back_off_and_exhaustion_pauses_then_retry_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "3"), ("attempts", "2")]), None).await.unwrap();
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Paused);
+    assert_eq!(out.run.steps[0].status, StepStatus::Failed);
+    assert_eq!(out.run.steps[0].attempts, 2);
+    assert!(out.run.reason.as_deref().unwrap().contains("failure 2"), "{:?}", out.run.reason);
+    let retry = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: Some("step-1".into()) }), ..Default::default() };
+    let out = r.drive(run.id, retry).await.unwrap();
+    // The third call still fails; a fresh budget of 2 means a fourth succeeds.
+    assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run.reason);
+    assert_eq!(out.run.steps[0].attempts, 4);
+}
+
+#[tokio::test]
+async fn a_step_that_outlives_its_timeout_fails_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let p = params(&[("steps", "1"), ("sleep_ms", "10000"), ("timeout_ms", "50"), ("attempts", "1")]);
+    let run = r.create("w", p, None).await.unwrap();
+    let started = std::time::Instant::now();
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.run.status, RunStatus::Paused);
+    assert!(out.run.steps[0].last_error.as_deref().unwrap().contains("timed out after 50ms"));
+}
+
+#[tokio::test]
+async fn stopping_leaves_a_resumable_run_and_resume_reruns_the_interrupted_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "300")]), None).await.unwrap();
+    let token = r.shutdown_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        token.cancel();
+    });
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert!(out.interrupted);
+    assert_eq!(out.run.status, RunStatus::Running);
+    assert_eq!(out.run.steps[0].status, StepStatus::Running);
+    drop(r);
+
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let out = r.drive(run.id, DriveOptions { resume: true, ..Default::default() }).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded);
+    let log = catalog.log.lock().unwrap().clone();
+    assert_eq!(log, vec!["step-1 attempt-1", "step-1 attempt-2", "step-2 attempt-1"]);
+    let kinds: Vec<&str> = r.store().events(run.id).unwrap().iter().map(|e| e.event.kind()).collect();
+    assert!(kinds.contains(&"process-stopped") && kinds.contains(&"step-interrupted"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn cancel_reaches_a_running_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "60000")]), None).await.unwrap();
+    let token = r.shutdown_token();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        token.cancel();
+    });
+    r.drive(run.id, DriveOptions::default()).await.unwrap();
+    drop(r);
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let cancel = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: "test".into() }), ..Default::default() };
+    let started = std::time::Instant::now();
+    let out = r.drive(run.id, cancel).await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.run.status, RunStatus::Cancelled);
+    assert_eq!(catalog.log.lock().unwrap().len(), 1, "the interrupted step is not started again");
+}
+
+#[tokio::test]
+async fn a_changed_definition_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "9"), ("attempts", "1")]), None).await.unwrap();
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Paused);
+    // Pretend the binary changed: the run was pinned to another definition.
+    let mut tampered = out.run.clone();
+    tampered.definition_hash = "0000".into();
+    tampered.definition_steps[1].1 = "different".into();
+    let mut events = r.store().events(run.id).unwrap();
+    if let Event::RunCreated { initial } = &mut events[0].event {
+        initial.definition_hash = "0000".into();
+        initial.definition_steps[1].1 = "different".into();
+    }
+    drop(r);
+    let store = Arc::new(dr_state::MemStore::new());
+    store.append(&tampered, &events).unwrap();
+    let r = Runner::new(store, catalog, Arc::new(SystemClock), RunnerOptions::default());
+    let err = r.drive(run.id, DriveOptions { resume: true, ..Default::default() }).await.unwrap_err();
+    assert!(matches!(err, Error::DefinitionChanged { .. }), "{err}");
+    assert!(err.to_string().contains("step step-2 changed"), "{err}");
+    let allowed = DriveOptions { resume: true, allow_definition_change: true, ..Default::default() };
+    let out = r.drive(run.id, allowed).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Paused);
+    assert_ne!(out.run.definition_hash, "0000");
+}
+
+#[tokio::test]
+async fn many_runs_at_once_share_syncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let store = Arc::new(dr_state::SledStore::open(dir.path()).unwrap());
+    let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, catalog, Arc::new(SystemClock), RunnerOptions::default());
+    let mut ids = Vec::new();
+    for _ in 0..50 {
+        ids.push(r.create("w", params(&[("steps", "5"), ("sleep_ms", "0")]), None).await.unwrap().id);
+    }
+    let before = store.sync_stats().syncs;
+    let handles: Vec<_> = ids.iter().map(|&id| {
+        let r = r.clone();
+        tokio::spawn(async move { r.drive(id, DriveOptions::default()).await })
+    }).collect();
+    for h in handles {
+        assert_eq!(h.await.unwrap().unwrap().run.status, RunStatus::Succeeded);
+    }
+    let syncs = store.sync_stats().syncs - before;
+    // 50 runs × (1 start + 5 step transitions) = 300 durable transitions.
+    assert!(syncs < 300, "group commit should share syncs, got {syncs}");
+}
