@@ -23,6 +23,7 @@ pub use definition::{
     Action, ActionCtx, ActionError, ActionOutput, BoxFuture, Catalog, CatalogError, ParamSpec, ResumeClass,
     StepDef, WorkflowDef, WorkflowInfo,
 };
+pub use dr_state::{Millis, RunId};
 pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 pub use rto::Rto;

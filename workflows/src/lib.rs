@@ -1,1 +1,41 @@
-//! placeholder
+//! The catalog of `dr` workflows and the actions they are made of.
+//!
+//! Owns: [`DrCatalog`] (the [`dr_orchestrator::Catalog`] the `dr` binary
+//! uses), one module per workflow, and the actions implementing
+//! [`dr_orchestrator::Action`].
+//!
+//! Refuses: persistence and scheduling. Actions do one attempt of a side
+//! effect and report; retries, timeouts and resumption are the engine's.
+
+mod params;
+pub mod synthetic;
+
+use std::collections::BTreeMap;
+
+use dr_orchestrator::{Catalog, CatalogError, WorkflowDef, WorkflowInfo};
+
+/// Every workflow `dr` knows.
+#[derive(Clone, Debug, Default)]
+pub struct DrCatalog;
+
+impl DrCatalog {
+    pub fn new() -> Self {
+        DrCatalog
+    }
+}
+
+impl Catalog for DrCatalog {
+    fn workflows(&self) -> Vec<WorkflowInfo> {
+        vec![synthetic::info()]
+    }
+
+    fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
+        match name {
+            synthetic::NAME => synthetic::build(params),
+            _ => Err(CatalogError::UnknownWorkflow {
+                name: name.to_owned(),
+                known: self.workflows().iter().map(|w| w.name.to_owned()).collect(),
+            }),
+        }
+    }
+}
