@@ -1,1 +1,8 @@
-//! placeholder
+//! The test bed of `dr`: a lab that behaves like the homelab of the DR guide,
+//! used by the end-to-end tests and by the `dr-lab` binary (the demo and the
+//! operator). Real components wherever this machine can run them (etcd with
+//! TLS, sshd nodes, tar.gz backups), a faithful simulation where it cannot
+//! (the Kubernetes API server in `kube`). Owns nothing outside a lab
+//! directory and loopback addresses; ships in no production binary.
+
+pub mod lab;
