@@ -5,4 +5,5 @@
 //! (the Kubernetes API server in `kube`). Owns nothing outside a lab
 //! directory and loopback addresses; ships in no production binary.
 
+pub mod kube;
 pub mod lab;

@@ -1,0 +1,367 @@
+//! The simulated Kubernetes API server of the lab: a plain-HTTP server on
+//! loopback that speaks enough of the Kubernetes REST API (discovery, generic
+//! CRUD, patch, watch, eviction) for kube-rs and the real `kubectl`, with
+//! controllers (deployments, replicasets, daemonsets, scheduler, kubelet,
+//! endpoints, PDBs, ArgoCD applications) and Kubernetes-side faults, plus a
+//! `/lab/v1/...` control API for the other lab parts.
+//!
+//! Owns: the object store, controllers, faults, the HTTP surface.
+//! Refuses: real etcd, ssh, terraform, backups (other lab modules do those);
+//! TLS (the kubeconfig points at `http://127.0.0.1:PORT`).
+
+mod controllers;
+mod http;
+mod lab;
+pub mod resources;
+mod seed;
+pub mod select;
+pub mod store;
+mod table;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+pub use resources::ResourceType;
+pub use store::{ApiError, Store};
+
+/// Errors of the simulated API server.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot bind the api server on {addr}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot write kubeconfig {path}")]
+    WriteKubeconfig {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot start the api server runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("the api server thread did not start")]
+    ThreadStart,
+    #[error("the simulated cluster did not become healthy within {0:?}")]
+    NotHealthy(Duration),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Pacing and shape of the simulated cluster.
+#[derive(Debug, Clone)]
+pub struct KubeOptions {
+    /// Where to bind; port 0 picks a free one.
+    pub bind: SocketAddr,
+    /// From a running container to the pod being Ready.
+    pub pod_ready_delay: Duration,
+    /// From a running kubelet (or a join) to the node being Ready.
+    pub node_ready_delay: Duration,
+    /// From an ArgoCD sync operation starting to it succeeding.
+    pub sync_delay: Duration,
+    /// Between restarts of a crash-looping container.
+    pub crash_backoff: Duration,
+    /// How often the controllers run even without a change.
+    pub tick: Duration,
+    /// How many changes watches can replay.
+    pub history_limit: usize,
+    /// Start with the standard cluster (nodes joined, kube-system, argocd, apps) already healthy.
+    pub seed: bool,
+    /// Bearer token written into the kubeconfig (the server accepts any).
+    pub token: String,
+    /// The nodes (name, InternalIP); the first is the control plane.
+    pub nodes: Vec<(String, String)>,
+}
+
+impl Default for KubeOptions {
+    fn default() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            pod_ready_delay: Duration::from_millis(30),
+            node_ready_delay: Duration::from_millis(30),
+            sync_delay: Duration::from_millis(30),
+            crash_backoff: Duration::from_millis(300),
+            tick: Duration::from_millis(10),
+            history_limit: 10_000,
+            seed: true,
+            token: "dr-lab-token".to_string(),
+            nodes: vec![
+                ("k8s-control-plane-1".to_string(), "127.0.0.11".to_string()),
+                ("k8s-worker-1".to_string(), "127.0.0.12".to_string()),
+                ("k8s-worker-2".to_string(), "127.0.0.13".to_string()),
+            ],
+        }
+    }
+}
+
+impl KubeOptions {
+    /// Delays that look like a real cluster (for demos).
+    pub fn realistic() -> Self {
+        Self {
+            pod_ready_delay: Duration::from_secs(5),
+            node_ready_delay: Duration::from_secs(20),
+            sync_delay: Duration::from_secs(8),
+            crash_backoff: Duration::from_secs(10),
+            tick: Duration::from_millis(100),
+            ..Self::default()
+        }
+    }
+}
+
+/// The kubelet of a node, as the node-side `systemctl` sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KubeletState {
+    Running,
+    Stopped,
+    /// The VM is gone for good: `running` is ignored until the node is re-created.
+    Dead,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SimNode {
+    pub kubelet: KubeletState,
+    pub joined: bool,
+    pub control_plane: bool,
+    pub ip: String,
+    /// When the node turns Ready, if its kubelet keeps running.
+    pub ready_at: Instant,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct SimPod {
+    pub ready_at: Instant,
+    pub last_crash: Instant,
+    /// A readiness-failure event was emitted.
+    pub warned: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Faults {
+    /// (namespace, deployment, pod-template-hash of the crashing replicaset).
+    pub pod_crash: Option<(String, String, String)>,
+    /// Template hashes of coredns and kube-proxy when the network broke (None once restarted).
+    pub network: Option<(Option<String>, Option<String>)>,
+    /// uids of argocd pods that fail until deleted.
+    pub argocd_down: HashSet<String>,
+}
+
+/// Everything the controllers simulate beside the stored objects.
+#[derive(Debug)]
+pub(crate) struct Sim {
+    pub nodes: BTreeMap<String, SimNode>,
+    pub pods: HashMap<String, SimPod>,
+    pub syncs: HashMap<(String, String), Instant>,
+    pub faults: Faults,
+    pub api_up: bool,
+    /// While set, delays are zero (building the standard cluster at start).
+    pub instant: bool,
+}
+
+/// The store, the simulation and the options, under one lock.
+#[derive(Debug)]
+pub struct World {
+    pub store: Store,
+    pub(crate) sim: Sim,
+    pub opts: KubeOptions,
+}
+
+impl World {
+    pub(crate) fn delay(&self, d: Duration) -> Duration {
+        if self.sim.instant {
+            Duration::ZERO
+        } else {
+            d
+        }
+    }
+}
+
+/// Shared handle to the world.
+#[derive(Debug, Clone)]
+pub struct Shared {
+    world: Arc<Mutex<World>>,
+    changed: Arc<Notify>,
+}
+
+impl Shared {
+    /// Lock the world (store and simulation). Never hold it across an await.
+    pub fn lock(&self) -> MutexGuard<'_, World> {
+        // A panic while holding the lock is a bug in the lab; keep serving what is there.
+        self.world.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The running simulated API server. Stops when dropped.
+#[derive(Debug)]
+pub struct ApiServer {
+    addr: SocketAddr,
+    shared: Shared,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    token: String,
+}
+
+impl ApiServer {
+    /// Start on the current tokio runtime.
+    pub async fn start(opts: KubeOptions) -> Result<Self> {
+        let listener =
+            tokio::net::TcpListener::bind(opts.bind).await.map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
+        let addr = listener.local_addr().map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
+        let shared = Self::build_world(opts.clone());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(http::serve(listener, shared.clone(), addr, rx));
+        let controller = tokio::spawn(controllers::run(shared.clone()));
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: None, tasks: vec![server, controller], token: opts.token })
+    }
+
+    /// Start on a background thread with its own runtime (for blocking callers and `dr-lab`).
+    pub fn start_background(opts: KubeOptions) -> Result<Self> {
+        let std_listener = std::net::TcpListener::bind(opts.bind).map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
+        std_listener.set_nonblocking(true).map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
+        let addr = std_listener.local_addr().map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
+        let shared = Self::build_world(opts.clone());
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .thread_name("dr-lab-kube")
+            .build()
+            .map_err(Error::Runtime)?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let thread_shared = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("dr-lab-kube".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                        Ok(l) => l,
+                        Err(_) => return,
+                    };
+                    let _ = ready_tx.send(());
+                    let controller = tokio::spawn(controllers::run(thread_shared.clone()));
+                    http::serve(listener, thread_shared, addr, rx).await;
+                    controller.abort();
+                });
+            })
+            .map_err(Error::Runtime)?;
+        ready_rx.recv().map_err(|_| Error::ThreadStart)?;
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread), tasks: Vec::new(), token: opts.token })
+    }
+
+    fn build_world(opts: KubeOptions) -> Shared {
+        let changed = Arc::new(Notify::new());
+        let store = Store::new(opts.history_limit, changed.clone());
+        let seed_it = opts.seed;
+        let mut world = World {
+            store,
+            sim: Sim {
+                nodes: BTreeMap::new(),
+                pods: HashMap::new(),
+                syncs: HashMap::new(),
+                faults: Faults::default(),
+                api_up: false,
+                instant: false,
+            },
+            opts,
+        };
+        seed::register_nodes(&mut world);
+        if seed_it {
+            seed::standard_cluster(&mut world);
+        }
+        Shared { world: Arc::new(Mutex::new(world)), changed }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The store, simulation and options (for assertions and direct changes).
+    pub fn shared(&self) -> &Shared {
+        &self.shared
+    }
+
+    /// A kubeconfig pointing at this server (context `dr-lab`, user with a bearer token).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dr-lab\n  cluster:\n    server: {url}\ncontexts:\n- name: dr-lab\n  context:\n    cluster: dr-lab\n    user: dr-lab-admin\n    namespace: default\ncurrent-context: dr-lab\nusers:\n- name: dr-lab-admin\n  user:\n    token: {token}\npreferences: {{}}\n",
+            url = self.url(),
+            token = self.token
+        )
+    }
+
+    pub fn write_kubeconfig(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.kubeconfig()).map_err(|source| Error::WriteKubeconfig { path: path.display().to_string(), source })
+    }
+
+    /// The same JSON that `GET /lab/v1/health` answers.
+    pub fn health(&self) -> Value {
+        lab::health(&self.shared.lock())
+    }
+
+    /// Apply a lab control action as the HTTP route would (`path` like `faults/pod-crash`).
+    pub fn control(&self, path: &str, body: Value) -> std::result::Result<Value, ApiError> {
+        let result = lab::control(&mut self.shared.lock(), path, &body);
+        self.shared.changed.notify_one();
+        result
+    }
+
+    /// Wait (async) until health says healthy.
+    pub async fn wait_healthy(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.health()["healthy"] == Value::Bool(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(Error::NotHealthy(timeout));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Wait (blocking) until health says healthy.
+    pub fn wait_healthy_blocking(&self, timeout: Duration) -> Result<()> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if self.health()["healthy"] == Value::Bool(true) {
+                return Ok(());
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(Error::NotHealthy(timeout));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Stop serving and the controllers.
+    pub fn shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        for t in self.tasks.drain(..) {
+            t.abort();
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
