@@ -1,2 +1,489 @@
-//! placeholder
-fn main() {}
+//! `dr`, the binary: parses the command line, opens the state store, calls
+//! the engine, renders the result, maps it to an exit code.
+//!
+//! Owns: presentation (tables, JSON, the live view), exit codes, signal
+//! handling, the tracing subscriber. Refuses: workflow logic and storage
+//! details, which live in `dr-orchestrator`, `dr-workflows` and `dr-state`.
+
+mod args;
+mod render;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context};
+use clap::Parser;
+use dr_orchestrator::runner::{expected_durations, DriveOptions, DriveOutcome};
+use dr_orchestrator::{Catalog, Clock, OperatorCommand, Runner, RunnerOptions, SystemClock};
+use dr_state::{RunRecord, RunStatus, SledStore};
+use dr_workflows::DrCatalog;
+
+use args::{Cli, Command};
+
+/// Exit codes (documented in `dr --help` and the README).
+mod exit {
+    pub const OK: u8 = 0;
+    pub const FAILED: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const PAUSED: u8 = 3;
+    pub const NOT_FOUND: u8 = 4;
+    pub const BUSY: u8 = 5;
+    pub const CANNOT: u8 = 6;
+    pub const INTERRUPTED: u8 = 130;
+}
+
+/// An error that carries its exit code.
+#[derive(Debug)]
+struct Usage(String);
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Usage {}
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dr: cannot start the async runtime: {e}");
+            return ExitCode::from(exit::CANNOT);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            eprintln!("dr: {e:#}");
+            ExitCode::from(exit_code_for(&e))
+        }
+    }
+}
+
+fn exit_code_for(e: &anyhow::Error) -> u8 {
+    for cause in e.chain() {
+        if cause.downcast_ref::<Usage>().is_some() || cause.downcast_ref::<dr_orchestrator::CatalogError>().is_some() {
+            return exit::USAGE;
+        }
+        if let Some(err) = cause.downcast_ref::<dr_state::Error>() {
+            return state_code(err);
+        }
+        if let Some(err) = cause.downcast_ref::<dr_orchestrator::Error>() {
+            return match err {
+                dr_orchestrator::Error::Store(s) => state_code(s),
+                dr_orchestrator::Error::Catalog(_)
+                | dr_orchestrator::Error::UnknownStep { .. }
+                | dr_orchestrator::Error::NotApplicable { .. } => exit::USAGE,
+                _ => exit::CANNOT,
+            };
+        }
+    }
+    exit::CANNOT
+}
+
+fn state_code(e: &dr_state::Error) -> u8 {
+    match e {
+        dr_state::Error::NotFound { .. } => exit::NOT_FOUND,
+        dr_state::Error::Ambiguous { .. } => exit::USAGE,
+        dr_state::Error::Busy { .. } => exit::BUSY,
+        _ => exit::CANNOT,
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        return PathBuf::from("/var/lib/dr");
+    }
+    if let Some(xdg) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return PathBuf::from(xdg).join("dr");
+    }
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".local/share/dr"),
+        None => PathBuf::from(".dr-state"),
+    }
+}
+
+struct Env {
+    runner: Runner,
+    clock: Arc<dyn Clock>,
+}
+
+fn open(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Env> {
+    let dir = cli_state_dir.unwrap_or_else(default_state_dir);
+    let store = SledStore::open(&dir)?;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
+    let runner = Runner::new(Arc::new(store), Arc::new(DrCatalog::new()), Arc::clone(&clock), options);
+    Ok(Env { runner, clock })
+}
+
+fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut params = BTreeMap::new();
+    for item in raw {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(usage(format!("--param {item:?} is not KEY=VALUE")));
+        };
+        if key.trim().is_empty() {
+            return Err(usage(format!("--param {item:?} has an empty key")));
+        }
+        if params.insert(key.trim().to_owned(), value.to_owned()).is_some() {
+            return Err(usage(format!("--param {} is given twice", key.trim())));
+        }
+    }
+    Ok(params)
+}
+
+fn parse_detected_at(raw: &str, now: i64) -> anyhow::Result<i64> {
+    let t = chrono::DateTime::parse_from_rfc3339(raw.trim())
+        .map_err(|e| usage(format!("--detected-at {raw:?} is not an RFC 3339 time like 2026-11-28T03:12:00+09:00 ({e})")))?;
+    let ms = t.timestamp_millis();
+    if ms > now + 60_000 {
+        return Err(usage(format!("--detected-at {raw} is in the future")));
+    }
+    Ok(ms)
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    writeln!(out)?;
+    Ok(())
+}
+
+fn print_text(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+async fn run(cli: Cli) -> anyhow::Result<u8> {
+    let state_dir = cli.global.state_dir.clone();
+    match cli.command {
+        Command::Workflows(args) => workflows(args),
+        Command::Start(args) => {
+            let env = open(state_dir)?;
+            start(env, args).await
+        }
+        Command::Resume(args) => {
+            let env = open(state_dir)?;
+            let options = DriveOptions { resume: true, allow_definition_change: args.allow_definition_change, operator: None };
+            drive(env, &args.id, options, args.json).await
+        }
+        Command::Cancel(args) => {
+            let env = open(state_dir)?;
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: args.reason }), ..Default::default() };
+            drive(env, &args.id, options, args.json).await
+        }
+        Command::Retry(args) => {
+            let env = open(state_dir)?;
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: args.step }), ..Default::default() };
+            drive(env, &args.id, options, args.json).await
+        }
+        Command::Approve(args) => {
+            let env = open(state_dir)?;
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Approve { step: args.step }), ..Default::default() };
+            drive(env, &args.id, options, args.json).await
+        }
+        Command::Skip(args) => {
+            if args.reason.trim().is_empty() {
+                return Err(usage("--reason must say why the step can be skipped"));
+            }
+            let env = open(state_dir)?;
+            let options = DriveOptions {
+                resume: true,
+                operator: Some(OperatorCommand::Skip { step: args.step, reason: args.reason }),
+                ..Default::default()
+            };
+            drive(env, &args.id, options, args.json).await
+        }
+        Command::Status(args) => status(open(state_dir)?, args.id.as_deref(), args.json).await,
+        Command::List(args) => list(open(state_dir)?, args.json),
+        Command::History(args) => history(open(state_dir)?, &args.id, args.json),
+    }
+}
+
+fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
+    let catalog = DrCatalog::new();
+    match args.show {
+        None => {
+            let infos = catalog.workflows();
+            if args.json {
+                print_json(&serde_json::to_value(&infos)?)?;
+            } else {
+                let mut text = format!("{:24}  LVL  DESCRIPTION\n", "WORKFLOW");
+                for w in infos {
+                    text.push_str(&format!("{:24}  {:>3}  {}\n", w.name, w.level, w.description));
+                }
+                print_text(&text)?;
+            }
+        }
+        Some(args::WorkflowsCommand::Show { name, params }) => {
+            let params = parse_params(&params)?;
+            let def = catalog.build(&name, &params)?;
+            let info = catalog.workflows().into_iter().find(|w| w.name == name);
+            let target = dr_orchestrator::default_target_secs(def.level);
+            if args.json {
+                let steps: Vec<_> = def
+                    .steps
+                    .iter()
+                    .map(|s| {
+                        serde_json::json!({
+                            "id": s.id, "description": s.description, "action": s.action.kind(),
+                            "depends_on": s.depends_on, "resume": s.resume.as_str(), "timeout_ms": s.timeout_ms,
+                            "expected_ms": s.expected_ms, "max_attempts": s.retry.max_attempts, "fatal": s.fatal,
+                        })
+                    })
+                    .collect();
+                print_json(&serde_json::json!({
+                    "name": def.name, "level": def.level, "target_secs": target, "description": def.description,
+                    "definition_hash": def.hash(), "params": info.map(|i| i.params), "steps": steps,
+                }))?;
+            } else {
+                let mut text = format!("{} (level {}, RTO target {}): {}\n", def.name, def.level, dr_orchestrator::runner::human_ms(target * 1000), def.description);
+                if let Some(info) = info {
+                    text.push_str("\nParameters:\n");
+                    for p in info.params {
+                        let default = p.default.map(|d| format!(" [default: {d}]")).unwrap_or_default();
+                        text.push_str(&format!("  {:12} {}{default}\n", p.name, p.description));
+                    }
+                }
+                text.push_str("\nSteps:\n");
+                for s in &def.steps {
+                    let deps = if s.depends_on.is_empty() { String::new() } else { format!(" after {}", s.depends_on.join(", ")) };
+                    text.push_str(&format!("  {:12} {} ({}, {} attempts){deps}\n", s.id, s.action.kind(), s.resume.as_str(), s.retry.max_attempts));
+                }
+                print_text(&text)?;
+            }
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let mut err = std::io::stderr().lock();
+    write!(err, "{question} [y/N]: ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
+    let params = parse_params(&args.params)?;
+    let incident_at = match &args.detected_at {
+        Some(raw) => Some(parse_detected_at(raw, env.clock.now_ms())?),
+        None => None,
+    };
+    let def = env.runner.catalog().build(&args.workflow, &params)?;
+    if def.level >= 4 && !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(usage(format!(
+                "{} is a level-{} recovery (full rebuild); confirm with --yes",
+                def.name, def.level
+            )));
+        }
+        if !confirm(&format!("Start {}, a level-{} full rebuild?", def.name, def.level))? {
+            eprintln!("dr: not started");
+            return Ok(exit::OK);
+        }
+    }
+    let run = env.runner.create(&args.workflow, params, incident_at).await?;
+    if !args.json {
+        eprintln!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, &run.id.to_string()[..13]);
+    }
+    drive_run(env, run, DriveOptions::default(), args.json).await
+}
+
+async fn drive(env: Env, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
+    let id = env.runner.store().resolve(query)?;
+    let run = env.runner.load_checked(id).await?;
+    drive_run(env, run, options, json).await
+}
+
+async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
+    let plan = env.runner.definition_for(&run).map(|d| d.plan()).context("cannot build the run's workflow")?;
+    let expected = expected_durations(env.runner.store().as_ref(), &run, Some(&plan));
+    let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock));
+    let runner = env.runner.with_observer(Arc::clone(&live) as Arc<dyn dr_orchestrator::Observer>);
+    let shutdown = runner.shutdown_token();
+    tokio::spawn(async move {
+        let mut count = 0;
+        loop {
+            wait_for_signal().await;
+            count += 1;
+            if count == 1 {
+                eprintln!("\ndr: stopping; the run is saved and can be continued with dr resume (press Ctrl-C again to quit at once)");
+                shutdown.cancel();
+            } else {
+                std::process::exit(i32::from(exit::INTERRUPTED));
+            }
+        }
+    });
+    let ticker = live.is_tty().then(|| {
+        let live = Arc::clone(&live);
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(std::time::Duration::from_secs(1));
+            loop {
+                interval.tick().await;
+                live.redraw();
+            }
+        })
+    });
+    let outcome = runner.drive(run.id, options).await;
+    if let Some(t) = ticker {
+        t.abort();
+    }
+    let DriveOutcome { run, interrupted } = outcome?;
+    report(&runner, &run, json, !live.is_tty())?;
+    if interrupted {
+        eprintln!("dr: stopped; continue with: dr resume {}", &run.id.to_string()[..13]);
+        return Ok(exit::INTERRUPTED);
+    }
+    Ok(code_for_status(run.status))
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn code_for_status(status: RunStatus) -> u8 {
+    match status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Failed | RunStatus::Cancelled => exit::FAILED,
+        RunStatus::Paused => exit::PAUSED,
+        RunStatus::Running => exit::INTERRUPTED,
+    }
+}
+
+fn report(runner: &Runner, run: &RunRecord, json: bool, print_table: bool) -> anyhow::Result<()> {
+    let rto = runner.rto(run);
+    if json {
+        return print_json(&render::status_json(run, &rto));
+    }
+    if print_table {
+        print_text(&render::status_text(run, &rto, runner.now_ms()))?;
+    }
+    let hints = render::next_steps(run);
+    if !hints.is_empty() {
+        eprintln!("\nNext:");
+        for h in hints {
+            eprintln!("  {h}");
+        }
+    }
+    Ok(())
+}
+
+async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8> {
+    let store = env.runner.store();
+    let ids = match query {
+        Some(q) => vec![store.resolve(q)?],
+        None => {
+            let open = store.open_runs()?;
+            if open.is_empty() {
+                vec![store.resolve("@latest")?]
+            } else {
+                open
+            }
+        }
+    };
+    let mut runs = Vec::new();
+    for id in ids {
+        let run = store.load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() })?;
+        runs.push(run);
+    }
+    if json {
+        let values: Vec<_> = runs.iter().map(|r| render::status_json(r, &env.runner.rto(r))).collect();
+        match (query, values.len()) {
+            (Some(_), _) => print_json(&values[0])?,
+            _ => print_json(&serde_json::Value::Array(values))?,
+        }
+    } else {
+        for (i, run) in runs.iter().enumerate() {
+            if i > 0 {
+                print_text("\n")?;
+            }
+            report(&env.runner, run, false, true)?;
+        }
+    }
+    // Any state that could be shown is a success; scripts read the status field.
+    Ok(exit::OK)
+}
+
+fn list(env: Env, json: bool) -> anyhow::Result<u8> {
+    let store = env.runner.store();
+    let now = env.clock.now_ms();
+    let mut rows = Vec::new();
+    let mut damaged = 0;
+    for summary in store.summaries()? {
+        match summary {
+            Ok(s) => {
+                let rto = if s.status.is_terminal() {
+                    render::summary_rto(&s, now)
+                } else {
+                    match store.load(s.id) {
+                        Ok(Some(run)) => env.runner.rto(&run),
+                        _ => render::summary_rto(&s, now),
+                    }
+                };
+                rows.push((s, rto));
+            }
+            Err(e) => {
+                damaged += 1;
+                eprintln!("dr: skipping a damaged run record: {e}");
+            }
+        }
+    }
+    if json {
+        let values: Vec<_> = rows.iter().rev().map(|(s, rto)| render::summary_json(s, rto)).collect();
+        print_json(&serde_json::Value::Array(values))?;
+    } else if rows.is_empty() {
+        eprintln!("dr: no runs yet; start one with: dr start WORKFLOW (see dr workflows)");
+    } else {
+        print_text(&render::list_text(&rows))?;
+    }
+    Ok(if damaged > 0 { exit::CANNOT } else { exit::OK })
+}
+
+fn history(env: Env, query: &str, json: bool) -> anyhow::Result<u8> {
+    let store = env.runner.store();
+    let id = store.resolve(query)?;
+    let events = store.events(id)?;
+    if events.is_empty() {
+        bail!(anyhow!(dr_state::Error::NotFound { query: query.to_owned() }));
+    }
+    if json {
+        print_json(&serde_json::Value::Array(events.iter().map(render::event_json).collect()))?;
+    } else {
+        let mut text = String::new();
+        for e in &events {
+            text.push_str(&render::event_line(e));
+            text.push('\n');
+        }
+        print_text(&text)?;
+    }
+    Ok(exit::OK)
+}

@@ -19,7 +19,7 @@ pub enum Error {
     #[error("run {run}: {detail}")]
     Invariant { run: RunId, detail: String },
 
-    #[error("run {run} is {status}: {detail}")]
+    #[error("run {run} ({status}): {detail}")]
     NotApplicable { run: RunId, status: &'static str, detail: String },
 
     #[error("run {run} has no step {step:?}; its steps are: {known}")]

@@ -1,0 +1,179 @@
+//! Command-line arguments: what `dr --help` says.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0    the run succeeded (or the command did what was asked)
+  1    the run failed or was cancelled
+  2    usage error: unknown workflow, bad parameter, bad argument
+  3    the run is paused and waits for an operator (dr approve / skip / retry)
+  4    no such run
+  5    the state store is busy: another dr process owns it
+  6    dr could not do it: unreadable store, changed workflow definition, damaged history
+  130  interrupted (SIGINT/SIGTERM); the run is saved, continue it with dr resume";
+
+/// dr: durable disaster recovery for a kubeadm homelab.
+///
+/// Every recovery runs as a checkpointed state machine: each step is recorded
+/// on disk before and after it runs, so a crash of this process loses nothing
+/// and `dr resume ID` continues where it stopped, while the RTO clock keeps
+/// counting against the target of the failure level.
+#[derive(Debug, Parser)]
+#[command(name = "dr", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Directory of the state store [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
+    #[arg(long, env = "DR_STATE_DIR", global = true, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Configuration file (inventory, ssh, etcd, backups, targets) [default: /etc/dr/dr.toml]
+    #[arg(long, env = "DR_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start a recovery and run it in the foreground until it ends or pauses
+    Start(StartArgs),
+    /// Continue a run after a crash, a stop or a pause
+    Resume(ResumeArgs),
+    /// Show a run: steps, attempts, the RTO clock (without ID: every unfinished run, else the latest)
+    Status(StatusArgs),
+    /// List runs, newest first
+    List(JsonArgs),
+    /// Show the event history of a run
+    History(IdJsonArgs),
+    /// Cancel a run: its running step is told to stop
+    Cancel(CancelArgs),
+    /// Run a failed or backing-off step again now (all of them without STEP), then continue
+    Retry(RetryArgs),
+    /// Let a step that waits for confirmation run again, then continue
+    Approve(StepArgs),
+    /// Mark a step done without running it, then continue
+    Skip(SkipArgs),
+    /// List the workflows dr knows, or show one
+    Workflows(WorkflowsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// The workflow to run (see `dr workflows`)
+    pub workflow: String,
+    /// A workflow parameter, KEY=VALUE; repeat for more
+    #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// When the incident was detected (RFC 3339, e.g. 2026-11-28T03:12:00+09:00); the RTO clock starts there
+    #[arg(long, value_name = "RFC3339")]
+    pub detected_at: Option<String>,
+    /// Do not ask for confirmation (level-4 workflows ask first)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Print the final status as one JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    /// Continue even though the workflow's definition changed since the run started
+    #[arg(long)]
+    pub allow_definition_change: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct IdJsonArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    /// Why, recorded in the history
+    #[arg(long, default_value = "cancelled by the operator")]
+    pub reason: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    /// The step to retry (default: every failed or backing-off step)
+    pub step: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StepArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    /// The step
+    pub step: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SkipArgs {
+    /// Run id, a unique prefix of one, or @latest
+    pub id: String,
+    /// The step
+    pub step: String,
+    /// Why the step can be skipped, recorded in the history
+    #[arg(long)]
+    pub reason: String,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkflowsArgs {
+    #[command(subcommand)]
+    pub show: Option<WorkflowsCommand>,
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum WorkflowsCommand {
+    /// Show a workflow's steps and parameters
+    Show {
+        name: String,
+        /// Parameters, as for `dr start`, to show the steps they produce
+        #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
+        params: Vec<String>,
+    },
+}

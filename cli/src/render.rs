@@ -1,0 +1,416 @@
+//! Presentation: JSON objects, tables and the live view. Data goes to
+//! stdout; the live view and hints go to stderr.
+
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+use dr_orchestrator::definition::Plan;
+use dr_orchestrator::runner::human_ms;
+use dr_orchestrator::{rto, Clock, Observer, Rto};
+use dr_state::{Event, EventRecord, Millis, RunRecord, RunStatus, RunSummary, StepStatus};
+use serde_json::{json, Value};
+
+pub fn rfc3339(ms: Millis) -> Value {
+    match DateTime::<Utc>::from_timestamp_millis(ms) {
+        Some(t) => Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true)),
+        None => Value::Null,
+    }
+}
+
+fn opt_time(ms: Option<Millis>) -> Value {
+    ms.map_or(Value::Null, rfc3339)
+}
+
+pub fn local_time(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M:%S").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn clock_time(ms: Millis) -> String {
+    DateTime::<Utc>::from_timestamp_millis(ms)
+        .map(|t| t.with_timezone(&Local).format("%H:%M:%S").to_string())
+        .unwrap_or_else(|| "?".into())
+}
+
+fn rto_json(rto: &Rto) -> Value {
+    json!({
+        "target_secs": rto.target_secs,
+        "elapsed_secs": rto.elapsed_secs,
+        "projected_secs": rto.projected_secs,
+        "at_risk": rto.at_risk,
+    })
+}
+
+/// The `dr status --json` object.
+pub fn status_json(run: &RunRecord, rto: &Rto) -> Value {
+    let steps: Vec<Value> = run
+        .steps
+        .iter()
+        .map(|s| {
+            json!({
+                "id": s.id,
+                "status": s.status.as_str(),
+                "attempts": s.attempts,
+                "started_at": opt_time(s.started_at),
+                "finished_at": opt_time(s.finished_at),
+                "waiting_for": waiting_for(s),
+                "last_error": s.last_error,
+                "output": s.output,
+                "skip_reason": s.skip_reason,
+            })
+        })
+        .collect();
+    json!({
+        "id": run.id.to_string(),
+        "workflow": run.workflow,
+        "level": run.level,
+        "status": run.status.as_str(),
+        "reason": run.reason,
+        "incident_at": rfc3339(run.incident_at),
+        "started_at": rfc3339(run.started_at),
+        "finished_at": opt_time(run.finished_at),
+        "params": run.params,
+        "rto": rto_json(rto),
+        "steps": steps,
+    })
+}
+
+fn waiting_for(s: &dr_state::StepRecord) -> Value {
+    match (s.status, s.awaiting_operator, s.wait_until) {
+        (StepStatus::Waiting, true, _) => json!("operator"),
+        (StepStatus::Waiting, false, Some(t)) => json!({ "retry_at": rfc3339(t) }),
+        _ => Value::Null,
+    }
+}
+
+/// A `dr list --json` element: the status object without steps.
+pub fn summary_json(s: &RunSummary, rto: &Rto) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "workflow": s.workflow,
+        "level": s.level,
+        "status": s.status.as_str(),
+        "reason": s.reason,
+        "incident_at": rfc3339(s.incident_at),
+        "started_at": rfc3339(s.started_at),
+        "finished_at": opt_time(s.finished_at),
+        "steps_total": s.steps_total,
+        "steps_done": s.steps_done,
+        "rto": rto_json(rto),
+    })
+}
+
+/// RTO figures from a summary alone (exact for finished runs).
+pub fn summary_rto(s: &RunSummary, now: Millis) -> Rto {
+    let end = s.finished_at.unwrap_or(now);
+    let elapsed_ms = u64::try_from(end - s.incident_at).unwrap_or(0);
+    Rto {
+        target_secs: s.target_secs,
+        elapsed_secs: elapsed_ms as f64 / 1000.0,
+        projected_secs: elapsed_ms as f64 / 1000.0,
+        at_risk: elapsed_ms > s.target_secs * 1000,
+    }
+}
+
+pub fn rto_line(rto: &Rto, status: RunStatus) -> String {
+    let ms = |secs: f64| human_ms((secs * 1000.0) as u64);
+    let verdict = match (status.is_terminal(), rto.at_risk) {
+        (true, false) => "within target",
+        (true, true) => "MISSED TARGET",
+        (false, false) => "on track",
+        (false, true) => "AT RISK",
+    };
+    if status.is_terminal() {
+        format!("{} of {} target  [{verdict}]", ms(rto.elapsed_secs), ms(rto.target_secs as f64))
+    } else {
+        format!(
+            "elapsed {} of {} target, projected {}  [{verdict}]",
+            ms(rto.elapsed_secs),
+            ms(rto.target_secs as f64),
+            ms(rto.projected_secs)
+        )
+    }
+}
+
+fn step_duration(s: &dr_state::StepRecord, now: Millis) -> String {
+    match (s.started_at, s.finished_at, s.status) {
+        (Some(a), Some(b), _) => human_ms(u64::try_from(b - a).unwrap_or(0)),
+        (Some(a), None, StepStatus::Running) => format!("{}…", human_ms(u64::try_from(now - a).unwrap_or(0))),
+        _ => String::new(),
+    }
+}
+
+fn step_note(s: &dr_state::StepRecord, now: Millis) -> String {
+    match s.status {
+        StepStatus::Waiting if s.awaiting_operator => format!("needs operator: {}", s.last_error.clone().unwrap_or_default()),
+        StepStatus::Waiting => {
+            let wait = s.wait_until.map(|t| human_ms(u64::try_from(t - now).unwrap_or(0))).unwrap_or_default();
+            format!("retry in {wait}: {}", s.last_error.clone().unwrap_or_default())
+        }
+        StepStatus::Failed => s.last_error.clone().unwrap_or_default(),
+        StepStatus::Skipped => format!("skipped: {}", s.skip_reason.clone().unwrap_or_default()),
+        StepStatus::Running if s.probing => "probing whether the interrupted attempt took effect".into(),
+        _ => String::new(),
+    }
+}
+
+fn icon(status: StepStatus) -> &'static str {
+    match status {
+        StepStatus::Pending => " ",
+        StepStatus::Running => ">",
+        StepStatus::Waiting => "~",
+        StepStatus::Succeeded => "+",
+        StepStatus::Failed => "!",
+        StepStatus::Skipped => "-",
+    }
+}
+
+/// The human status view.
+pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis) -> String {
+    let mut out = String::new();
+    let done = run.steps.iter().filter(|s| s.status.is_done()).count();
+    let _ = writeln!(out, "Run       {}", run.id);
+    let _ = writeln!(out, "Workflow  {} (level {})", run.workflow, run.level);
+    let reason = run.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
+    let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}", run.status.as_str(), run.steps.len());
+    let finished = run.finished_at.map(local_time).unwrap_or_else(|| "—".into());
+    let _ = writeln!(out, "Incident  {}   started {}   finished {finished}", local_time(run.incident_at), local_time(run.started_at));
+    let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status));
+    let _ = writeln!(out);
+    let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "  {:width$}  {:9}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    for s in &run.steps {
+        let line = format!(
+            "{} {:width$}  {:9}  {:>8}  {:>9}  {}",
+            icon(s.status),
+            s.id,
+            s.status.as_str(),
+            s.attempts,
+            step_duration(s, now),
+            step_note(s, now)
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
+}
+
+/// What the operator can do next, for a run that is not moving by itself.
+pub fn next_steps(run: &RunRecord) -> Vec<String> {
+    let short = &run.id.to_string()[..13];
+    let mut hints = Vec::new();
+    match run.status {
+        RunStatus::Paused => {
+            for s in &run.steps {
+                if s.awaiting_operator {
+                    hints.push(format!("dr approve {short} {}    # run it again", s.id));
+                    hints.push(format!("dr skip {short} {} --reason \"...\"    # it is done, go on", s.id));
+                } else if s.status == StepStatus::Failed {
+                    hints.push(format!("dr retry {short} {}    # try again now", s.id));
+                    hints.push(format!("dr skip {short} {} --reason \"...\"    # done by hand, go on", s.id));
+                }
+            }
+        }
+        RunStatus::Running => hints.push(format!("dr resume {short}")),
+        _ => {}
+    }
+    hints
+}
+
+/// Shortest prefix (at least 8 characters) that tells each id apart from its
+/// neighbours, for ids sorted ascending.
+pub fn short_ids(ids: &[String]) -> Vec<String> {
+    let common = |a: &str, b: &str| a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    (0..ids.len())
+        .map(|i| {
+            let mut len = 8;
+            if i > 0 {
+                len = len.max(common(&ids[i], &ids[i - 1]) + 1);
+            }
+            if i + 1 < ids.len() {
+                len = len.max(common(&ids[i], &ids[i + 1]) + 1);
+            }
+            ids[i].chars().take(len).collect()
+        })
+        .collect()
+}
+
+/// The `dr list` table, newest first.
+pub fn list_text(rows: &[(RunSummary, Rto)]) -> String {
+    let ids: Vec<String> = rows.iter().map(|(s, _)| s.id.to_string()).collect();
+    let shorts = short_ids(&ids);
+    let idw = shorts.iter().map(String::len).max().unwrap_or(2).max(2);
+    let ww = rows.iter().map(|(s, _)| s.workflow.len()).max().unwrap_or(8).max(8);
+    let mut out = format!("{:idw$}  {:ww$}  LVL  {:9}  STEPS  {:19}  {:>9}  RTO\n", "ID", "WORKFLOW", "STATUS", "STARTED", "ELAPSED");
+    for (i, (s, rto)) in rows.iter().enumerate().rev() {
+        let verdict = match (s.status.is_terminal(), rto.at_risk) {
+            (_, false) => "ok",
+            (true, true) => "missed",
+            (false, true) => "AT RISK",
+        };
+        let _ = writeln!(
+            out,
+            "{:idw$}  {:ww$}  {:>3}  {:9}  {:>5}  {:19}  {:>9}  {verdict}",
+            shorts[i],
+            s.workflow,
+            s.level,
+            s.status.as_str(),
+            format!("{}/{}", s.steps_done, s.steps_total),
+            local_time(s.started_at),
+            human_ms((rto.elapsed_secs * 1000.0) as u64),
+        );
+    }
+    out
+}
+
+/// One history event as JSON: `seq`, `at`, `kind`, then its fields.
+pub fn event_json(e: &EventRecord) -> Value {
+    let mut obj = serde_json::Map::new();
+    obj.insert("seq".into(), json!(e.seq));
+    obj.insert("at".into(), rfc3339(e.at));
+    obj.insert("kind".into(), json!(e.event.kind()));
+    match &e.event {
+        Event::RunCreated { initial } => {
+            obj.insert("workflow".into(), json!(initial.workflow));
+            obj.insert("level".into(), json!(initial.level));
+            obj.insert("params".into(), json!(initial.params));
+            obj.insert("definition_hash".into(), json!(initial.definition_hash));
+        }
+        other => {
+            if let Ok(Value::Object(outer)) = serde_json::to_value(other) {
+                for (_, inner) in outer {
+                    if let Value::Object(fields) = inner {
+                        for (k, v) in fields {
+                            let v = if k.ends_with("_at") || k == "deadline" { v.as_i64().map_or(v, rfc3339) } else { v };
+                            obj.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Value::Object(obj)
+}
+
+/// One history event as a line.
+pub fn event_line(e: &EventRecord) -> String {
+    let t = local_time(e.at);
+    let detail = match &e.event {
+        Event::RunCreated { initial } => format!("run created: {} (level {}) {:?}", initial.workflow, initial.level, initial.params),
+        Event::RunResumed { epoch, by } => format!("taken up by {by} (incarnation {epoch})"),
+        Event::DefinitionReplaced { definition_hash, .. } => format!("continuing under changed definition {definition_hash}"),
+        Event::StepStarted { step, attempt, .. } => format!("{step} started (attempt {attempt})"),
+        Event::StepSucceeded { step, attempt, duration_ms, .. } => format!("{step} succeeded in {} (attempt {attempt})", human_ms(*duration_ms)),
+        Event::StepFailed { step, attempt, error, retry_at } => match retry_at {
+            Some(t) => format!("{step} attempt {attempt} failed: {error}; retry at {}", clock_time(*t)),
+            None => format!("{step} attempt {attempt} failed: {error}; no attempt left"),
+        },
+        Event::StepInterrupted { step, attempt } => format!("{step} attempt {attempt} was interrupted; it runs again"),
+        Event::StepProbing { step, attempt, .. } => format!("{step}: probing whether attempt {attempt} took effect"),
+        Event::StepProbed { step, detail, .. } => format!("{step}: {detail}"),
+        Event::StepAwaitingOperator { step, reason } => format!("{step} waits for an operator: {reason}"),
+        Event::StepCancelled { step, attempt } => format!("{step} attempt {attempt} cancelled"),
+        Event::OperatorApproved { step } => format!("operator approved {step}"),
+        Event::OperatorSkipped { step, reason } => format!("operator skipped {step}: {reason}"),
+        Event::RetryRequested { step } => format!("operator asked to retry {step}"),
+        Event::CancelRequested { reason } => format!("cancel requested: {reason}"),
+        Event::ProcessStopped { signal } => format!("process stopped ({signal}); the run is resumable"),
+        Event::RunPaused { reason } => format!("run paused: {reason}"),
+        Event::RunSucceeded => "run succeeded".into(),
+        Event::RunFailed { reason } => format!("run failed: {reason}"),
+        Event::RunCancelled { reason } => format!("run cancelled: {reason}"),
+    };
+    format!("{:>4}  {t}  {detail}", e.seq)
+}
+
+/// The live view of a run while `dr start`/`dr resume` drive it: a redrawn
+/// block on a terminal, one line per event otherwise (both on stderr).
+pub struct LiveView {
+    state: Mutex<LiveState>,
+    tty: bool,
+    plan: Plan,
+    expected: Vec<u64>,
+    clock: Arc<dyn Clock>,
+}
+
+struct LiveState {
+    run: Option<RunRecord>,
+    lines_drawn: usize,
+}
+
+impl LiveView {
+    pub fn new(plan: Plan, expected: Vec<u64>, clock: Arc<dyn Clock>) -> Arc<Self> {
+        Arc::new(LiveView {
+            state: Mutex::new(LiveState { run: None, lines_drawn: 0 }),
+            tty: std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb"),
+            plan,
+            expected,
+            clock,
+        })
+    }
+
+    pub fn is_tty(&self) -> bool {
+        self.tty
+    }
+
+    /// Redraws the block (terminal only): called on every transition and every second.
+    pub fn redraw(&self) {
+        if !self.tty {
+            return;
+        }
+        let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(run) = state.run.clone() else { return };
+        let now = self.clock.now_ms();
+        let rto = rto::compute(&run, Some(&self.plan), &self.expected, now);
+        let mut text = status_text(&run, &rto, now);
+        // Keep the block within the terminal: show at most 20 steps around the active ones.
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() > 28 {
+            let first_active = run.steps.iter().position(|s| !s.status.is_done()).unwrap_or(0);
+            let start = first_active.saturating_sub(5).min(run.steps.len().saturating_sub(20));
+            let head = &lines[..7];
+            let body: Vec<&str> = lines[7..].iter().skip(start).take(20).copied().collect();
+            text = format!("{}\n{}\n  … {} steps in all\n", head.join("\n"), body.join("\n"), run.steps.len());
+        }
+        let mut err = std::io::stderr().lock();
+        if state.lines_drawn > 0 {
+            let _ = write!(err, "\x1b[{}A\x1b[J", state.lines_drawn);
+        }
+        let _ = err.write_all(text.as_bytes());
+        let _ = err.flush();
+        state.lines_drawn = text.lines().count();
+    }
+}
+
+impl Observer for LiveView {
+    fn on_transition(&self, run: &RunRecord, events: &[EventRecord]) {
+        {
+            let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            state.run = Some(run.clone());
+        }
+        if self.tty {
+            self.redraw();
+        } else {
+            let mut err = std::io::stderr().lock();
+            for e in events {
+                if matches!(e.event, Event::RunCreated { .. }) {
+                    continue;
+                }
+                let _ = writeln!(err, "{}", event_line(e));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_ids_tell_neighbours_apart() {
+        let ids = vec!["0193aaaa-0001".to_owned(), "0193aaaa-0002".to_owned(), "0194bbbb-0000".to_owned()];
+        assert_eq!(short_ids(&ids), vec!["0193aaaa-0001", "0193aaaa-0002", "0194bbbb"]);
+    }
+}
