@@ -1,0 +1,187 @@
+//! The `dr` command as an operator and a script meet it: exit codes, errors
+//! that say what to do, JSON shapes, stopping on a signal, a busy store.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::support::{code, stderr, Bastion};
+
+#[test]
+fn usage_errors_exit_2_and_say_what_is_expected() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "no-such-workflow"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("known workflows: synthetic"), "{}", stderr(&out));
+
+    let out = b.run(&["start", "synthetic", "-p", "steps=lots"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("steps") && stderr(&out).contains("1 to 10000"), "{}", stderr(&out));
+
+    let out = b.run(&["start", "synthetic", "-p", "steps"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("KEY=VALUE"), "{}", stderr(&out));
+
+    let out = b.run(&["start", "synthetic", "--detected-at", "yesterday"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+
+    let out = b.run(&["start", "synthetic", "-p", "level=4", "-p", "steps=1", "-p", "step_ms=0"]);
+    assert_eq!(code(&out), Some(2), "a level-4 run without a terminal needs --yes");
+    assert!(stderr(&out).contains("--yes"), "{}", stderr(&out));
+
+    let out = b.run(&["frobnicate"]);
+    assert_eq!(code(&out), Some(2));
+}
+
+#[test]
+fn an_unknown_run_exits_4_and_help_documents_exit_codes() {
+    let b = Bastion::new();
+    let out = b.run(&["status", "0000dead"]);
+    assert_eq!(code(&out), Some(4));
+    assert!(stderr(&out).contains("dr list"), "{}", stderr(&out));
+    let out = b.run(&["resume", "@latest"]);
+    assert_eq!(code(&out), Some(4));
+    let out = b.run(&["--help"]);
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in ["130", "paused", "busy", "no such run"] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+}
+
+#[test]
+fn start_json_prints_the_status_object_and_list_json_the_summaries() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=5", "-p", "level=2", "--json", "--detected-at", "2026-01-01T00:00:00+09:00"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
+    for key in ["id", "workflow", "level", "status", "incident_at", "started_at", "finished_at", "rto", "steps"] {
+        assert!(v.get(key).is_some(), "missing {key}: {v}");
+    }
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["level"], 2);
+    assert_eq!(v["incident_at"], "2025-12-31T15:00:00.000Z");
+    assert_eq!(v["rto"]["target_secs"], 3600);
+    assert_eq!(v["rto"]["at_risk"], true, "an incident in January is far past a 1 h target");
+    assert_eq!(v["steps"].as_array().unwrap().len(), 3);
+    for step in v["steps"].as_array().unwrap() {
+        assert_eq!(step["status"], "succeeded");
+        assert_eq!(step["attempts"], 1);
+        assert!(step["started_at"].is_string() && step["finished_at"].is_string());
+    }
+
+    let out = b.run(&["list", "--json"]);
+    assert_eq!(code(&out), Some(0));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.len(), 1);
+    assert_eq!(list[0]["id"], v["id"]);
+    assert!(list[0].get("steps").is_none());
+    assert_eq!(list[0]["rto"]["target_secs"], 3600);
+
+    // A unique prefix works wherever an id does.
+    let prefix = &v["id"].as_str().unwrap()[..20];
+    let out = b.run(&["status", prefix, "--json"]);
+    assert_eq!(code(&out), Some(0));
+    let again: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["id"], v["id"]);
+}
+
+#[test]
+fn a_failing_step_pauses_the_run_with_exit_3_and_retry_continues_it() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=1", "-p", "fail_at=2", "-p", "fail_times=3", "-p", "backoff_ms=5", "--json"]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "paused");
+    assert_eq!(v["steps"][1]["status"], "failed");
+    assert_eq!(v["steps"][1]["attempts"], 3);
+    assert!(v["steps"][1]["last_error"].as_str().unwrap().contains("synthetic failure"));
+    let out = b.run(&["retry", "@latest", "step-2", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["steps"][1]["attempts"], 4);
+    // Operating on a finished run is refused with a reason.
+    let out = b.run(&["retry", "@latest", "step-2"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("already ended"), "{}", stderr(&out));
+}
+
+fn wait_for_run(b: &Bastion) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        // The store is locked while the other process runs: read the history file-free way.
+        if std::fs::read_to_string(b.state.path().join("LOCK")).is_ok_and(|t| !t.trim().is_empty()) {
+            std::thread::sleep(Duration::from_millis(300));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("dr did not start");
+}
+
+#[test]
+fn a_busy_store_exits_5_naming_the_owner_and_sigint_stops_cleanly_with_130() {
+    let b = Bastion::new();
+    let child = b
+        .dr()
+        .args(["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_run(&b);
+    let out = b.run(&["list"]);
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("pid {}", child.id())), "{}", stderr(&out));
+
+    // SIGINT: the process records the stop and exits 130.
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGINT);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), Some(130), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dr resume"), "{}", stderr(&out));
+
+    let status = b.status();
+    assert_eq!(status["status"], "running");
+    let events = b.assert_history_contiguous();
+    assert_eq!(events.last().unwrap()["kind"], "process-stopped");
+
+    let out = b.run(&["resume", "@latest", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "succeeded");
+}
+
+#[test]
+fn cancel_ends_a_paused_run_and_history_tells_the_story() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"]);
+    assert_eq!(code(&out), Some(3));
+    let out = b.run(&["cancel", "@latest", "--reason", "rebuilding instead"]);
+    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    let status = b.status();
+    assert_eq!(status["status"], "cancelled");
+    assert_eq!(status["reason"], "rebuilding instead");
+    let out = b.run(&["history", "@latest"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("cancel requested: rebuilding instead"), "{text}");
+    assert!(text.contains("run cancelled"), "{text}");
+}
+
+#[test]
+fn workflows_lists_and_shows_the_catalog() {
+    let b = Bastion::new();
+    let out = b.run(&["workflows", "--json"]);
+    assert_eq!(code(&out), Some(0));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v.as_array().unwrap().iter().any(|w| w["name"] == "synthetic"));
+    let out = b.run(&["workflows", "show", "synthetic", "-p", "steps=3", "-p", "parallel=true", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["steps"][2]["depends_on"][0], "step-1");
+}
