@@ -56,8 +56,10 @@ case ${1:-} in
   stop)
     if [ -f "$pidfile" ]; then
       pid=$(cat "$pidfile")
+      # etcd syncs its WAL on every commit, so a kill after a short grace
+      # period loses nothing; its graceful shutdown can take seconds.
       kill "$pid" 2>/dev/null
-      for _ in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+      for _ in $(seq 20); do lab_pid_alive "$pidfile" || break; sleep 0.05; done
       kill -9 "$pid" 2>/dev/null
       rm -f "$pidfile"
     fi

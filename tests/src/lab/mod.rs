@@ -157,12 +157,14 @@ pub struct Summary {
 
 enum ApiBackend {
     Stub(StubApi),
+    Kube(Box<crate::kube::ApiServer>),
 }
 
 impl ApiBackend {
     fn url(&self) -> String {
         match self {
             ApiBackend::Stub(stub) => stub.url(),
+            ApiBackend::Kube(server) => server.url(),
         }
     }
 }
@@ -196,11 +198,6 @@ impl Lab {
             Some(user) => user,
             None => current_user()?,
         };
-        let api = match options.api {
-            ApiChoice::Stub => ApiBackend::Stub(StubApi::start()?),
-            ApiChoice::Simulated => ApiBackend::Stub(StubApi::start()?),
-        };
-        let api_url = api.url();
         let etcd_client_url = format!("https://127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST)?);
         let etcd_peer_url = format!("https://127.0.0.1:{}", free_port(Ipv4Addr::LOCALHOST)?);
         let mut nodes = Vec::new();
@@ -214,6 +211,20 @@ impl Lab {
                 root: dir.join("nodes").join(name),
             });
         }
+        let api = match options.api {
+            ApiChoice::Stub => ApiBackend::Stub(StubApi::start()?),
+            ApiChoice::Simulated => {
+                let mut kube_options = match options.pace {
+                    Pace::Fast => crate::kube::KubeOptions::default(),
+                    Pace::Realistic => crate::kube::KubeOptions::realistic(),
+                };
+                kube_options.nodes = nodes.iter().map(|n| (n.name.clone(), n.ssh_host.clone())).collect();
+                let server = crate::kube::ApiServer::start_background(kube_options).context("starting the simulated API server")?;
+                server.wait_healthy_blocking(Duration::from_secs(20)).context("the simulated API server did not become healthy")?;
+                ApiBackend::Kube(Box::new(server))
+            }
+        };
+        let api_url = api.url();
         let pki_dir = dir.join("pki/etcd");
         let etcd = EtcdClient {
             endpoint: etcd_client_url.clone(),
@@ -276,7 +287,10 @@ impl Lab {
         for marker in ["packages", "libvirt", "storage"] {
             std::fs::write(dir.join("host").join(marker), "prepared by the lab\n")?;
         }
-        std::fs::write(dir.join("kubeconfig"), stub_kubeconfig(api_url))?;
+        match &self.api {
+            Some(ApiBackend::Kube(server)) => server.write_kubeconfig(&dir.join("kubeconfig")).context("writing the kubeconfig")?,
+            _ => std::fs::write(dir.join("kubeconfig"), stub_kubeconfig(api_url))?,
+        }
         for node in self.nodes.clone() {
             let sshd_dir = dir.join("sshd").join(&node.name);
             std::fs::create_dir_all(&sshd_dir)?;
@@ -372,7 +386,25 @@ impl Lab {
     pub fn stub_requests(&self) -> Option<Vec<Request>> {
         match self.api.as_ref()? {
             ApiBackend::Stub(stub) => Some(stub.requests()),
+            ApiBackend::Kube(_) => None,
         }
+    }
+
+    /// The simulated API server, when the lab runs it.
+    pub fn kube(&self) -> Option<&crate::kube::ApiServer> {
+        match self.api.as_ref()? {
+            ApiBackend::Kube(server) => Some(server),
+            ApiBackend::Stub(_) => None,
+        }
+    }
+
+    /// `GET /lab/v1/health` of the control API, as JSON.
+    pub fn health(&self) -> Result<serde_json::Value> {
+        let (status, body) = http::request("GET", &format!("{}/lab/v1/health", self.api_url()), None)?;
+        if status != 200 {
+            bail!("health answered {status}: {body}");
+        }
+        Ok(serde_json::from_str(&body)?)
     }
 
     pub fn etcd(&self) -> &EtcdClient {
@@ -574,7 +606,7 @@ pub fn recorded_processes(dir: &Path) -> Vec<(String, i32)> {
 pub fn stop_processes(dir: &Path) -> Vec<i32> {
     let mut left = Vec::new();
     for (_, pid) in recorded_processes(dir) {
-        if !process::terminate(pid, Duration::from_secs(5)) {
+        if !process::terminate(pid, Duration::from_secs(1)) {
             left.push(pid);
         }
     }

@@ -1,0 +1,77 @@
+//! `dr-lab up` starts a detached lab that answers, `status` and `fault` act
+//! on it, and `dr-lab down` leaves no process behind.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const DR_LAB: &str = env!("CARGO_BIN_EXE_dr-lab");
+
+/// Runs `dr-lab down` when dropped, so a failed assertion leaves nothing running.
+struct Down(PathBuf);
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = Command::new(DR_LAB).arg("down").arg("--dir").arg(&self.0).output();
+    }
+}
+
+fn lab_processes(dir: &Path) -> Vec<String> {
+    let output = Command::new("pgrep").arg("-af").arg(dir).output().expect("pgrep");
+    String::from_utf8_lossy(&output.stdout).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
+    let temp = tempfile::tempdir().expect("tempdir");
+    let dir = temp.path().join("lab");
+    let _down = Down(dir.clone());
+    let up = Command::new(DR_LAB).args(["up", "--stub-api", "--dir"]).arg(&dir).output().expect("dr-lab up");
+    assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
+    let summary: serde_json::Value = serde_json::from_slice(&up.stdout).expect("JSON summary");
+    let dir = std::fs::canonicalize(&dir).expect("dir");
+    assert_eq!(summary["config"], serde_json::json!(dir.join("dr.toml")));
+    assert!(dir.join("dr.toml").is_file() && dir.join("kubeconfig").is_file());
+    assert_eq!(summary["nodes"].as_array().expect("nodes").len(), 3);
+    for key in ["user", "key", "known_hosts"] {
+        assert!(summary["ssh"][key].is_string(), "ssh.{key}");
+    }
+    for key in ["endpoints", "cacert", "cert", "key"] {
+        assert!(!summary["etcd"][key].is_null(), "etcd.{key}");
+    }
+    assert!(summary["ingress_url"].as_str().expect("ingress").starts_with("http://127.0.0.100:"));
+    assert!(summary["backup_dir"].is_string());
+
+    let second = Command::new(DR_LAB).args(["up", "--stub-api", "--dir"]).arg(&dir).output().expect("dr-lab up");
+    assert!(!second.status.success(), "a second lab in the same dir is refused");
+
+    let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["running"], true);
+    assert_eq!(status["etcd"]["healthy"], true);
+    assert_eq!(status["ingress"]["status"], 200);
+    assert!(status["nodes"].as_array().expect("nodes").iter().all(|n| n["up"] == true), "{status}");
+
+    let fault = Command::new(DR_LAB).args(["fault", "--dir"]).arg(&dir).arg("control-plane-lost").output().expect("fault");
+    assert!(fault.status.success(), "{}", String::from_utf8_lossy(&fault.stderr));
+    let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["etcd"]["healthy"], false);
+    assert_eq!(status["nodes"][0]["up"], false);
+    assert_eq!(status["nodes"][1]["up"], true);
+
+    let mut pids: Vec<i32> = vec![std::fs::read_to_string(dir.join("supervisor.pid")).expect("pid").trim().parse().expect("pid")];
+    for node in ["k8s-worker-1", "k8s-worker-2"] {
+        pids.push(std::fs::read_to_string(dir.join("sshd").join(node).join("sshd.pid")).expect("pid").trim().parse().expect("pid"));
+    }
+    assert!(!lab_processes(&dir).is_empty());
+
+    let down = Command::new(DR_LAB).args(["down", "--dir"]).arg(&dir).output().expect("dr-lab down");
+    assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
+    assert_eq!(lab_processes(&dir), Vec::<String>::new());
+    for pid in pids {
+        assert!(!dr_tests::lab::process::pid_alive(pid), "pid {pid} still runs");
+    }
+    let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["running"], false);
+}
