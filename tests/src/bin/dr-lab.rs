@@ -80,7 +80,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Cmd::Up { dir, pace, stub_api } => up(&dir, pace, stub_api),
         Cmd::Status { dir, json } => status(&dir, json),
-        Cmd::Fault { dir, name, node } => lab::inject_fault(&canonical(&dir), &name, node.as_deref()),
+        Cmd::Fault { dir, name, node } => {
+            lab::inject_fault(&canonical(&dir), &name, node.as_deref()).map(|printed| print!("{printed}"))
+        }
         Cmd::Down { dir } => down(&dir),
         Cmd::Supervise { dir, pace, stub_api } => supervise(&dir, pace, stub_api),
     };

@@ -444,7 +444,7 @@ impl Lab {
         let node = self.node(node)?;
         let mut command = Command::new("ssh");
         command
-            .arg("-i")
+            .args(["-F", "/dev/null", "-i"])
             .arg(self.ssh_key())
             .args(["-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
             .args(["-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR"])
@@ -489,7 +489,7 @@ impl Lab {
 
     /// Injects a named fault (see `docs/LAB.md`).
     pub fn fault(&self, name: &str, node: Option<&str>) -> Result<()> {
-        inject_fault(&self.dir, name, node)
+        inject_fault(&self.dir, name, node).map(drop)
     }
 
     pub fn summary(&self) -> Summary {
@@ -548,7 +548,12 @@ impl Lab {
             q(&self.dir.join("terraform")),
             q(&self.dir.join("bin/terraform"))
         ));
-        out.push_str(&format!("[scripts]\nhost_setup_dir = {}\nplatform_dir = {}\n\n", q(&self.dir.join("host-setup")), q(&self.dir.join("platform"))));
+        out.push_str(&format!(
+            "[scripts]\nhost_setup_dir = {}\nplatform_dir = {}\nrestore = {}\n\n",
+            q(&self.dir.join("host-setup")),
+            q(&self.dir.join("platform")),
+            q(&self.dir.join("bin/k8s-restore.sh"))
+        ));
         out.push_str(&format!("[verify]\ningress_url = {}\n", toml_string(&self.ingress_url())));
         out
     }
@@ -572,15 +577,16 @@ impl Drop for Lab {
     }
 }
 
-/// Injects a named fault into the lab in `dir` through `<dir>/bin/lab-fault`.
-pub fn inject_fault(dir: &Path, name: &str, node: Option<&str>) -> Result<()> {
+/// Injects a named fault into the lab in `dir` through `<dir>/bin/lab-fault`;
+/// returns what the script printed.
+pub fn inject_fault(dir: &Path, name: &str, node: Option<&str>) -> Result<String> {
     let mut command = Command::new(dir.join("bin/lab-fault"));
     command.arg(name);
     if let Some(node) = node {
         command.arg(node);
     }
-    run(&mut command).with_context(|| format!("injecting fault {name}"))?;
-    Ok(())
+    let output = run(&mut command).with_context(|| format!("injecting fault {name}"))?;
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The lab processes recorded by pid file under `dir`: (what, pid).

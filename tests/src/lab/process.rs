@@ -60,7 +60,10 @@ pub fn terminate(pid: i32, grace: Duration) -> bool {
 
 /// Terminates the process named by a pid file and removes the file.
 pub fn terminate_pid_file(path: &Path) -> bool {
-    let gone = read_pid(path).map_or(true, |pid| terminate(pid, Duration::from_secs(5)));
+    let gone = match read_pid(path) {
+        Some(pid) => terminate(pid, Duration::from_secs(5)),
+        None => true,
+    };
     if gone {
         let _ = std::fs::remove_file(path);
     }

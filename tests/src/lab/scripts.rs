@@ -1,7 +1,7 @@
 //! The lab's shell scripts (sources in `tests/lab-bin/`), embedded in the
 //! binary and written into a lab dir with the lab's path baked in: the lab
 //! machinery (`bin/lab-common.sh`, `bin/lab-node`, `bin/lab-fault`,
-//! `etcd/run.sh`), the bastion tools (`bin/terraform`, `host-setup/*.sh`,
+//! `etcd/run.sh`), the bastion tools (`bin/terraform`, `bin/k8s-restore.sh`, `host-setup/*.sh`,
 //! `platform/platform-deploy.sh`) and the node-side commands (`node-bin/`,
 //! copied into each node's `bin/` when the node is created).
 
@@ -19,6 +19,7 @@ const SETUP_HOST: &str = include_str!("../../lab-bin/bastion/setup-host.sh");
 const SETUP_LIBVIRT: &str = include_str!("../../lab-bin/bastion/setup-libvirt-sudo.sh");
 const SETUP_STORAGE: &str = include_str!("../../lab-bin/bastion/setup-storage.sh");
 const VERIFY_SETUP: &str = include_str!("../../lab-bin/bastion/verify-setup.sh");
+const K8S_RESTORE: &str = include_str!("../../lab-bin/bastion/k8s-restore.sh");
 const PLATFORM_DEPLOY: &str = include_str!("../../lab-bin/bastion/platform-deploy.sh");
 const NODE_SUDO: &str = include_str!("../../lab-bin/node/sudo");
 const NODE_SYSTEMCTL: &str = include_str!("../../lab-bin/node/systemctl");
@@ -44,6 +45,7 @@ pub fn install(lab_dir: &Path) -> Result<()> {
         ("bin/lab-node", LAB_NODE),
         ("bin/lab-fault", LAB_FAULT),
         ("bin/terraform", TERRAFORM),
+        ("bin/k8s-restore.sh", K8S_RESTORE),
         ("etcd/run.sh", ETCD_RUN),
         ("host-setup/setup-host.sh", SETUP_HOST),
         ("host-setup/setup-libvirt-sudo.sh", SETUP_LIBVIRT),
