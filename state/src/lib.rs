@@ -15,6 +15,7 @@ mod error;
 pub mod model;
 mod sled_store;
 mod sync;
+mod wal;
 
 #[cfg(any(test, feature = "test-util"))]
 mod mem;

@@ -5,11 +5,14 @@
 //! `runs` (run id → snapshot), `summaries` (run id → summary), `events`
 //! (run id ‖ seq as big-endian u64 → event), `open` (run id → (), unfinished
 //! runs), `heads` (run id → next seq), `stats` (workflow \0 step → recent
-//! durations), `meta` (`format` → format version).
+//! durations), `meta` (`format` → format version). `wal` is the write-ahead
+//! log (see [`crate::wal`]): appends are durable once it is synced; sled itself
+//! is flushed and synced at checkpoints.
 
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{PoisonError, RwLock};
 
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -17,6 +20,7 @@ use sled::Transactional;
 use crate::envelope::{decode, encode, FORMAT_VERSION};
 use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
 use crate::sync::{fdatasync, GroupSync};
+use crate::wal::{Wal, WalEntry};
 use crate::{Error, Result, Store, STATS_WINDOW};
 
 /// The sled-backed store. One process at a time may open a state directory.
@@ -30,9 +34,15 @@ pub struct SledStore {
     heads: sled::Tree,
     stats: sled::Tree,
     log_file: File,
+    wal: Wal,
+    /// Appends hold it shared; a checkpoint holds it exclusively.
+    checkpoint: RwLock<()>,
     group: GroupSync,
     _lock: File,
 }
+
+/// The write-ahead log is checkpointed into sled when it grows past this.
+const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
 
 /// Counters of the store's durability work.
 #[derive(Clone, Copy, Debug, Default)]
@@ -57,6 +67,9 @@ impl SledStore {
         let db = sled::Config::new()
             .path(&sled_dir)
             .segment_size(1 << 20)
+            .cache_capacity(32 << 20)
+            // Durability comes from the write-ahead log; sled is flushed at checkpoints.
+            .flush_every_ms(None)
             .open()
             .map_err(|source| classify_sled_error(&dir, source))?;
         let tree = |name: &str| db.open_tree(name).map_err(|source| Error::Sled { path: dir.clone(), source });
@@ -76,6 +89,8 @@ impl SledStore {
         }
         let log_path = sled_dir.join("db");
         let log_file = File::open(&log_path).map_err(|source| Error::Io { path: log_path.clone(), source })?;
+        let wal_path = dir.join("wal");
+        let (wal, pending) = Wal::open(&wal_path).map_err(|source| Error::Io { path: wal_path.clone(), source })?;
         let store = SledStore {
             runs: tree("runs")?,
             summaries: tree("summaries")?,
@@ -85,12 +100,19 @@ impl SledStore {
             stats: tree("stats")?,
             db,
             log_file,
+            wal,
+            checkpoint: RwLock::new(()),
             group: GroupSync::new(),
             _lock: lock,
             dir,
         };
+        let replayed = store.replay_wal(&pending)?;
+        if replayed > 0 {
+            tracing::info!(replayed, "applied write-ahead log records that sled had not persisted");
+        }
+        // Whatever the log held is now in sled: make that durable and empty the log.
+        store.checkpoint_now()?;
         // The directory entries of a new store must be durable too.
-        store.durable()?;
         for d in [&store.dir, &sled_dir] {
             if let Ok(f) = File::open(d) {
                 let _ = f.sync_all();
@@ -114,16 +136,75 @@ impl SledStore {
     pub fn corrupt_run_for_test(&self, id: RunId, bytes: &[u8]) -> Result<()> {
         self.runs.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
         self.summaries.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
-        self.durable()
+        self.checkpoint_now()
     }
 
-    fn durable(&self) -> Result<()> {
-        self.group
-            .sync(|| {
-                self.db.flush().map_err(std::io::Error::other)?;
-                fdatasync(&self.log_file)
-            })
-            .map_err(|detail| Error::Io { path: self.dir.join("sled"), source: std::io::Error::other(detail) })
+    /// Flushes and syncs sled, then empties the write-ahead log.
+    fn checkpoint_now(&self) -> Result<()> {
+        let _exclusive = self.checkpoint.write().unwrap_or_else(PoisonError::into_inner);
+        let io = |source: std::io::Error| Error::Io { path: self.dir.join("sled"), source };
+        self.db.flush().map_err(|s| self.sled_err(s))?;
+        fdatasync(&self.log_file).map_err(io)?;
+        self.wal.truncate().map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })
+    }
+
+    /// Applies the log entries sled does not have (a run's head is behind the entry's).
+    fn replay_wal(&self, entries: &[Vec<u8>]) -> Result<usize> {
+        let mut applied = 0;
+        for (index, payload) in entries.iter().enumerate() {
+            let entry: WalEntry = decode(payload).map_err(|detail| Error::Corrupted {
+                tree: "wal",
+                key: format!("record {index}"),
+                run: None,
+                detail,
+            })?;
+            let head = self.heads.get(entry.run).map_err(|s| self.sled_err(s))?;
+            let current = head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+            if current < entry.head {
+                self.apply(&entry, None).map_err(|e| match e {
+                    TransactionError::Abort(found) => Error::SequenceConflict {
+                        run: RunId::from_key(&entry.run).map(|r| r.to_string()).unwrap_or_default(),
+                        expected: entry.head,
+                        found,
+                    },
+                    TransactionError::Storage(s) => self.sled_err(s),
+                })?;
+                applied += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    /// One atomic sled transaction writing an append. With `expect_head`, it
+    /// aborts (with the current head) unless the run's history is there.
+    fn apply(&self, entry: &WalEntry, expect_head: Option<u64>) -> Result<(), TransactionError<u64>> {
+        let key = &entry.run[..];
+        let head = entry.head.to_be_bytes();
+        (&self.runs, &self.summaries, &self.events, &self.open, &self.heads).transaction(
+            |(runs, summaries, events_tree, open, heads)| {
+                if let Some(expected) = expect_head {
+                    let current = match heads.get(key)? {
+                        Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
+                        None => 0,
+                    };
+                    if current != expected {
+                        return Err(ConflictableTransactionError::Abort(current));
+                    }
+                }
+                for (k, v) in &entry.events {
+                    events_tree.insert(k.as_slice(), v.as_slice())?;
+                }
+                runs.insert(key, entry.snapshot.as_slice())?;
+                summaries.insert(key, entry.summary.as_slice())?;
+                heads.insert(key, &head[..])?;
+                if entry.terminal {
+                    open.remove(key)?;
+                } else {
+                    open.insert(key, &[][..])?;
+                }
+                Ok(())
+            },
+        )
     }
 
     fn sled_err(&self, source: sled::Error) -> Error {
@@ -186,6 +267,14 @@ fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
     }
 }
 
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint_now() {
+            tracing::warn!(error = %e, "checkpoint at close failed; the write-ahead log keeps the data");
+        }
+    }
+}
+
 impl Store for SledStore {
     fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()> {
         let Some(first) = events.first() else { return Ok(()) };
@@ -195,44 +284,33 @@ impl Store for SledStore {
         if !contiguous || last_seq + 1 != run.next_seq {
             return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found: run.next_seq });
         }
-        let key = *run.id.as_bytes();
-        let snapshot = encode(run);
-        let summary = encode(&run.summary());
-        let encoded: Vec<([u8; 24], Vec<u8>)> =
-            events.iter().map(|e| (event_key(run.id, e.seq), encode(e))).collect();
-        let head = run.next_seq.to_be_bytes();
-        let terminal = run.status.is_terminal();
-        let result = (&self.runs, &self.summaries, &self.events, &self.open, &self.heads).transaction(
-            |(runs, summaries, events_tree, open, heads)| {
-                let current = match heads.get(key)? {
-                    Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
-                    None => 0,
-                };
-                if current != first.seq {
-                    return Err(ConflictableTransactionError::Abort(current));
+        let entry = WalEntry {
+            run: *run.id.as_bytes(),
+            head: run.next_seq,
+            terminal: run.status.is_terminal(),
+            snapshot: encode(run),
+            summary: encode(&run.summary()),
+            events: events.iter().map(|e| (event_key(run.id, e.seq).to_vec(), encode(e))).collect(),
+        };
+        let payload = encode(&entry);
+        let wal_size = {
+            let _shared = self.checkpoint.read().unwrap_or_else(PoisonError::into_inner);
+            match self.apply(&entry, Some(first.seq)) {
+                Ok(()) => {}
+                Err(TransactionError::Abort(found)) => {
+                    return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
                 }
-                for (k, v) in &encoded {
-                    events_tree.insert(&k[..], v.as_slice())?;
-                }
-                runs.insert(&key[..], snapshot.as_slice())?;
-                summaries.insert(&key[..], summary.as_slice())?;
-                heads.insert(&key[..], &head[..])?;
-                if terminal {
-                    open.remove(&key[..])?;
-                } else {
-                    open.insert(&key[..], &[][..])?;
-                }
-                Ok(())
-            },
-        );
-        match result {
-            Ok(()) => {}
-            Err(TransactionError::Abort(found)) => {
-                return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
+                Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
             }
-            Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
+            self.wal.write(&payload).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?
+        };
+        self.group
+            .sync(|| self.wal.sync())
+            .map_err(|detail| Error::Io { path: self.wal.path().to_path_buf(), source: std::io::Error::other(detail) })?;
+        if wal_size > WAL_CHECKPOINT_BYTES {
+            self.checkpoint_now()?;
         }
-        self.durable()
+        Ok(())
     }
 
     fn load(&self, id: RunId) -> Result<Option<RunRecord>> {

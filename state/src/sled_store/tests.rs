@@ -70,7 +70,7 @@ fn an_unknown_store_format_is_refused_with_both_versions() {
     {
         let store = SledStore::open(dir.path()).unwrap();
         store.db.open_tree("meta").unwrap().insert("format", &[7u8]).unwrap();
-        store.durable().unwrap();
+        store.checkpoint_now().unwrap();
     }
     let err = SledStore::open(dir.path()).unwrap_err();
     assert!(matches!(err, Error::UnsupportedFormat { found: 7, supported: 1, .. }), "{err}");
