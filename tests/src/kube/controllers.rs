@@ -695,13 +695,20 @@ fn endpoints(world: &mut World) {
         if !not_ready.is_empty() {
             subset["notReadyAddresses"] = json!(not_ready);
         }
-        let mut ep = json!({"metadata": {"name": name, "labels": labels(&svc)}});
-        if !ready.is_empty() || !not_ready.is_empty() {
-            ep["subsets"] = json!([subset]);
-        }
+        let subsets = if ready.is_empty() && not_ready.is_empty() { None } else { Some(json!([subset])) };
         if world.store.get(&r::ENDPOINTS, &ns, &name).is_some() {
-            let _ = world.store.update(&r::ENDPOINTS, &ns, &name, ep, false);
+            world.store.modify(&r::ENDPOINTS, &ns, &name, |ep| match (&subsets, ep.as_object_mut()) {
+                (Some(s), _) => ep["subsets"] = s.clone(),
+                (None, Some(m)) => {
+                    m.remove("subsets");
+                }
+                (None, None) => {}
+            });
         } else {
+            let mut ep = json!({"metadata": {"name": name, "labels": labels(&svc)}});
+            if let Some(s) = subsets {
+                ep["subsets"] = s;
+            }
             let _ = world.store.create(&r::ENDPOINTS, &ns, ep);
         }
     }
