@@ -5,6 +5,8 @@
 //! runs only the 200-run case and reports its peak RSS (a process of its own,
 //! so earlier phases do not count).
 
+#![allow(clippy::print_stdout, clippy::unwrap_used)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::Path;

@@ -89,6 +89,7 @@ mod tests {
     use std::sync::Arc;
 
     #[test]
+    #[allow(clippy::disallowed_methods)] // a slow fake disk
     fn concurrent_writers_share_syncs() {
         let sync = Arc::new(GroupSync::new());
         let threads: Vec<_> = (0..16)
