@@ -139,6 +139,20 @@ pub(crate) fn event(world: &mut World, involved: &Value, kind: &str, reason: &st
         return;
     }
     let now = now_rfc3339();
+    // Like the kubelet's event aggregation: the same reason on the same object bumps a count.
+    let uid = meta(involved, "uid");
+    let existing = world.store.list(&r::EVENTS, Some(&ns)).into_iter().find(|e| {
+        e.pointer("/involvedObject/uid").and_then(Value::as_str) == Some(uid.as_str())
+            && e.get("reason").and_then(Value::as_str) == Some(reason)
+            && e.get("message").and_then(Value::as_str) == Some(message)
+    });
+    if let Some(e) = existing {
+        world.store.modify(&r::EVENTS, &ns, &meta(&e, "name"), |e| {
+            e["count"] = json!(e["count"].as_i64().unwrap_or(1) + 1);
+            e["lastTimestamp"] = json!(now);
+        });
+        return;
+    }
     let name = format!("{}.{:x}", meta(involved, "name"), world.store.next_counter() * 7919 + 0x1_8000_0000);
     let _ = world.store.create(
         &r::EVENTS,
@@ -657,6 +671,14 @@ fn kubelet(world: &mut World, now: Instant) {
 
 fn endpoints(world: &mut World) {
     for svc in world.store.list(&r::SERVICES, None) {
+        if svc.pointer("/spec/clusterIP").is_none() && svc.pointer("/spec/type").and_then(Value::as_str) != Some("ExternalName") {
+            let n = world.store.next_counter();
+            let ip = format!("10.96.{}.{}", (n / 250) % 250 + 1, n % 250 + 2);
+            world.store.modify(&r::SERVICES, &meta(&svc, "namespace"), &meta(&svc, "name"), |o| {
+                o["spec"]["clusterIP"] = json!(ip);
+                o["spec"]["clusterIPs"] = json!([ip]);
+            });
+        }
         let Some(selector) = svc.pointer("/spec/selector").and_then(Value::as_object).cloned() else {
             continue;
         };

