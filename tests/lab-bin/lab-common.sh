@@ -89,12 +89,16 @@ lab_guard_paths() {
 
 lab_node_port() { cat "$LAB_DIR/sshd/$1/port"; }
 lab_node_address() { cat "$LAB_DIR/sshd/$1/address"; }
-# Whether the pid in file $1 names a live process (a zombie counts as dead).
-lab_pid_alive() {
-  local pid state
-  [ -f "$1" ] || return 1
-  pid=$(cat "$1" 2>/dev/null) || return 1
-  [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
-  state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$pid/stat" 2>/dev/null) || return 1
+# Whether process $1 is alive (a zombie, not yet reaped by init, counts as dead).
+lab_alive() {
+  local state
+  [ -n "$1" ] && kill -0 "$1" 2>/dev/null || return 1
+  state=$(sed 's/^.*) \(.\).*/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
   [ "$state" != Z ] && [ "$state" != X ]
+}
+
+# Whether the pid in file $1 names a live process.
+lab_pid_alive() {
+  [ -f "$1" ] || return 1
+  lab_alive "$(cat "$1" 2>/dev/null)"
 }

@@ -22,6 +22,11 @@ pub struct EtcdClient {
 impl EtcdClient {
     /// An `etcdctl` command with endpoint and certificates set.
     pub fn etcdctl(&self) -> Command {
+        self.etcdctl_with_timeouts("2s", "5s")
+    }
+
+    /// An `etcdctl` command with the given dial and command timeouts.
+    pub fn etcdctl_with_timeouts(&self, dial: &str, command_timeout: &str) -> Command {
         let mut command = Command::new("etcdctl");
         command
             .env("ETCDCTL_API", "3")
@@ -29,7 +34,8 @@ impl EtcdClient {
             .arg(format!("--cacert={}", self.cacert.display()))
             .arg(format!("--cert={}", self.cert.display()))
             .arg(format!("--key={}", self.key.display()))
-            .args(["--dial-timeout=2s", "--command-timeout=5s"]);
+            .arg(format!("--dial-timeout={dial}"))
+            .arg(format!("--command-timeout={command_timeout}"));
         command
     }
 
@@ -48,7 +54,7 @@ impl EtcdClient {
     }
 
     pub fn healthy(&self) -> bool {
-        run(self.etcdctl().args(["endpoint", "health"])).is_ok()
+        run(self.etcdctl_with_timeouts("500ms", "1s").args(["endpoint", "health"])).is_ok()
     }
 
     pub fn snapshot_save(&self, path: &Path) -> Result<()> {
