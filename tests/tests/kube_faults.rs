@@ -1,6 +1,7 @@
 //! Kubernetes-side faults and the lab control routes, driven over plain HTTP
 //! as the node-side commands do: each fault shows its symptom and nothing
 //! else, and the documented repair clears it.
+#![allow(clippy::disallowed_methods)] // real-time waits against a live server
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -264,7 +265,7 @@ fn reset_removes_the_node_and_its_pods_and_join_brings_it_back() {
     });
     lab(&server, "nodes/k8s-worker-1/join", json!({}));
     server.wait_healthy_blocking(WAIT).expect("healthy after the join");
-    assert_eq!(pods_where(&server, |p| is_proxy(p)).len(), 3, "daemonset pod back on the joined node");
+    assert_eq!(pods_where(&server, is_proxy).len(), 3, "daemonset pod back on the joined node");
 }
 
 #[test]

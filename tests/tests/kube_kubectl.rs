@@ -1,5 +1,6 @@
 //! The real `kubectl` against the simulated API server through an ordinary
 //! kubeconfig: get, rollout restart/status, drain, uncordon, patch, wait.
+#![allow(clippy::disallowed_methods)] // real-time waits against a live server
 
 use std::path::PathBuf;
 use std::process::Command;

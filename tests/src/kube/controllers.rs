@@ -475,7 +475,7 @@ fn schedule(world: &mut World) {
             .iter()
             .filter(|n| node_ready(n) && n.pointer("/spec/unschedulable").and_then(Value::as_bool) != Some(true))
             .filter(|n| {
-                n.pointer("/spec/taints").and_then(Value::as_array).map_or(true, |ts| {
+                n.pointer("/spec/taints").and_then(Value::as_array).is_none_or(|ts| {
                     ts.iter().filter(|t| t["effect"] == "NoSchedule" || t["effect"] == "NoExecute").all(|t| tolerates(p, t))
                 })
             })

@@ -333,6 +333,7 @@ impl ApiServer {
     }
 
     /// Wait (blocking) until health says healthy.
+    #[allow(clippy::disallowed_methods)] // the lab is a test bed: a blocking caller polls
     pub fn wait_healthy_blocking(&self, timeout: Duration) -> Result<()> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
