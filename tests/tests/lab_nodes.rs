@@ -119,3 +119,33 @@ fn node_commands_refuse_paths_outside_the_lab() {
     assert!(text(&output.stderr).contains("refusing"), "{}", text(&output.stderr));
     assert!(std::path::Path::new("/etc/hostname").exists());
 }
+
+#[test]
+fn scp_to_a_node_lands_in_the_nodes_tmp() {
+    let lab = TestLab::stub().expect("lab starts");
+    let node = lab.node(WORKERS[0]).expect("node");
+    let source = lab.temp_dir().join("payload.txt");
+    std::fs::write(&source, "payload").expect("write");
+    // -O: the legacy protocol runs the node's scp, which maps the path; without
+    // it (sftp) the node's /tmp is bind-mounted where the machine allows it.
+    let sftp_maps = std::process::Command::new("unshare").args(["-m", "--propagation", "private", "true"]).status().is_ok_and(|s| s.success());
+    for (mode, name) in [(Some("-O"), "legacy.txt"), (None, "sftp.txt")] {
+        if mode.is_none() && !sftp_maps {
+            continue;
+        }
+        let mut scp = std::process::Command::new("scp");
+        scp.args(["-q", "-F", "/dev/null", "-i"])
+            .arg(lab.ssh_key())
+            .args(["-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes"])
+            .arg("-o")
+            .arg(format!("UserKnownHostsFile={}", lab.known_hosts().display()))
+            .args(["-P", &node.ssh_port.to_string()]);
+        if let Some(flag) = mode {
+            scp.arg(flag);
+        }
+        let out = scp.arg(&source).arg(format!("{}@{}:/tmp/{name}", lab.user(), node.ssh_host)).output().expect("scp");
+        assert!(out.status.success(), "{mode:?}: {}", text(&out.stderr));
+        assert_eq!(std::fs::read_to_string(node.root.join("tmp").join(name)).expect("landed in the node's /tmp"), "payload");
+        assert!(!std::path::Path::new("/tmp").join(name).exists(), "not in the real /tmp");
+    }
+}
