@@ -72,13 +72,65 @@ pub struct DriveOutcome {
     pub interrupted: bool,
 }
 
+struct CommitRequest {
+    run: RunRecord,
+    events: Vec<EventRecord>,
+    reply: tokio::sync::oneshot::Sender<Result<()>>,
+}
+
+/// The store's one writer: takes every queued transition, writes them all,
+/// makes them durable with one sync, answers each. While one batch syncs the
+/// next one queues up, which is what makes concurrent runs cheap.
+fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<CommitRequest>) {
+    const MAX_BATCH: usize = 512;
+    while let Ok(first) = requests.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match requests.try_recv() {
+                Ok(more) => batch.push(more),
+                Err(_) => break,
+            }
+        }
+        for request in &batch {
+            for e in &request.events {
+                if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
+                    if let Err(err) = store.record_duration(&request.run.workflow, step, *duration_ms) {
+                        warn!(error = %err, "cannot record a step duration; RTO projections use the estimate");
+                    }
+                }
+            }
+        }
+        let results = {
+            let items: Vec<(&RunRecord, &[EventRecord])> = batch.iter().map(|r| (&r.run, r.events.as_slice())).collect();
+            store.append_batch(&items)
+        };
+        for (request, result) in batch.into_iter().zip(results) {
+            let _ = request.reply.send(result.map_err(Error::from));
+        }
+    }
+}
+
 struct Inner {
     store: Arc<dyn Store>,
+    /// `None` only while dropping.
+    committer: Option<std::sync::mpsc::Sender<CommitRequest>>,
+    writer: Option<std::thread::JoinHandle<()>>,
     catalog: Arc<dyn Catalog>,
     clock: Arc<dyn Clock>,
     options: RunnerOptions,
     shutdown: CancellationToken,
     observer: Option<Arc<dyn Observer>>,
+}
+
+impl Drop for Inner {
+    /// Closes the writer and waits for it, so the store is released when the
+    /// last clone of the runner goes.
+    fn drop(&mut self) {
+        self.committer.take();
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
 }
 
 /// Drives runs. Cheap to clone; every clone shares the store and shutdown.
@@ -116,7 +168,29 @@ impl Runner {
         options: RunnerOptions,
         observer: Option<Arc<dyn Observer>>,
     ) -> Self {
-        Runner { inner: Arc::new(Inner { store, catalog, clock, options, shutdown: CancellationToken::new(), observer }) }
+        let (committer, requests) = std::sync::mpsc::channel();
+        let writer_store = Arc::clone(&store);
+        let spawned = std::thread::Builder::new().name("dr-commit".into()).spawn(move || commit_loop(writer_store, requests));
+        let writer = match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                // Without the writer every commit fails with a clear error; nothing is lost.
+                warn!(error = %e, "cannot start the commit thread");
+                None
+            }
+        };
+        Runner {
+            inner: Arc::new(Inner {
+                store,
+                committer: Some(committer),
+                writer,
+                catalog,
+                clock,
+                options,
+                shutdown: CancellationToken::new(),
+                observer,
+            }),
+        }
     }
 
     /// Cancel this token to stop every drive cleanly (SIGINT/SIGTERM).
@@ -276,18 +350,11 @@ impl Runner {
                 failpoint::hit(step, Phase::BeforeStart);
             }
         }
-        let store = Arc::clone(&self.inner.store);
-        let run = t.run.clone();
-        let events = t.events.clone();
-        blocking(move || {
-            for e in &events {
-                if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
-                    store.record_duration(&run.workflow, step, *duration_ms)?;
-                }
-            }
-            Ok(store.append(&run, &events)?)
-        })
-        .await?;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let request = CommitRequest { run: t.run.clone(), events: t.events.clone(), reply };
+        let gone = || Error::Internal("the commit thread stopped; the transition was not written".into());
+        self.inner.committer.as_ref().ok_or_else(gone)?.send(request).map_err(|_| gone())?;
+        answer.await.map_err(|_| gone())??;
         for e in &t.events {
             match &e.event {
                 Event::StepStarted { step, .. } => failpoint::hit(step, Phase::AfterStart),

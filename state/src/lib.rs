@@ -35,6 +35,12 @@ pub trait Store: Send + Sync + 'static {
     /// and returns only once that transaction is durable on disk.
     fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()>;
 
+    /// Appends for several runs at once, made durable together (one sync for
+    /// the batch). Each item succeeds or fails on its own.
+    fn append_batch(&self, items: &[(&RunRecord, &[EventRecord])]) -> Vec<Result<()>> {
+        items.iter().map(|(run, events)| self.append(run, events)).collect()
+    }
+
     /// The latest snapshot of a run.
     fn load(&self, id: RunId) -> Result<Option<RunRecord>>;
 

@@ -12,10 +12,9 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{PoisonError, RwLock};
+use std::sync::{Mutex, PoisonError, RwLock};
 
-use sled::transaction::{ConflictableTransactionError, TransactionError};
-use sled::Transactional;
+use sled::transaction::TransactionError;
 
 use crate::envelope::{decode, encode, FORMAT_VERSION};
 use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
@@ -37,6 +36,9 @@ pub struct SledStore {
     wal: Wal,
     /// Appends hold it shared; a checkpoint holds it exclusively.
     checkpoint: RwLock<()>,
+    /// One append writes into sled at a time (the head check and the writes
+    /// that follow it are one step).
+    writer: Mutex<()>,
     group: GroupSync,
     _lock: File,
 }
@@ -102,6 +104,7 @@ impl SledStore {
             log_file,
             wal,
             checkpoint: RwLock::new(()),
+            writer: Mutex::new(()),
             group: GroupSync::new(),
             _lock: lock,
             dir,
@@ -175,36 +178,35 @@ impl SledStore {
         Ok(applied)
     }
 
-    /// One atomic sled transaction writing an append. With `expect_head`, it
-    /// aborts (with the current head) unless the run's history is there.
+    /// Writes an append into sled: events first, the run's head last, so that
+    /// sled's log (persisted in order) never holds a head without what it
+    /// covers. Atomicity across a crash comes from the write-ahead log, whose
+    /// entry is applied again when sled's head is behind it. With
+    /// `expect_head`, refuses (with the current head) unless the run's
+    /// history is there. Callers hold `self.writer`.
     fn apply(&self, entry: &WalEntry, expect_head: Option<u64>) -> Result<(), TransactionError<u64>> {
         let key = &entry.run[..];
-        let head = entry.head.to_be_bytes();
-        (&self.runs, &self.summaries, &self.events, &self.open, &self.heads).transaction(
-            |(runs, summaries, events_tree, open, heads)| {
-                if let Some(expected) = expect_head {
-                    let current = match heads.get(key)? {
-                        Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
-                        None => 0,
-                    };
-                    if current != expected {
-                        return Err(ConflictableTransactionError::Abort(current));
-                    }
-                }
-                for (k, v) in &entry.events {
-                    events_tree.insert(k.as_slice(), v.as_slice())?;
-                }
-                runs.insert(key, entry.snapshot.as_slice())?;
-                summaries.insert(key, entry.summary.as_slice())?;
-                heads.insert(key, &head[..])?;
-                if entry.terminal {
-                    open.remove(key)?;
-                } else {
-                    open.insert(key, &[][..])?;
-                }
-                Ok(())
-            },
-        )
+        if let Some(expected) = expect_head {
+            let current = match self.heads.get(key)? {
+                Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
+                None => 0,
+            };
+            if current != expected {
+                return Err(TransactionError::Abort(current));
+            }
+        }
+        for (k, v) in &entry.events {
+            self.events.insert(k.as_slice(), v.as_slice())?;
+        }
+        self.runs.insert(key, entry.snapshot.as_slice())?;
+        self.summaries.insert(key, entry.summary.as_slice())?;
+        if entry.terminal {
+            self.open.remove(key)?;
+        } else {
+            self.open.insert(key, &[][..])?;
+        }
+        self.heads.insert(key, &entry.head.to_be_bytes()[..])?;
+        Ok(())
     }
 
     fn sled_err(&self, source: sled::Error) -> Error {
@@ -267,17 +269,11 @@ fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
     }
 }
 
-impl Drop for SledStore {
-    fn drop(&mut self) {
-        if let Err(e) = self.checkpoint_now() {
-            tracing::warn!(error = %e, "checkpoint at close failed; the write-ahead log keeps the data");
-        }
-    }
-}
-
-impl Store for SledStore {
-    fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()> {
-        let Some(first) = events.first() else { return Ok(()) };
+impl SledStore {
+    /// Applies one append to sled and writes it to the log, not yet synced.
+    /// Returns the log's size.
+    fn stage(&self, run: &RunRecord, events: &[EventRecord]) -> Result<u64> {
+        let Some(first) = events.first() else { return Ok(0) };
         let run_label = run.id.to_string();
         let contiguous = events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
         let last_seq = events.last().map_or(first.seq, |e| e.seq);
@@ -292,25 +288,57 @@ impl Store for SledStore {
             summary: encode(&run.summary()),
             events: events.iter().map(|e| (event_key(run.id, e.seq).to_vec(), encode(e))).collect(),
         };
-        let payload = encode(&entry);
-        let wal_size = {
-            let _shared = self.checkpoint.read().unwrap_or_else(PoisonError::into_inner);
-            match self.apply(&entry, Some(first.seq)) {
-                Ok(()) => {}
-                Err(TransactionError::Abort(found)) => {
-                    return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
-                }
-                Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
+        let _one_writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        match self.apply(&entry, Some(first.seq)) {
+            Ok(()) => {}
+            Err(TransactionError::Abort(found)) => {
+                return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
             }
-            self.wal.write(&payload).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?
-        };
-        self.group
-            .sync(|| self.wal.sync())
-            .map_err(|detail| Error::Io { path: self.wal.path().to_path_buf(), source: std::io::Error::other(detail) })?;
-        if wal_size > WAL_CHECKPOINT_BYTES {
-            self.checkpoint_now()?;
+            Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
         }
-        Ok(())
+        self.wal.write(&encode(&entry)).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        if let Err(e) = self.checkpoint_now() {
+            tracing::warn!(error = %e, "checkpoint at close failed; the write-ahead log keeps the data");
+        }
+    }
+}
+
+impl Store for SledStore {
+    fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()> {
+        self.append_batch(&[(run, events)]).pop().unwrap_or(Ok(()))
+    }
+
+    fn append_batch(&self, items: &[(&RunRecord, &[EventRecord])]) -> Vec<Result<()>> {
+        let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
+        let mut wal_size = 0;
+        {
+            let _shared = self.checkpoint.read().unwrap_or_else(PoisonError::into_inner);
+            for (run, events) in items {
+                let staged = self.stage(run, events);
+                if let Ok(size) = &staged {
+                    wal_size = wal_size.max(*size);
+                }
+                results.push(staged.map(|_| ()));
+            }
+        }
+        if results.iter().any(Result::is_ok) {
+            if let Err(detail) = self.group.sync(|| self.wal.sync()) {
+                for r in results.iter_mut().filter(|r| r.is_ok()) {
+                    *r = Err(Error::Io { path: self.wal.path().to_path_buf(), source: std::io::Error::other(detail.clone()) });
+                }
+            }
+        }
+        if wal_size > WAL_CHECKPOINT_BYTES {
+            if let Err(e) = self.checkpoint_now() {
+                tracing::warn!(error = %e, "checkpoint failed; the write-ahead log keeps growing until one succeeds");
+            }
+        }
+        results
     }
 
     fn load(&self, id: RunId) -> Result<Option<RunRecord>> {
