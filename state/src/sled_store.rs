@@ -161,9 +161,16 @@ impl SledStore {
                 run: None,
                 detail,
             })?;
+            // Events never change once written: putting them again is harmless,
+            // and repairs a history whatever order sled persisted its writes in.
+            for (k, v) in &entry.events {
+                self.events.insert(k.as_slice(), v.as_slice()).map_err(|s| self.sled_err(s))?;
+            }
             let head = self.heads.get(entry.run).map_err(|s| self.sled_err(s))?;
             let current = head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
-            if current < entry.head {
+            // An entry at sled's head is applied again too (same bytes), in case sled
+            // kept the head but not the snapshot; an older one would go back in time.
+            if current <= entry.head {
                 self.apply(&entry, None).map_err(|e| match e {
                     TransactionError::Abort(found) => Error::SequenceConflict {
                         run: RunId::from_key(&entry.run).map(|r| r.to_string()).unwrap_or_default(),
