@@ -47,8 +47,56 @@ fn lab_start_brings_up_every_part_healthy() {
         assert_eq!(nodes.lines().count(), 3, "{nodes}");
         assert!(nodes.lines().all(|l| l.split_whitespace().nth(1) == Some("Ready")), "{nodes}");
     }
-    let config = std::fs::read_to_string(lab.config_path()).expect("dr.toml");
-    assert!(config.contains(&format!("kubeconfig = \"{}\"", lab.kubeconfig_path().display())), "{config}");
+    check_dr_toml(&lab);
+}
+
+/// dr.toml is valid TOML with the documented tables, and what it names exists and works.
+fn check_dr_toml(lab: &Lab) {
+    let text = std::fs::read_to_string(lab.config_path()).expect("dr.toml");
+    let config: toml::Value = toml::from_str(&text).expect("dr.toml is TOML");
+    let s = |table: &str, key: &str| config[table][key].as_str().unwrap_or_else(|| panic!("{table}.{key} in {text}")).to_string();
+    assert_eq!(s("cluster", "kubeconfig"), lab.kubeconfig_path().display().to_string());
+    let nodes = config["nodes"].as_array().expect("[[nodes]]");
+    assert_eq!(nodes.len(), 3);
+    assert_eq!(nodes[0]["role"].as_str(), Some("control-plane"));
+    for (node, expected) in nodes.iter().zip(lab.nodes()) {
+        assert_eq!(node["name"].as_str(), Some(expected.name.as_str()));
+        assert_eq!(node["ssh_host"].as_str(), Some(expected.ssh_host.as_str()));
+        assert_eq!(node["ssh_port"].as_integer(), Some(i64::from(expected.ssh_port)));
+    }
+    assert_eq!(s("ssh", "user"), lab.user());
+    for (table, key) in [("ssh", "key"), ("ssh", "known_hosts"), ("etcd", "cacert"), ("etcd", "cert"), ("etcd", "key"), ("backup", "dir"), ("terraform", "dir"), ("terraform", "binary"), ("scripts", "host_setup_dir"), ("scripts", "platform_dir"), ("scripts", "restore")] {
+        assert!(std::path::Path::new(&s(table, key)).exists(), "{table}.{key}");
+    }
+    assert_eq!(config["etcd"]["endpoints"][0].as_str(), Some(lab.etcd().endpoint.as_str()));
+    for key in ["name", "initial_cluster", "initial_advertise_peer_urls", "data_dir", "node"] {
+        s("etcd", key);
+    }
+    assert_eq!(config["backup"]["rpo_hours"].as_integer(), Some(24));
+    assert_eq!(s("verify", "ingress_url"), lab.ingress_url());
+}
+
+#[test]
+fn the_guides_etcdctl_command_works_on_the_control_plane() {
+    let lab = TestLab::simulated().expect("lab starts");
+    let member_list = lab
+        .ssh(
+            CONTROL_PLANE,
+            "etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key member list",
+        )
+        .expect("ssh");
+    assert!(member_list.status.success(), "{}", text(&member_list.stderr));
+    assert!(text(&member_list.stdout).contains(&format!(", started, {CONTROL_PLANE}, ")), "{}", text(&member_list.stdout));
+    let save = lab
+        .ssh(
+            CONTROL_PLANE,
+            "sudo ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/server.crt --key=/etc/kubernetes/pki/etcd/server.key snapshot save /tmp/emergency-backup.db",
+        )
+        .expect("ssh");
+    assert!(save.status.success(), "{}", text(&save.stderr));
+    let saved = lab.node(CONTROL_PLANE).expect("node").root.join("tmp/emergency-backup.db");
+    let (_, revision, _) = dr_tests::lab::etcd::snapshot_status(&saved).expect("a valid snapshot");
+    assert!(revision > 0);
 }
 
 #[test]
