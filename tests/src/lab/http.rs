@@ -171,3 +171,25 @@ pub fn request(method: &str, url: &str, body: Option<&str>) -> Result<(u16, Stri
     let (body, code) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
     Ok((code.trim().parse().unwrap_or(0), body.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+
+    #[test]
+    fn the_server_answers_with_the_handlers_status_and_sees_the_body() {
+        let server = HttpServer::start(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            Arc::new(|r: &Request| Response::text(if r.method == "POST" { 201 } else { 404 }, format!("{} {} {}", r.method, r.path, r.body))),
+        )
+        .expect("server");
+        let (status, body) = request("POST", &format!("{}/x/y", server.url()), Some("{\"a\":1}")).expect("request");
+        assert_eq!((status, body.as_str()), (201, "POST /x/y {\"a\":1}"));
+        let (status, _) = request("GET", &server.url(), None).expect("request");
+        assert_eq!(status, 404);
+        let url = server.url();
+        drop(server);
+        assert!(request("GET", &url, None).is_err(), "a dropped server no longer listens");
+    }
+}

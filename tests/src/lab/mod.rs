@@ -689,3 +689,38 @@ pub fn toml_string(value: &str) -> String {
     out.push('"');
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn toml_strings_escape_quotes_backslashes_and_controls() {
+        assert_eq!(toml_string("a\"b\\c\nd\u{1}"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+        assert_eq!(toml_string("/tmp/lab"), "\"/tmp/lab\"");
+    }
+
+    #[test]
+    fn pace_parses_its_two_names_only() {
+        assert_eq!("fast".parse::<Pace>().ok(), Some(Pace::Fast));
+        assert_eq!("realistic".parse::<Pace>().ok(), Some(Pace::Realistic));
+        assert!("slow".parse::<Pace>().is_err());
+        assert_eq!(Pace::Realistic.as_str(), "realistic");
+    }
+
+    #[test]
+    fn stopping_processes_of_an_empty_dir_finds_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert!(recorded_processes(dir.path()).is_empty());
+        assert!(stop_processes(dir.path()).is_empty());
+    }
+
+    #[test]
+    fn platform_health_follows_the_stub_api() {
+        let stub = StubApi::start().expect("stub");
+        assert!(platform_healthy(&stub.url()));
+        stub.set_healthy(false);
+        assert!(!platform_healthy(&stub.url()));
+        assert!(!platform_healthy("http://127.0.0.1:9"), "nothing listening is unhealthy");
+    }
+}
