@@ -35,7 +35,7 @@ pub struct Global {
     /// Directory of the state store [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
     #[arg(long, env = "DR_STATE_DIR", global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Configuration file (inventory, ssh, etcd, backups, targets) [default: /etc/dr/dr.toml]
+    /// Configuration file (inventory, ssh, etcd, backups, targets) for the workflows that reach the cluster; `synthetic` reads none [default: /etc/dr/dr.toml]
     #[arg(long, env = "DR_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }

@@ -160,9 +160,10 @@ fn parse_detected_at(raw: &str, now: i64) -> anyhow::Result<i64> {
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    serde_json::to_writer_pretty(&mut out, value)?;
-    writeln!(out)?;
+    // One write: stdout is line-buffered, and a list of 10,000 runs has many lines.
+    let mut buffer = serde_json::to_vec_pretty(value)?;
+    buffer.push(b'\n');
+    std::io::stdout().lock().write_all(&buffer)?;
     Ok(())
 }
 
