@@ -35,13 +35,16 @@ fn fixture() -> Fixture {
 
 impl Fixture {
     fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new(&self.kubectl)
+        let started = std::time::Instant::now();
+        let out = Command::new(&self.kubectl)
             .args(args)
             .env("KUBECONFIG", self.dir.path().join("kubeconfig"))
             .env("KUBECACHEDIR", self.dir.path().join("cache"))
             .env("HOME", self.dir.path())
             .output()
-            .expect("kubectl runs")
+            .expect("kubectl runs");
+        eprintln!("kubectl {args:?}: {:?}", started.elapsed());
+        out
     }
 
     fn kubectl(&self, args: &[&str]) -> String {
@@ -182,4 +185,48 @@ fn kubectl_patch_merge_json_and_wait_work() {
     let missing = f.run(&["get", "pod", "nope", "-n", "demo"]);
     assert!(!missing.status.success());
     assert!(String::from_utf8_lossy(&missing.stderr).contains("NotFound"), "{}", String::from_utf8_lossy(&missing.stderr));
+}
+
+#[test]
+fn kubectl_runs_the_guides_other_commands() {
+    let f = fixture();
+    f.kubectl(&["create", "namespace", "dr-test"]);
+    let manifest = f.dir.path().join("test-resources.yaml");
+    let write = |value: &str| {
+        std::fs::write(
+            &manifest,
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: dr-test-config\ndata:\n  key: {value}\n---\n\
+                 apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: dr-test-app\nspec:\n  replicas: 1\n  selector:\n    matchLabels: {{app: dr-test-app}}\n  \
+                 template:\n    metadata:\n      labels: {{app: dr-test-app}}\n    spec:\n      containers:\n      - name: app\n        image: nginx:1.27\n"
+            ),
+        )
+        .expect("manifest written");
+    };
+    write("one");
+    let manifest_path = manifest.to_str().expect("utf-8 path");
+    let out = f.kubectl(&["apply", "-f", manifest_path, "-n", "dr-test"]);
+    assert!(out.contains("configmap/dr-test-config created") && out.contains("deployment.apps/dr-test-app created"), "{out}");
+    write("two");
+    let out = f.kubectl(&["apply", "-f", manifest_path, "-n", "dr-test"]);
+    assert!(out.contains("configmap/dr-test-config configured") && out.contains("deployment.apps/dr-test-app unchanged"), "{out}");
+    assert_eq!(f.kubectl(&["get", "configmap", "dr-test-config", "-n", "dr-test", "-o", "jsonpath={.data.key}"]), "two");
+    f.kubectl(&["rollout", "status", "deployment/dr-test-app", "-n", "dr-test", "--timeout=30s"]);
+    let all = f.kubectl(&["get", "all", "-n", "dr-test"]);
+    assert!(all.contains("deployment.apps/dr-test-app") && all.contains("pod/dr-test-app-"), "{all}");
+
+    let cs = f.kubectl(&["get", "cs"]);
+    assert_eq!(cs.lines().filter(|l| l.contains("Healthy")).count(), 3, "{cs}");
+    let describe = f.kubectl(&["describe", "node", "k8s-worker-1"]);
+    assert!(describe.contains("Non-terminated Pods") && describe.contains("kube-proxy-"), "{describe}");
+    let endpoints = f.kubectl(&["get", "endpoints", "--all-namespaces"]);
+    let dns = endpoints.lines().find(|l| l.contains("kube-dns")).expect("kube-dns endpoints listed");
+    assert!(dns.contains(":53"), "{dns}");
+
+    f.kubectl(&["delete", "pods", "-n", "argocd", "--all"]);
+    f.kubectl(&["wait", "--for=condition=ready", "pod", "-l", "app.kubernetes.io/name=argocd-server", "-n", "argocd", "--timeout=30s"]);
+    let events = f.kubectl(&["get", "events", "-n", "argocd", "--sort-by=.lastTimestamp"]);
+    assert!(events.contains("Scheduled"), "{events}");
+    let broken = f.kubectl(&["get", "pods", "--all-namespaces"]);
+    assert!(broken.lines().skip(1).all(|l| l.contains("Running")), "{broken}");
 }

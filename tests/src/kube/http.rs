@@ -20,7 +20,7 @@ use super::controllers::{pdb_budget, pod_ready};
 use super::resources::{self as r, ResourceType};
 use super::select::{json_patch, merge_patch, selector_object_matches, FieldSelector, LabelSelector};
 use super::store::{labels, meta, ApiError, Change, ChangeType};
-use super::{lab, table, Shared};
+use super::{lab, proto, table, Shared};
 
 #[derive(Clone)]
 struct AppState {
@@ -74,7 +74,7 @@ impl Query {
 
 async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> Response {
     if std::env::var_os("DR_LAB_KUBE_TRACE").is_some() {
-        eprintln!("dr-lab-kube: {method} {uri}");
+        eprintln!("dr-lab-kube: {method} {uri} content-type={:?} accept={:?}", headers.get(header::CONTENT_TYPE), headers.get(header::ACCEPT));
     }
     let path = uri.path().trim_end_matches('/').to_string();
     let query = Query::parse(&uri);
@@ -100,6 +100,13 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
         }
         (Method::GET, ["apis", g]) => {
             return r::api_group(g).map_or_else(|| error_response(&ApiError::new(404, "NotFound", "not found")), |l| ok(&l));
+        }
+        (Method::GET, ["openapi", "v3"]) => return ok(&r::openapi_v3_root()),
+        (Method::GET, ["openapi", "v3", "api", v]) => {
+            return r::openapi_v3_group("", v).map_or_else(|| error_response(&ApiError::new(404, "NotFound", "not found")), |d| ok(&d));
+        }
+        (Method::GET, ["openapi", "v3", "apis", g, v]) => {
+            return r::openapi_v3_group(g, v).map_or_else(|| error_response(&ApiError::new(404, "NotFound", "not found")), |d| ok(&d));
         }
         (Method::GET, ["apis", g, v]) => {
             return r::resource_list(g, v).map_or_else(|| error_response(&ApiError::new(404, "NotFound", "not found")), |l| ok(&l));
@@ -127,6 +134,17 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     let ns_str = ns.clone().unwrap_or_default();
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+    let mut body = body;
+    let mut content_type = content_type;
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        if let Some(decoded) = proto::decode(&body) {
+            body = Bytes::from(decoded.to_string());
+            content_type = "application/json".to_string();
+        }
+    }
+    if content_type.starts_with("application/vnd.kubernetes.protobuf") {
+        return error_response(&ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"));
+    }
     let result = match (method, name, sub.as_deref()) {
         (Method::GET, None, _) if query.flag("watch") => return watch_handler(&st, rt, ns, &query),
         (Method::GET, None, _) => list(&st, &rt, ns.as_deref(), &query, &accept),

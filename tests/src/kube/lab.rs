@@ -112,6 +112,21 @@ pub fn control(world: &mut World, path: &str, body: &Value) -> Result<Value, Api
             seed::platform_deploy(world);
             Ok(json!({"deployed": true}))
         }
+        ["components", name] => {
+            require_api(world)?;
+            let healthy = body.get("healthy").and_then(Value::as_bool).unwrap_or(true);
+            let message = body_str("message").unwrap_or_else(|| if healthy { "ok".into() } else { "unhealthy".into() });
+            let cond = if healthy {
+                json!({"type": "Healthy", "status": "True", "message": message})
+            } else {
+                json!({"type": "Healthy", "status": "False", "message": "", "error": message})
+            };
+            world
+                .store
+                .modify(&r::COMPONENTSTATUSES, "", name, |o| o["conditions"] = json!([cond]))
+                .ok_or_else(|| ApiError::not_found(&r::COMPONENTSTATUSES, name))?;
+            Ok(json!({"component": name, "healthy": healthy}))
+        }
         ["faults", name] => {
             require_api(world)?;
             fault(world, name, body)

@@ -12,6 +12,7 @@
 mod controllers;
 mod http;
 mod lab;
+mod proto;
 pub mod resources;
 mod seed;
 pub mod select;

@@ -61,6 +61,8 @@ pub const ENDPOINTS: ResourceType = rt("", "v1", "endpoints", "endpoints", "Endp
 pub const SERVICES: ResourceType = rt("", "v1", "services", "service", "Service", true, &["svc"], true);
 pub const CONFIGMAPS: ResourceType = rt("", "v1", "configmaps", "configmap", "ConfigMap", true, &["cm"], false);
 pub const SECRETS: ResourceType = rt("", "v1", "secrets", "secret", "Secret", true, &[], false);
+pub const COMPONENTSTATUSES: ResourceType =
+    rt("", "v1", "componentstatuses", "componentstatus", "ComponentStatus", false, &["cs"], false);
 pub const EVENTS: ResourceType = rt("", "v1", "events", "event", "Event", true, &["ev"], false);
 pub const DEPLOYMENTS: ResourceType = rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], true);
 pub const DAEMONSETS: ResourceType = rt("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true);
@@ -72,7 +74,7 @@ pub const APPLICATIONS: ResourceType =
 
 /// Every served type.
 pub const ALL: &[ResourceType] = &[
-    NODES, NAMESPACES, PODS, ENDPOINTS, SERVICES, CONFIGMAPS, SECRETS, EVENTS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, PDBS, APPLICATIONS,
+    NODES, NAMESPACES, PODS, ENDPOINTS, SERVICES, CONFIGMAPS, SECRETS, COMPONENTSTATUSES, EVENTS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, PDBS, APPLICATIONS,
 ];
 
 /// The type served at `group/version/plural`.
@@ -133,10 +135,14 @@ const VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", 
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     let mut resources = Vec::new();
     for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
-        resources.push(json!({
+        let mut entry = json!({
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": VERBS, "shortNames": r.short_names,
-        }));
+        });
+        if [PODS, SERVICES, DEPLOYMENTS, DAEMONSETS, REPLICASETS].contains(r) {
+            entry["categories"] = json!(["all"]);
+        }
+        resources.push(entry);
         if r.status_subresource {
             resources.push(json!({
                 "name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
@@ -161,4 +167,54 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     }
     let gv = if group.is_empty() { version.to_string() } else { format!("{group}/{version}") };
     Some(json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}))
+}
+
+fn gv_path(group: &str, version: &str) -> String {
+    if group.is_empty() {
+        format!("api/{version}")
+    } else {
+        format!("apis/{group}/{version}")
+    }
+}
+
+/// `/openapi/v3`: one entry per served group/version.
+pub fn openapi_v3_root() -> Value {
+    let mut paths = serde_json::Map::new();
+    let mut gvs: Vec<(&str, &str)> = vec![("", "v1")];
+    gvs.extend(groups());
+    for (g, v) in gvs {
+        let p = gv_path(g, v);
+        paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash=dr-lab")}));
+    }
+    json!({"paths": paths})
+}
+
+/// `/openapi/v3/{api/v1|apis/G/V}`: a skeleton with one PATCH operation per kind that declares
+/// the `fieldValidation` query parameter, so kubectl validates on the server side instead of
+/// needing full schemas. `None` when the group/version is not served.
+pub fn openapi_v3_group(group: &str, version: &str) -> Option<Value> {
+    let mut paths = serde_json::Map::new();
+    for r in ALL.iter().filter(|r| r.group == group && r.version == version) {
+        let prefix = format!("/{}", gv_path(group, version));
+        let path = if r.namespaced {
+            format!("{prefix}/namespaces/{{namespace}}/{}/{{name}}", r.plural)
+        } else {
+            format!("{prefix}/{}/{{name}}", r.plural)
+        };
+        let op = json!({
+            "operationId": format!("patch{}", r.kind),
+            "x-kubernetes-action": "patch",
+            "x-kubernetes-group-version-kind": {"group": group, "version": version, "kind": r.kind},
+            "parameters": [
+                {"name": "fieldValidation", "in": "query", "schema": {"type": "string", "uniqueItems": true}},
+                {"name": "fieldManager", "in": "query", "schema": {"type": "string", "uniqueItems": true}}
+            ],
+            "responses": {"200": {"description": "OK"}}
+        });
+        paths.insert(path, json!({"patch": op}));
+    }
+    if paths.is_empty() {
+        return None;
+    }
+    Some(json!({"openapi": "3.0.0", "info": {"title": "Kubernetes", "version": "v1.32.0"}, "paths": paths, "components": {"schemas": {}}}))
 }

@@ -75,6 +75,14 @@ pub fn cluster_init(world: &mut World) {
     for name in cp {
         let _ = join(world, &name);
     }
+    for component in ["scheduler", "controller-manager", "etcd-0"] {
+        ensure(
+            world,
+            &r::COMPONENTSTATUSES,
+            "",
+            json!({"metadata": {"name": component}, "conditions": [{"type": "Healthy", "status": "True", "message": "ok"}]}),
+        );
+    }
     ensure(world, &r::DEPLOYMENTS, "kube-system", coredns());
     ensure(world, &r::DAEMONSETS, "kube-system", kube_proxy());
     ensure(

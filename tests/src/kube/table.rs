@@ -150,6 +150,13 @@ fn columns_and_cells(rt: &ResourceType, o: &Value) -> (Vec<Value>, Vec<Value>) {
                 vec![age, json!(s(o, "/type")), json!(s(o, "/reason")), json!(involved), json!(s(o, "/message"))],
             )
         }
+        r::COMPONENTSTATUSES => {
+            let healthy = o.pointer("/conditions/0/status").and_then(Value::as_str) == Some("True");
+            (
+                vec![col("Name", "string", 0), col("Status", "string", 0), col("Message", "string", 0), col("Error", "string", 0)],
+                vec![name, json!(if healthy { "Healthy" } else { "Unhealthy" }), json!(s(o, "/conditions/0/message")), json!(s(o, "/conditions/0/error"))],
+            )
+        }
         r::NAMESPACES => (
             vec![col("Name", "string", 0), col("Status", "string", 0), col("Age", "string", 0)],
             vec![name, json!(match s(o, "/status/phase") { "" => "Active", x => x }), age],
