@@ -104,17 +104,17 @@ fn a_stopped_kubelet_makes_the_node_not_ready_until_systemctl_restarts_it() {
     let lab = TestLab::simulated().expect("lab starts");
     let worker = WORKERS[0];
     lab.fault("worker-down", Some(worker)).expect("fault");
-    assert!(wait_until(Duration::from_secs(5), || !node_ready(&lab, worker)), "the node goes NotReady");
+    assert!(wait_until(Duration::from_secs(20), || !node_ready(&lab, worker)), "the node goes NotReady");
     let restart = lab.ssh(worker, "sudo systemctl restart kubelet\nsudo systemctl restart containerd").expect("ssh");
     assert!(restart.status.success(), "{}", text(&restart.stderr));
-    assert!(wait_until(Duration::from_secs(5), || node_ready(&lab, worker)), "the node is Ready again");
+    assert!(wait_until(Duration::from_secs(20), || node_ready(&lab, worker)), "the node is Ready again");
 }
 
 #[test]
 fn the_guides_control_plane_rebuild_brings_the_platform_back() {
     let lab = TestLab::simulated().expect("lab starts");
     lab.fault("control-plane-lost", None).expect("fault");
-    assert!(wait_until(Duration::from_secs(5), || ingress_status(&lab) == 503));
+    assert!(wait_until(Duration::from_secs(20), || ingress_status(&lab) == 503));
     assert_eq!(lab.health().expect("health")["api_up"], false);
 
     for args in [&["destroy", "-auto-approve", "-target=libvirt_domain.k8s-control-plane"][..], &["apply", "-auto-approve", "-target=libvirt_domain.k8s-control-plane"][..]] {
@@ -138,7 +138,7 @@ fn the_guides_control_plane_rebuild_brings_the_platform_back() {
     let deploy = Command::new(lab.dir().join("platform/platform-deploy.sh")).output().expect("deploy");
     assert!(deploy.status.success(), "{}", text(&deploy.stderr));
     assert!(
-        wait_until(Duration::from_secs(8), || ingress_status(&lab) == 200),
+        wait_until(Duration::from_secs(20), || ingress_status(&lab) == 200),
         "healthy again: {}",
         lab.health().map(|h| h.to_string()).unwrap_or_default()
     );
@@ -149,7 +149,7 @@ fn the_guides_control_plane_rebuild_brings_the_platform_back() {
 fn the_guides_complete_recovery_after_host_lost_brings_everything_back_from_the_backup() {
     let lab = TestLab::simulated().expect("lab starts");
     lab.fault("host-lost", None).expect("fault");
-    assert!(wait_until(Duration::from_secs(5), || ingress_status(&lab) == 503));
+    assert!(wait_until(Duration::from_secs(20), || ingress_status(&lab) == 503));
     let run = |path: std::path::PathBuf, args: &[&str], cwd: &std::path::Path| {
         let out = Command::new(&path).args(args).current_dir(cwd).output().expect("runs");
         assert!(out.status.success(), "{} {args:?}: {}{}", path.display(), text(&out.stdout), text(&out.stderr));
@@ -165,7 +165,7 @@ fn the_guides_complete_recovery_after_host_lost_brings_everything_back_from_the_
     assert!(lab.journal(CONTROL_PLANE).iter().any(|l| l.contains("kubeadm init")));
     assert!(lab.journal(WORKERS[1]).iter().any(|l| l.contains("kubeadm join 127.0.0.10:6443")));
     for node in lab.nodes() {
-        assert!(wait_until(Duration::from_secs(5), || node_ready(&lab, &node.name)), "{} Ready", node.name);
+        assert!(wait_until(Duration::from_secs(20), || node_ready(&lab, &node.name)), "{} Ready", node.name);
     }
     // LATEST_BACKUP=$(ls -t /backup/*.tar.gz | head -1)
     let latest = Command::new("sh").arg("-c").arg("ls -t *.tar.gz | head -1").current_dir(lab.backup_dir()).output().expect("ls");
@@ -176,7 +176,7 @@ fn the_guides_complete_recovery_after_host_lost_brings_everything_back_from_the_
     let platform = lab.dir().join("platform");
     run(platform.join("platform-deploy.sh"), &[], &platform);
     assert!(
-        wait_until(Duration::from_secs(8), || ingress_status(&lab) == 200),
+        wait_until(Duration::from_secs(20), || ingress_status(&lab) == 200),
         "healthy again: {}",
         lab.health().map(|h| h.to_string()).unwrap_or_default()
     );
