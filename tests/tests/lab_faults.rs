@@ -45,6 +45,21 @@ fn etcd_corrupt_stops_etcd_and_it_cannot_start_on_the_damaged_data() {
     assert!(!start.status.success(), "etcd must not start on a garbled WAL");
     assert!(text(&start.stderr).contains("Job for etcd.service failed"), "{}", text(&start.stderr));
     assert!(lab.etcd_pid().is_none());
+
+    // The guide's etcd recovery from a backup snapshot brings it back.
+    let root = lab.node(CONTROL_PLANE).expect("node").root.clone();
+    std::fs::copy(lab.backup_dir().join("latest/etcd-snapshot.db"), root.join("tmp/etcd-snapshot.db")).expect("copy");
+    let restore = lab
+        .ssh(
+            CONTROL_PLANE,
+            &format!(
+                "set -e\nsudo systemctl stop etcd\nsudo rm -rf /var/lib/etcd/member\nsudo ETCDCTL_API=3 etcdctl snapshot restore /tmp/etcd-snapshot.db --name {CONTROL_PLANE} --initial-cluster {CONTROL_PLANE}={peer} --initial-advertise-peer-urls {peer} --data-dir /var/lib/etcd\nsudo chown -R etcd:etcd /var/lib/etcd\nsudo systemctl start etcd",
+                peer = lab.etcd_peer_url()
+            ),
+        )
+        .expect("ssh");
+    assert!(restore.status.success(), "{}", text(&restore.stderr));
+    assert_eq!(lab.etcd().get("/lab/backup/marker").expect("get"), Some(lab.backups().last().expect("backup").marker.clone()));
 }
 
 #[test]
