@@ -93,6 +93,16 @@ pub fn node_ready(node: &Value) -> bool {
     condition_true(node, "Ready")
 }
 
+/// Whether a deployment's rollout is complete, as `kubectl rollout status` judges it: the
+/// spec is observed, every replica is updated and available, and no old replica is left.
+pub fn deployment_complete(d: &Value) -> bool {
+    let want = d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    int_at(d, "/status/observedGeneration") >= int_at(d, "/metadata/generation")
+        && int_at(d, "/status/updatedReplicas") == want
+        && int_at(d, "/status/replicas") == want
+        && int_at(d, "/status/availableReplicas") >= want
+}
+
 pub fn pod_crashlooping(pod: &Value) -> bool {
     pod.pointer("/status/containerStatuses")
         .and_then(Value::as_array)
@@ -866,10 +876,7 @@ fn applications(world: &mut World, now: Instant) {
                 continue;
             };
             if *rt == r::DEPLOYMENTS {
-                let want = int_at(&live, "/spec/replicas");
-                if int_at(&live, "/status/availableReplicas") < want
-                    || int_at(&live, "/status/observedGeneration") < int_at(&live, "/metadata/generation")
-                {
+                if !deployment_complete(&live) {
                     all_available = false;
                 }
                 let selector = live.pointer("/spec/selector").cloned().unwrap_or(json!({}));

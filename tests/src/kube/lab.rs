@@ -6,7 +6,7 @@
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use super::controllers::{argocd_ready, node_ready, pod_ready};
+use super::controllers::{argocd_ready, deployment_complete, node_ready, pod_ready};
 use super::resources as r;
 use super::seed::{self, ARGOCD_NS, DEFAULT_CRASH};
 use super::store::{meta, short_hash, ApiError};
@@ -189,10 +189,7 @@ pub fn health(world: &World) -> Value {
     let kube_system_ready = {
         let pods = world.store.list(&r::PODS, Some("kube-system"));
         let dns = world.store.get(&r::DEPLOYMENTS, "kube-system", "coredns");
-        let dns_ok = dns.is_some_and(|d| {
-            d.pointer("/status/availableReplicas").and_then(Value::as_i64).unwrap_or(0)
-                >= d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1)
-        });
+        let dns_ok = dns.is_some_and(deployment_complete);
         dns_ok && !pods.is_empty() && pods.iter().all(pod_ready)
     };
     let argocd = argocd_ready(world);
