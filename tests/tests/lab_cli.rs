@@ -25,7 +25,8 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     let temp = tempfile::tempdir().expect("tempdir");
     let dir = temp.path().join("lab");
     let _down = Down(dir.clone());
-    let up = Command::new(DR_LAB).args(["up", "--stub-api", "--dir"]).arg(&dir).output().expect("dr-lab up");
+    // The default lab: the simulated Kubernetes API server runs in the supervisor.
+    let up = Command::new(DR_LAB).args(["up", "--dir"]).arg(&dir).output().expect("dr-lab up");
     assert!(up.status.success(), "{}", String::from_utf8_lossy(&up.stderr));
     let summary: serde_json::Value = serde_json::from_slice(&up.stdout).expect("JSON summary");
     let dir = std::fs::canonicalize(&dir).expect("dir");
@@ -41,12 +42,13 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     assert!(summary["ingress_url"].as_str().expect("ingress").starts_with("http://127.0.0.100:"));
     assert!(summary["backup_dir"].is_string());
 
-    let second = Command::new(DR_LAB).args(["up", "--stub-api", "--dir"]).arg(&dir).output().expect("dr-lab up");
+    let second = Command::new(DR_LAB).args(["up", "--dir"]).arg(&dir).output().expect("dr-lab up");
     assert!(!second.status.success(), "a second lab in the same dir is refused");
 
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["running"], true);
+    assert_eq!(status["api"]["healthy"], true, "{status}");
     assert_eq!(status["etcd"]["healthy"], true);
     assert_eq!(status["ingress"]["status"], 200);
     assert!(status["nodes"].as_array().expect("nodes").iter().all(|n| n["up"] == true), "{status}");
@@ -56,6 +58,8 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["etcd"]["healthy"], false);
+    assert_eq!(status["api"]["healthy"], false);
+    assert_eq!(status["ingress"]["status"], 503);
     assert_eq!(status["nodes"][0]["up"], false);
     assert_eq!(status["nodes"][1]["up"], true);
 
@@ -74,4 +78,17 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["running"], false);
+}
+
+#[test]
+fn dr_lab_reports_usage_errors_and_unknown_faults() {
+    let usage = Command::new(DR_LAB).arg("up").output().expect("dr-lab");
+    assert_eq!(usage.status.code(), Some(2), "--dir is required");
+    let temp = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(temp.path()).output().expect("status");
+    assert!(status.status.success());
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["running"], false, "no lab in an empty dir");
+    let down = Command::new(DR_LAB).args(["down", "--dir"]).arg(temp.path()).output().expect("down");
+    assert!(down.status.success(), "down of a stopped lab is a no-op");
 }
