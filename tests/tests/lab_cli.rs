@@ -81,7 +81,7 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
 }
 
 #[test]
-fn dr_lab_reports_usage_errors_and_unknown_faults() {
+fn dr_lab_reports_usage_errors_and_handles_a_dir_without_a_lab() {
     let usage = Command::new(DR_LAB).arg("up").output().expect("dr-lab");
     assert_eq!(usage.status.code(), Some(2), "--dir is required");
     let temp = tempfile::tempdir().expect("tempdir");
@@ -91,4 +91,6 @@ fn dr_lab_reports_usage_errors_and_unknown_faults() {
     assert_eq!(status["running"], false, "no lab in an empty dir");
     let down = Command::new(DR_LAB).args(["down", "--dir"]).arg(temp.path()).output().expect("down");
     assert!(down.status.success(), "down of a stopped lab is a no-op");
+    let fault = Command::new(DR_LAB).args(["fault", "--dir"]).arg(temp.path()).arg("pod-crash").output().expect("fault");
+    assert!(!fault.status.success(), "no lab, no fault");
 }
