@@ -17,7 +17,7 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context};
 use clap::Parser;
 use dr_orchestrator::runner::{expected_durations, DriveOptions, DriveOutcome};
-use dr_orchestrator::{Catalog, Clock, OperatorCommand, Runner, RunnerOptions, SystemClock};
+use dr_orchestrator::{control, Catalog, Clock, OperatorCommand, Runner, RunnerOptions, SystemClock};
 use dr_state::{RunRecord, RunStatus, SledStore};
 use dr_workflows::DrCatalog;
 
@@ -122,15 +122,57 @@ fn default_state_dir() -> PathBuf {
 struct Env {
     runner: Runner,
     clock: Arc<dyn Clock>,
+    dir: PathBuf,
 }
 
 fn open(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Env> {
+    match access(cli_state_dir)? {
+        Access::Local(env) => Ok(env),
+        Access::Remote { busy, .. } => Err(busy.into()),
+    }
+}
+
+/// The store itself, or (while another process owns it) that process's control socket.
+enum Access {
+    Local(Env),
+    Remote { dir: PathBuf, busy: dr_state::Error },
+}
+
+fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     let dir = cli_state_dir.unwrap_or_else(default_state_dir);
-    let store = SledStore::open(&dir)?;
+    let store = match SledStore::open(&dir) {
+        Ok(store) => store,
+        Err(busy @ dr_state::Error::Busy { .. }) => return Ok(Access::Remote { dir, busy }),
+        Err(e) => return Err(e.into()),
+    };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
     let runner = Runner::new(Arc::new(store), Arc::new(DrCatalog::new()), Arc::clone(&clock), options);
-    Ok(Env { runner, clock })
+    Ok(Access::Local(Env { runner, clock, dir }))
+}
+
+/// Asks the owner of a busy store; its "busy" error when nobody answers.
+fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Request) -> anyhow::Result<control::Response> {
+    // An owner that is just starting opens its socket a moment after taking the lock.
+    let mut answer = control::request(dir, request, std::time::Duration::from_secs(30));
+    for _ in 0..20 {
+        if !matches!(answer, Ok(None)) {
+            break;
+        }
+        #[allow(clippy::disallowed_methods)] // a client waiting for a server, not the engine
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        answer = control::request(dir, request, std::time::Duration::from_secs(30));
+    }
+    match answer {
+        Ok(Some(control::Response::Error { kind, message })) => Err(match kind {
+            control::ErrorKind::NotFound => anyhow::Error::new(dr_state::Error::NotFound { query: message }),
+            control::ErrorKind::Usage => usage(message),
+            control::ErrorKind::Cannot => anyhow!(message),
+        }),
+        Ok(Some(response)) => Ok(response),
+        Ok(None) => Err(busy.into()),
+        Err(e) => Err(anyhow::Error::new(busy).context(format!("its control socket did not answer: {e}"))),
+    }
 }
 
 fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -187,35 +229,54 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             drive(env, &args.id, options, args.json).await
         }
         Command::Cancel(args) => {
-            let env = open(state_dir)?;
             let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: args.reason }), ..Default::default() };
-            drive(env, &args.id, options, args.json).await
+            operate(state_dir, &args.id, options, args.json).await
         }
         Command::Retry(args) => {
-            let env = open(state_dir)?;
             let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: args.step }), ..Default::default() };
-            drive(env, &args.id, options, args.json).await
+            operate(state_dir, &args.id, options, args.json).await
         }
         Command::Approve(args) => {
-            let env = open(state_dir)?;
             let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Approve { step: args.step }), ..Default::default() };
-            drive(env, &args.id, options, args.json).await
+            operate(state_dir, &args.id, options, args.json).await
         }
         Command::Skip(args) => {
             if args.reason.trim().is_empty() {
                 return Err(usage("--reason must say why the step can be skipped"));
             }
-            let env = open(state_dir)?;
             let options = DriveOptions {
                 resume: true,
                 operator: Some(OperatorCommand::Skip { step: args.step, reason: args.reason }),
                 ..Default::default()
             };
-            drive(env, &args.id, options, args.json).await
+            operate(state_dir, &args.id, options, args.json).await
         }
-        Command::Status(args) => status(open(state_dir)?, args.id.as_deref(), args.json).await,
-        Command::List(args) => list(open(state_dir)?, args.json),
-        Command::History(args) => history(open(state_dir)?, &args.id, args.json),
+        Command::Status(args) => match access(state_dir)? {
+            Access::Local(env) => status(env, args.id.as_deref(), args.json).await,
+            Access::Remote { dir, busy } => {
+                let request = control::Request::Status { query: args.id.clone() };
+                let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms())?;
+                Ok(exit::OK)
+            }
+        },
+        Command::List(args) => match access(state_dir)? {
+            Access::Local(env) => list(env, args.json),
+            Access::Remote { dir, busy } => {
+                let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
+                    bail!("unexpected control response")
+                };
+                show_list(runs, &damaged, args.json)
+            }
+        },
+        Command::History(args) => match access(state_dir)? {
+            Access::Local(env) => history(env, &args.id, args.json),
+            Access::Remote { dir, busy } => {
+                let request = control::Request::History { query: args.id.clone() };
+                let control::Response::Events(events) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+                show_history(&args.id, &events, args.json)
+            }
+        },
     }
 }
 
@@ -311,6 +372,41 @@ async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
     drive_run(env, run, DriveOptions::default(), args.json).await
 }
 
+/// An operator's decision: applied here (and the run driven on) when the
+/// store is free, or handed to the process that drives the run.
+async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
+    let (dir, busy) = match access(state_dir)? {
+        Access::Local(env) => return drive(env, query, options, json).await,
+        Access::Remote { dir, busy } => (dir, busy),
+    };
+    let Some(command) = options.operator else { return Err(busy.into()) };
+    let cancelling = matches!(command, OperatorCommand::Cancel { .. });
+    let request = control::Request::Operate { query: query.to_owned(), command };
+    let control::Response::Runs(mut runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+    if cancelling {
+        // The running step was told to stop: wait (a while) for the run to end.
+        let id = runs.first().map(|(r, _)| r.id.to_string()).unwrap_or_default();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while runs.first().is_some_and(|(r, _)| !r.status.is_terminal()) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            match control::request(&dir, &control::Request::Status { query: Some(id.clone()) }, std::time::Duration::from_secs(5)) {
+                Ok(Some(control::Response::Runs(now))) => runs = now,
+                // The owner finished and let the store go: read it ourselves.
+                _ => {
+                    if let Ok(env) = open(Some(dir.clone())) {
+                        let run = env.runner.load_checked(id.parse().map_err(|e| anyhow!("bad run id {id}: {e}"))?).await?;
+                        let rto = env.runner.rto(&run);
+                        runs = vec![(run, rto)];
+                    }
+                    break;
+                }
+            }
+        }
+    }
+    show_runs(&runs, true, json, SystemClock.now_ms())?;
+    Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
+}
+
 async fn drive(env: Env, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
     let id = env.runner.store().resolve(query)?;
     let run = env.runner.load_checked(id).await?;
@@ -323,6 +419,16 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock));
     let runner = env.runner.with_observer(Arc::clone(&live) as Arc<dyn dr_orchestrator::Observer>);
     let shutdown = runner.shutdown_token();
+    // Other dr processes reach this run through the control socket while it runs.
+    let serving = tokio_util::sync::CancellationToken::new();
+    {
+        let (runner, dir, serving) = (runner.clone(), env.dir.clone(), serving.clone());
+        tokio::spawn(async move {
+            if let Err(e) = control::serve(runner, dir.clone(), serving).await {
+                eprintln!("dr: warning: no control socket in {} ({e}); dr status from another shell will report the store busy", dir.display());
+            }
+        });
+    }
     tokio::spawn(async move {
         let mut count = 0;
         loop {
@@ -347,6 +453,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
         })
     });
     let outcome = runner.drive(run.id, options).await;
+    serving.cancel();
     if let Some(t) = ticker {
         t.abort();
     }
@@ -388,12 +495,35 @@ fn report(runner: &Runner, run: &RunRecord, json: bool, print_table: bool) -> an
     if print_table {
         print_text(&render::status_text(run, &rto, runner.now_ms()))?;
     }
+    print_hints(run);
+    Ok(())
+}
+
+fn print_hints(run: &RunRecord) {
     let hints = render::next_steps(run);
     if !hints.is_empty() {
         eprintln!("\nNext:");
         for h in hints {
             eprintln!("  {h}");
         }
+    }
+}
+
+/// Shows runs with their RTO figures: one object for a query, an array otherwise.
+fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64) -> anyhow::Result<()> {
+    if json {
+        let values: Vec<_> = runs.iter().map(|(r, rto)| render::status_json(r, rto)).collect();
+        return match (single, values.first()) {
+            (true, Some(one)) => print_json(one),
+            _ => print_json(&serde_json::Value::Array(values)),
+        };
+    }
+    for (i, (run, rto)) in runs.iter().enumerate() {
+        if i > 0 {
+            print_text("\n")?;
+        }
+        print_text(&render::status_text(run, rto, now))?;
+        print_hints(run);
     }
     Ok(())
 }
@@ -414,23 +544,11 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
     let mut runs = Vec::new();
     for id in ids {
         let run = store.load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() })?;
-        runs.push(run);
-    }
-    if json {
-        let values: Vec<_> = runs.iter().map(|r| render::status_json(r, &env.runner.rto(r))).collect();
-        match (query, values.len()) {
-            (Some(_), _) => print_json(&values[0])?,
-            _ => print_json(&serde_json::Value::Array(values))?,
-        }
-    } else {
-        for (i, run) in runs.iter().enumerate() {
-            if i > 0 {
-                print_text("\n")?;
-            }
-            report(&env.runner, run, false, true)?;
-        }
+        let rto = env.runner.rto(&run);
+        runs.push((run, rto));
     }
     // Any state that could be shown is a success; scripts read the status field.
+    show_runs(&runs, query.is_some(), json, env.clock.now_ms())?;
     Ok(exit::OK)
 }
 
@@ -438,25 +556,29 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
     let store = env.runner.store();
     let now = env.clock.now_ms();
     let mut rows = Vec::new();
-    let mut damaged = 0;
+    let mut damaged = Vec::new();
     for summary in store.summaries()? {
         match summary {
             Ok(s) => {
                 let rto = if s.status.is_terminal() {
-                    render::summary_rto(&s, now)
+                    dr_orchestrator::rto::from_summary(&s, now)
                 } else {
                     match store.load(s.id) {
                         Ok(Some(run)) => env.runner.rto(&run),
-                        _ => render::summary_rto(&s, now),
+                        _ => dr_orchestrator::rto::from_summary(&s, now),
                     }
                 };
                 rows.push((s, rto));
             }
-            Err(e) => {
-                damaged += 1;
-                eprintln!("dr: skipping a damaged run record: {e}");
-            }
+            Err(e) => damaged.push(e.to_string()),
         }
+    }
+    show_list(rows, &damaged, json)
+}
+
+fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool) -> anyhow::Result<u8> {
+    for d in damaged {
+        eprintln!("dr: skipping a damaged run record: {d}");
     }
     if json {
         let values: Vec<_> = rows.iter().rev().map(|(s, rto)| render::summary_json(s, rto)).collect();
@@ -466,13 +588,16 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
     } else {
         print_text(&render::list_text(&rows))?;
     }
-    Ok(if damaged > 0 { exit::CANNOT } else { exit::OK })
+    Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
 }
 
 fn history(env: Env, query: &str, json: bool) -> anyhow::Result<u8> {
     let store = env.runner.store();
     let id = store.resolve(query)?;
-    let events = store.events(id)?;
+    show_history(query, &store.events(id)?, json)
+}
+
+fn show_history(query: &str, events: &[dr_state::EventRecord], json: bool) -> anyhow::Result<u8> {
     if events.is_empty() {
         bail!(anyhow!(dr_state::Error::NotFound { query: query.to_owned() }));
     }
@@ -480,7 +605,7 @@ fn history(env: Env, query: &str, json: bool) -> anyhow::Result<u8> {
         print_json(&serde_json::Value::Array(events.iter().map(render::event_json).collect()))?;
     } else {
         let mut text = String::new();
-        for e in &events {
+        for e in events {
             text.push_str(&render::event_line(e));
             text.push('\n');
         }

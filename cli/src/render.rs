@@ -103,18 +103,6 @@ pub fn summary_json(s: &RunSummary, rto: &Rto) -> Value {
     })
 }
 
-/// RTO figures from a summary alone (exact for finished runs).
-pub fn summary_rto(s: &RunSummary, now: Millis) -> Rto {
-    let end = s.finished_at.unwrap_or(now);
-    let elapsed_ms = u64::try_from(end - s.incident_at).unwrap_or(0);
-    Rto {
-        target_secs: s.target_secs,
-        elapsed_secs: elapsed_ms as f64 / 1000.0,
-        projected_secs: elapsed_ms as f64 / 1000.0,
-        at_risk: elapsed_ms > s.target_secs * 1000,
-    }
-}
-
 pub fn rto_line(rto: &Rto, status: RunStatus) -> String {
     let ms = |secs: f64| human_ms((secs * 1000.0) as u64);
     let verdict = match (status.is_terminal(), rto.at_risk) {

@@ -10,6 +10,7 @@
 //! command; those live in `dr-workflows`.
 
 pub mod clock;
+pub mod control;
 pub mod core;
 pub mod definition;
 mod error;

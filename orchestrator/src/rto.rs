@@ -7,12 +7,12 @@
 //! expected duration is the median of its earlier successful runs, or its
 //! declared estimate until there are some.
 
-use dr_state::{Millis, RunRecord, StepStatus};
+use dr_state::{Millis, RunRecord, RunSummary, StepStatus};
 use serde::Serialize;
 
 use crate::definition::Plan;
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Rto {
     pub target_secs: u64,
     pub elapsed_secs: f64,
@@ -79,6 +79,19 @@ pub fn compute(run: &RunRecord, plan: Option<&Plan>, expected: &[u64], now: Mill
         elapsed_secs: secs(elapsed_ms),
         projected_secs: secs(projected_ms),
         at_risk: projected_ms > run.target_secs.saturating_mul(1000),
+    }
+}
+
+/// RTO figures from a run's summary alone: exact for finished runs (nothing
+/// remains); for open runs the projection is only the elapsed time.
+pub fn from_summary(s: &RunSummary, now: Millis) -> Rto {
+    let end = s.finished_at.unwrap_or(now);
+    let elapsed_ms = u64::try_from(end - s.incident_at).unwrap_or(0);
+    Rto {
+        target_secs: s.target_secs,
+        elapsed_secs: secs(elapsed_ms),
+        projected_secs: secs(elapsed_ms),
+        at_risk: elapsed_ms > s.target_secs.saturating_mul(1000),
     }
 }
 

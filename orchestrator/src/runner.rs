@@ -33,7 +33,7 @@ pub trait Observer: Send + Sync {
 }
 
 /// An operator's decision, by step id.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OperatorCommand {
     Approve { step: String },
     Skip { step: String, reason: String },
@@ -120,7 +120,11 @@ struct Inner {
     options: RunnerOptions,
     shutdown: CancellationToken,
     observer: Option<Arc<dyn Observer>>,
+    /// Runs this runner is driving now, and how to reach their drivers.
+    active: std::sync::Mutex<HashMap<RunId, mpsc::UnboundedSender<OperatorRequest>>>,
 }
+
+type OperatorRequest = (OperatorCommand, tokio::sync::oneshot::Sender<Result<RunRecord>>);
 
 impl Drop for Inner {
     /// Closes the writer and waits for it, so the store is released when the
@@ -189,6 +193,7 @@ impl Runner {
                 options,
                 shutdown: CancellationToken::new(),
                 observer,
+                active: std::sync::Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -337,7 +342,36 @@ impl Runner {
         };
         let (tx, rx) = mpsc::unbounded_channel();
         driver.tx = tx;
-        driver.run_loop(run, t.commands, rx).await
+        let (ops_tx, ops_rx) = mpsc::unbounded_channel();
+        self.lock_active().insert(id, ops_tx);
+        let outcome = driver.run_loop(run, t.commands, rx, ops_rx).await;
+        self.lock_active().remove(&id);
+        outcome
+    }
+
+    fn lock_active(&self) -> std::sync::MutexGuard<'_, HashMap<RunId, mpsc::UnboundedSender<OperatorRequest>>> {
+        self.inner.active.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// True while this runner drives the run.
+    pub fn is_driving(&self, id: RunId) -> bool {
+        self.lock_active().contains_key(&id)
+    }
+
+    /// Hands an operator's decision to the driver of a run this runner is
+    /// driving now (a cancel reaches the running step). Returns the run once
+    /// the decision is durable; `None` when this runner does not drive it.
+    pub async fn operate(&self, id: RunId, command: OperatorCommand) -> Result<Option<RunRecord>> {
+        let sender = self.lock_active().get(&id).cloned();
+        let Some(sender) = sender else { return Ok(None) };
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if sender.send((command, reply)).is_err() {
+            return Ok(None);
+        }
+        match answer.await {
+            Ok(result) => result.map(Some),
+            Err(_) => Ok(None),
+        }
     }
 
     /// Writes a transition durably; crash points fire around it.
@@ -431,6 +465,7 @@ impl Driver {
         mut run: RunRecord,
         mut commands: Vec<core::Command>,
         mut rx: mpsc::UnboundedReceiver<Input>,
+        mut operators: mpsc::UnboundedReceiver<OperatorRequest>,
     ) -> Result<DriveOutcome> {
         let shutdown = self.runner.inner.shutdown.clone();
         loop {
@@ -450,6 +485,23 @@ impl Driver {
             let input = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return self.stop(run).await,
+                Some((command, reply)) = operators.recv() => {
+                    let now = self.runner.now_ms();
+                    let decided = to_operator_input(&run, &command)
+                        .and_then(|op| core::transition(&run, &self.plan, Input::Operator(op), now).map_err(|e| reject(&run, e)));
+                    match decided {
+                        Ok(t) => {
+                            self.runner.commit(&t).await?;
+                            run = t.run;
+                            commands = t.commands;
+                            let _ = reply.send(Ok(run.clone()));
+                        }
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    }
+                    continue;
+                }
                 Some(input) = rx.recv() => input,
                 () = sleep_opt(sleep_for) => {
                     let now = self.runner.now_ms();

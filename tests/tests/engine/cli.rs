@@ -122,7 +122,22 @@ fn wait_for_run(b: &Bastion) {
 }
 
 #[test]
-fn a_busy_store_exits_5_naming_the_owner_and_sigint_stops_cleanly_with_130() {
+fn a_store_held_by_a_silent_process_exits_5_naming_its_pid() {
+    let b = Bastion::new();
+    // Hold the store's lock the way a dr process does, but answer no socket.
+    std::fs::create_dir_all(b.state.path()).unwrap();
+    let lock = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(b.state.path().join("LOCK")).unwrap();
+    lock.try_lock().unwrap();
+    std::fs::write(b.state.path().join("LOCK"), format!("{}\n", std::process::id())).unwrap();
+    for args in [&["list"][..], &["status"], &["start", "synthetic"]] {
+        let out = b.run(args);
+        assert_eq!(code(&out), Some(5), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(&format!("pid {}", std::process::id())), "{}", stderr(&out));
+    }
+}
+
+#[test]
+fn while_a_run_is_driven_other_commands_reach_it_and_sigint_stops_it_with_130() {
     let b = Bastion::new();
     let child = b
         .dr()
@@ -132,9 +147,16 @@ fn a_busy_store_exits_5_naming_the_owner_and_sigint_stops_cleanly_with_130() {
         .spawn()
         .unwrap();
     wait_for_run(&b);
-    let out = b.run(&["list"]);
-    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
-    assert!(stderr(&out).contains(&format!("pid {}", child.id())), "{}", stderr(&out));
+    // The store is the other process's; status, list and history go through its socket.
+    let status = b.status();
+    assert_eq!(status["status"], "running");
+    assert_eq!(status["steps"][0]["status"], "running");
+    let out = b.run(&["list", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["id"], status["id"]);
+    let out = b.run(&["history", "@latest", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
 
     // SIGINT: the process records the stop and exits 130.
     #[allow(unsafe_code)]
@@ -155,6 +177,28 @@ fn a_busy_store_exits_5_naming_the_owner_and_sigint_stops_cleanly_with_130() {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "succeeded");
+}
+
+#[test]
+fn cancel_from_another_shell_reaches_the_running_step() {
+    let b = Bastion::new();
+    let child = b
+        .dr()
+        .args(["start", "synthetic", "-p", "steps=2", "-p", "step_ms=600000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_run(&b);
+    let began = Instant::now();
+    let out = b.run(&["cancel", "@latest", "--reason", "wrong host", "--json"]);
+    assert_eq!(code(&out), Some(1), "a cancelled run: {}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "cancelled");
+    assert_eq!(v["steps"][0]["last_error"], "cancelled");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), Some(1));
+    assert!(began.elapsed() < Duration::from_secs(20), "the ten-minute step was stopped, not waited for");
 }
 
 #[test]

@@ -1,0 +1,212 @@
+//! The control API: while a process owns a state store (sled allows one), it
+//! answers the other `dr` processes on a Unix socket beside the store, so that
+//! `dr status`, `dr list`, `dr history` work during a run and `dr cancel`
+//! reaches the step that is running.
+//!
+//! Protocol: one JSON [`Request`] on one line, one JSON [`Response`] on one
+//! line, then the connection closes. The socket is created with mode 0600
+//! inside the state directory; only its owner may talk to it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dr_state::{EventRecord, RunId, RunRecord, RunSummary};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::runner::{OperatorCommand, Runner};
+use crate::rto::{self, Rto};
+
+/// The socket's name inside the state directory.
+pub const SOCKET_NAME: &str = "dr.sock";
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Request {
+    /// One run, or (without a query) every unfinished run, else the latest.
+    Status { query: Option<String> },
+    List,
+    History { query: String },
+    Operate { query: String, command: OperatorCommand },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum ErrorKind {
+    NotFound,
+    Usage,
+    Cannot,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub enum Response {
+    Runs(Vec<(RunRecord, Rto)>),
+    /// Summaries that could be read, and messages for those that could not.
+    List { runs: Vec<(RunSummary, Rto)>, damaged: Vec<String> },
+    Events(Vec<EventRecord>),
+    Error { kind: ErrorKind, message: String },
+}
+
+impl Response {
+    fn error(e: &crate::Error) -> Self {
+        let kind = match e {
+            crate::Error::Store(dr_state::Error::NotFound { .. }) => ErrorKind::NotFound,
+            crate::Error::Store(dr_state::Error::Ambiguous { .. })
+            | crate::Error::UnknownStep { .. }
+            | crate::Error::NotApplicable { .. }
+            | crate::Error::Catalog(_) => ErrorKind::Usage,
+            _ => ErrorKind::Cannot,
+        };
+        Response::Error { kind, message: e.to_string() }
+    }
+}
+
+/// Serves the control API until `shutdown`. A stale socket (its owner is
+/// gone, since we hold the store's lock) is replaced.
+pub async fn serve(runner: Runner, dir: PathBuf, shutdown: CancellationToken) -> std::io::Result<()> {
+    let path = dir.join(SOCKET_NAME);
+    let _ = std::fs::remove_file(&path);
+    let listener = tokio::net::UnixListener::bind(&path)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    let _cleanup = RemoveOnDrop(path.clone());
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return Ok(()),
+            accepted = listener.accept() => {
+                let (stream, _) = match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        warn!(error = %e, "control socket accept failed");
+                        continue;
+                    }
+                };
+                let runner = runner.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = answer(runner, stream).await {
+                        debug!(error = %e, "control connection ended badly");
+                    }
+                });
+            }
+        }
+    }
+}
+
+struct RemoveOnDrop(PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+async fn answer(runner: Runner, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let mut line = String::new();
+    tokio::io::BufReader::new(read).take(1 << 20).read_line(&mut line).await?;
+    let response = match serde_json::from_str::<Request>(&line) {
+        Ok(request) => handle(&runner, request).await,
+        Err(e) => Response::Error { kind: ErrorKind::Usage, message: format!("bad control request: {e}") },
+    };
+    let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    write.write_all(&bytes).await?;
+    write.shutdown().await
+}
+
+use tokio::io::AsyncReadExt as _;
+
+async fn handle(runner: &Runner, request: Request) -> Response {
+    match handle_inner(runner, request).await {
+        Ok(r) => r,
+        Err(e) => Response::error(&e),
+    }
+}
+
+fn load(runner: &Runner, id: RunId) -> crate::Result<RunRecord> {
+    runner.store().load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() }.into())
+}
+
+async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Response> {
+    let store = runner.store();
+    Ok(match request {
+        Request::Status { query } => {
+            let ids = match query {
+                Some(q) => vec![store.resolve(&q)?],
+                None => {
+                    let open = store.open_runs()?;
+                    if open.is_empty() { vec![store.resolve("@latest")?] } else { open }
+                }
+            };
+            let mut runs = Vec::new();
+            for id in ids {
+                let run = load(runner, id)?;
+                let rto = runner.rto(&run);
+                runs.push((run, rto));
+            }
+            Response::Runs(runs)
+        }
+        Request::List => {
+            let now = runner.now_ms();
+            let mut runs = Vec::new();
+            let mut damaged = Vec::new();
+            for summary in store.summaries()? {
+                match summary {
+                    Ok(s) if s.status.is_terminal() => {
+                        let rto = rto::from_summary(&s, now);
+                        runs.push((s, rto));
+                    }
+                    Ok(s) => {
+                        let rto = load(runner, s.id).map(|r| runner.rto(&r)).unwrap_or_else(|_| rto::from_summary(&s, now));
+                        runs.push((s, rto));
+                    }
+                    Err(e) => damaged.push(e.to_string()),
+                }
+            }
+            Response::List { runs, damaged }
+        }
+        Request::History { query } => Response::Events(store.events(store.resolve(&query)?)?),
+        Request::Operate { query, command } => {
+            let id = store.resolve(&query)?;
+            match runner.operate(id, command).await? {
+                Some(run) => {
+                    let rto = runner.rto(&run);
+                    Response::Runs(vec![(run, rto)])
+                }
+                None => {
+                    let run = load(runner, id)?;
+                    return Err(crate::Error::NotApplicable {
+                        run: id,
+                        status: run.status.as_str(),
+                        detail: format!(
+                            "the process that owns the store (pid {}) is not driving this run; wait for it to finish, or stop it (Ctrl-C) and try again",
+                            std::process::id()
+                        ),
+                    });
+                }
+            }
+        }
+    })
+}
+
+/// Asks the process that owns the store in `dir`. `None` when nobody answers
+/// (no socket, or a stale one).
+pub fn request(dir: &Path, request: &Request, timeout: Duration) -> std::io::Result<Option<Response>> {
+    let path = dir.join(SOCKET_NAME);
+    let mut stream = match UnixStream::connect(&path) {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    stream.set_read_timeout(Some(timeout))?;
+    stream.set_write_timeout(Some(timeout))?;
+    let mut bytes = serde_json::to_vec(request).map_err(std::io::Error::other)?;
+    bytes.push(b'\n');
+    stream.write_all(&bytes)?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line)?;
+    serde_json::from_str(&line).map(Some).map_err(|e| std::io::Error::other(format!("bad control response: {e}")))
+}
