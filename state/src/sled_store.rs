@@ -14,7 +14,6 @@ use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError, RwLock};
 
-use sled::transaction::TransactionError;
 
 use crate::envelope::{decode, encode, FORMAT_VERSION};
 use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
@@ -166,19 +165,11 @@ impl SledStore {
             for (k, v) in &entry.events {
                 self.events.insert(k.as_slice(), v.as_slice()).map_err(|s| self.sled_err(s))?;
             }
-            let head = self.heads.get(entry.run).map_err(|s| self.sled_err(s))?;
-            let current = head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0; 8])));
+            let current = self.head(&entry.run)?;
             // An entry at sled's head is applied again too (same bytes), in case sled
             // kept the head but not the snapshot; an older one would go back in time.
             if current <= entry.head {
-                self.apply(&entry, None).map_err(|e| match e {
-                    TransactionError::Abort(found) => Error::SequenceConflict {
-                        run: RunId::from_key(&entry.run).map(|r| r.to_string()).unwrap_or_default(),
-                        expected: entry.head,
-                        found,
-                    },
-                    TransactionError::Storage(s) => self.sled_err(s),
-                })?;
+                self.apply(&entry).map_err(|source| self.sled_err(source))?;
                 applied += 1;
             }
         }
@@ -188,20 +179,10 @@ impl SledStore {
     /// Writes an append into sled: events first, the run's head last, so that
     /// sled's log (persisted in order) never holds a head without what it
     /// covers. Atomicity across a crash comes from the write-ahead log, whose
-    /// entry is applied again when sled's head is behind it. With
-    /// `expect_head`, refuses (with the current head) unless the run's
-    /// history is there. Callers hold `self.writer`.
-    fn apply(&self, entry: &WalEntry, expect_head: Option<u64>) -> Result<(), TransactionError<u64>> {
+    /// entry is written before this and applied again on open. Callers hold
+    /// `self.writer` (or are alone, at open).
+    fn apply(&self, entry: &WalEntry) -> Result<(), sled::Error> {
         let key = &entry.run[..];
-        if let Some(expected) = expect_head {
-            let current = match self.heads.get(key)? {
-                Some(v) => u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8])),
-                None => 0,
-            };
-            if current != expected {
-                return Err(TransactionError::Abort(current));
-            }
-        }
         for (k, v) in &entry.events {
             self.events.insert(k.as_slice(), v.as_slice())?;
         }
@@ -296,14 +277,21 @@ impl SledStore {
             events: events.iter().map(|e| (event_key(run.id, e.seq).to_vec(), encode(e))).collect(),
         };
         let _one_writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        match self.apply(&entry, Some(first.seq)) {
-            Ok(()) => {}
-            Err(TransactionError::Abort(found)) => {
-                return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found })
-            }
-            Err(TransactionError::Storage(source)) => return Err(self.sled_err(source)),
+        let current = self.head(&entry.run)?;
+        if current != first.seq {
+            return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found: current });
         }
-        self.wal.write(&encode(&entry)).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })
+        // The log first: whatever part of this append sled may keep after a
+        // crash, the complete entry is in the log and is applied again on open.
+        let size = self.wal.write(&encode(&entry)).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?;
+        self.apply(&entry).map_err(|source| self.sled_err(source))?;
+        Ok(size)
+    }
+
+    /// The run's next sequence number as sled has it (0 for an unknown run).
+    fn head(&self, run: &[u8; 16]) -> Result<u64> {
+        let head = self.heads.get(run).map_err(|s| self.sled_err(s))?;
+        Ok(head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8]))))
     }
 }
 
@@ -359,10 +347,15 @@ impl Store for SledStore {
     }
 
     fn events(&self, id: RunId) -> Result<Vec<EventRecord>> {
+        // Events at or past the head belong to an append that never completed.
+        let head = self.head(id.as_bytes())?;
         let mut out = Vec::new();
         for item in self.events.scan_prefix(id.as_bytes()) {
             let (key, value) = item.map_err(|s| self.sled_err(s))?;
             let seq = key.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
+            if seq >= head {
+                break;
+            }
             let event: EventRecord = decode(&value).map_err(|detail| Error::Corrupted {
                 tree: "events",
                 key: format!("{id}/{seq}"),
