@@ -289,3 +289,22 @@ async fn eviction_blocked_by_a_pdb_returns_429_and_keeps_the_pod() {
     web.evict(&victim, &EvictParams::default()).await.expect("eviction allowed");
     assert!(web.get_opt(&victim).await.expect("get").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_rs_speaks_https_with_the_lab_ca_and_refuses_an_untrusted_server() {
+    let (server, client, dir) = start(KubeOptions { tls: true, ..KubeOptions::default() }).await;
+    assert!(server.url().starts_with("https://"));
+    assert!(server.kubeconfig().contains("certificate-authority-data:"));
+    let nodes: Api<Node> = Api::all(client.clone());
+    assert_eq!(nodes.list(&ListParams::default()).await.expect("list over https").items.len(), 3);
+
+    // Without the CA the same server is not trusted.
+    let untrusted = server.kubeconfig().lines().filter(|l| !l.contains("certificate-authority-data")).collect::<Vec<_>>().join("\n");
+    let path = dir.path().join("untrusted");
+    std::fs::write(&path, untrusted).expect("write");
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).expect("parses");
+    let mut config = Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default()).await.expect("config");
+    config.default_retry = false;
+    let nodes: Api<Node> = Api::all(Client::try_from(config).expect("client"));
+    assert!(nodes.list(&ListParams::default()).await.is_err(), "an unknown CA must be refused");
+}

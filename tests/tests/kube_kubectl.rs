@@ -230,3 +230,30 @@ fn kubectl_runs_the_guides_other_commands() {
     let broken = f.kubectl(&["get", "pods", "--all-namespaces"]);
     assert!(broken.lines().skip(1).all(|l| l.contains("Running")), "{broken}");
 }
+
+#[test]
+fn kubectl_works_over_https_while_plain_http_serves_the_lab_routes() {
+    let kubectl = find_kubectl();
+    let server = ApiServer::start_background(KubeOptions { tls: true, ..KubeOptions::default() }).expect("starts");
+    let dir = tempfile::tempdir().expect("tempdir");
+    server.write_kubeconfig(&dir.path().join("kubeconfig")).expect("kubeconfig");
+    server.wait_healthy_blocking(Duration::from_secs(5)).expect("healthy");
+    let f = Fixture { server, dir, kubectl };
+    assert!(f.server.url().starts_with("https://127.0.0.1:"));
+    let nodes = f.kubectl(&["get", "nodes"]);
+    assert_eq!(nodes.lines().filter(|l| l.contains(" Ready ")).count(), 3, "{nodes}");
+    f.kubectl(&["rollout", "restart", "deployment/coredns", "-n", "kube-system"]);
+    f.kubectl(&["rollout", "status", "deployment/coredns", "-n", "kube-system", "--timeout=30s"]);
+    let insecure = f.run(&["--certificate-authority=/dev/null", "get", "nodes"]);
+    assert!(!insecure.status.success(), "a wrong CA must fail");
+
+    let addr = f.server.addr();
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect");
+    use std::io::{Read, Write};
+    write!(stream, "GET /lab/v1/health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("\"healthy\":true"), "{response}");
+    assert_eq!(f.server.http_url(), format!("http://{addr}"));
+}

@@ -6,6 +6,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -29,17 +30,57 @@ struct AppState {
     stop: watch::Receiver<bool>,
 }
 
-/// Serve until `shutdown` fires; open watches end then too.
-pub async fn serve(listener: tokio::net::TcpListener, shared: Shared, addr: SocketAddr, shutdown: tokio::sync::oneshot::Receiver<()>) {
+/// Serve until `shutdown` fires; open watches end then too. Each connection is plain HTTP or,
+/// when `tls` is given and the client opens with a TLS handshake, HTTPS: one port serves both
+/// (kubeconfig clients over TLS, the lab's `curl` over plain HTTP).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: Shared,
+    addr: SocketAddr,
+    mut shutdown: tokio::sync::oneshot::Receiver<()>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let state = AppState { shared, addr, stop: stop_rx };
+    let state = AppState { shared, addr, stop: stop_rx.clone() };
     let app = Router::new().fallback(handle).with_state(state);
-    let server = std::future::IntoFuture::into_future(axum::serve(listener, app));
-    tokio::select! {
-        _ = server => {}
-        _ = shutdown => {}
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else { continue };
+                let app = app.clone();
+                let acceptor = acceptor.clone();
+                let stop = stop_rx.clone();
+                tokio::spawn(async move {
+                    let mut first = [0u8; 1];
+                    let handshake = matches!(stream.peek(&mut first).await, Ok(1) if first[0] == 0x16);
+                    match (handshake, acceptor) {
+                        (true, Some(acceptor)) => {
+                            if let Ok(tls_stream) = acceptor.accept(stream).await {
+                                serve_connection(hyper_util::rt::TokioIo::new(tls_stream), app, stop).await;
+                            }
+                        }
+                        _ => serve_connection(hyper_util::rt::TokioIo::new(stream), app, stop).await,
+                    }
+                });
+            }
+        }
     }
     let _ = stop_tx.send(true);
+}
+
+async fn serve_connection<I>(io: I, app: Router, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let service = hyper_util::service::TowerToHyperService::new(app);
+    let builder = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let conn = builder.serve_connection(io, service);
+    tokio::select! {
+        _ = conn => {}
+        _ = stop.changed() => {}
+    }
 }
 
 fn json_response(code: u16, body: &Value) -> Response {

@@ -18,6 +18,7 @@ mod seed;
 pub mod select;
 pub mod store;
 mod table;
+pub mod tls;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
@@ -53,6 +54,8 @@ pub enum Error {
     ThreadStart,
     #[error("the simulated cluster did not become healthy within {0:?}")]
     NotHealthy(Duration),
+    #[error("cannot set up tls for the api server: {0}")]
+    Tls(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -80,6 +83,9 @@ pub struct KubeOptions {
     pub token: String,
     /// The nodes (name, InternalIP); the first is the control plane.
     pub nodes: Vec<(String, String)>,
+    /// Also speak HTTPS (lab-generated CA) on the same port; `url()` and the kubeconfig then
+    /// use `https://`, while `http_url()` stays plain for the lab's curl calls.
+    pub tls: bool,
 }
 
 impl Default for KubeOptions {
@@ -99,6 +105,7 @@ impl Default for KubeOptions {
                 ("k8s-worker-1".to_string(), "127.0.0.12".to_string()),
                 ("k8s-worker-2".to_string(), "127.0.0.13".to_string()),
             ],
+            tls: false,
         }
     }
 }
@@ -208,6 +215,7 @@ pub struct ApiServer {
     thread: Option<std::thread::JoinHandle<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
     token: String,
+    tls: Option<tls::TlsMaterial>,
 }
 
 impl ApiServer {
@@ -217,10 +225,11 @@ impl ApiServer {
             tokio::net::TcpListener::bind(opts.bind).await.map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
         let addr = listener.local_addr().map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
         let shared = Self::build_world(opts.clone());
+        let tls = if opts.tls { Some(tls::generate(addr.ip())?) } else { None };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let server = tokio::spawn(http::serve(listener, shared.clone(), addr, rx));
+        let server = tokio::spawn(http::serve(listener, shared.clone(), addr, rx, tls.as_ref().map(|t| t.config.clone())));
         let controller = tokio::spawn(controllers::run(shared.clone()));
-        Ok(Self { addr, shared, shutdown: Some(tx), thread: None, tasks: vec![server, controller], token: opts.token })
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: None, tasks: vec![server, controller], token: opts.token, tls })
     }
 
     /// Start on a background thread with its own runtime (for blocking callers and `dr-lab`).
@@ -229,6 +238,8 @@ impl ApiServer {
         std_listener.set_nonblocking(true).map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
         let addr = std_listener.local_addr().map_err(|source| Error::Bind { addr: opts.bind.to_string(), source })?;
         let shared = Self::build_world(opts.clone());
+        let tls = if opts.tls { Some(tls::generate(addr.ip())?) } else { None };
+        let server_tls = tls.as_ref().map(|t| t.config.clone());
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -248,13 +259,13 @@ impl ApiServer {
                     };
                     let _ = ready_tx.send(());
                     let controller = tokio::spawn(controllers::run(thread_shared.clone()));
-                    http::serve(listener, thread_shared, addr, rx).await;
+                    http::serve(listener, thread_shared, addr, rx, server_tls).await;
                     controller.abort();
                 });
             })
             .map_err(Error::Runtime)?;
         ready_rx.recv().map_err(|_| Error::ThreadStart)?;
-        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread), tasks: Vec::new(), token: opts.token })
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread), tasks: Vec::new(), token: opts.token, tls })
     }
 
     fn build_world(opts: KubeOptions) -> Shared {
@@ -280,9 +291,23 @@ impl ApiServer {
         Shared { world: Arc::new(Mutex::new(world)), changed }
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `https://127.0.0.1:PORT` with TLS on, else `http://127.0.0.1:PORT`.
     pub fn url(&self) -> String {
+        if self.tls.is_some() {
+            format!("https://{}", self.addr)
+        } else {
+            self.http_url()
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`: plain HTTP on the same port, always (lab routes, curl).
+    pub fn http_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// PEM of the lab CA that signed the serving certificate, with TLS on.
+    pub fn ca_pem(&self) -> Option<&str> {
+        self.tls.as_ref().map(|t| t.ca_pem.as_str())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -294,10 +319,16 @@ impl ApiServer {
         &self.shared
     }
 
-    /// A kubeconfig pointing at this server (context `dr-lab`, user with a bearer token).
+    /// A kubeconfig pointing at this server (context `dr-lab`, user with a bearer token; with TLS
+    /// on, the cluster carries `certificate-authority-data`).
     pub fn kubeconfig(&self) -> String {
+        let ca = self
+            .tls
+            .as_ref()
+            .map(|t| format!("    certificate-authority-data: {}\n", proto::base64(t.ca_pem.as_bytes())))
+            .unwrap_or_default();
         format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: dr-lab\n  cluster:\n    server: {url}\ncontexts:\n- name: dr-lab\n  context:\n    cluster: dr-lab\n    user: dr-lab-admin\n    namespace: default\ncurrent-context: dr-lab\nusers:\n- name: dr-lab-admin\n  user:\n    token: {token}\npreferences: {{}}\n",
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: dr-lab\n  cluster:\n{ca}    server: {url}\ncontexts:\n- name: dr-lab\n  context:\n    cluster: dr-lab\n    user: dr-lab-admin\n    namespace: default\ncurrent-context: dr-lab\nusers:\n- name: dr-lab-admin\n  user:\n    token: {token}\npreferences: {{}}\n",
             url = self.url(),
             token = self.token
         )

@@ -92,7 +92,8 @@ fn map_entry(b: &[u8], base64_values: bool) -> Option<(String, Value)> {
     Some((key, value))
 }
 
-fn base64(data: &[u8]) -> String {
+/// Standard base64 with padding.
+pub(crate) fn base64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
