@@ -7,6 +7,7 @@
 //! Refuses: persistence and scheduling. Actions do one attempt of a side
 //! effect and report; retries, timeouts and resumption are the engine's.
 
+pub mod actions;
 mod params;
 pub mod synthetic;
 
