@@ -128,3 +128,28 @@ fn ids_resolve_by_prefix_and_latest() {
     assert!(matches!(crate::resolve_in(&ids, "zzz"), Err(Error::NotFound { .. })));
     assert!(matches!(crate::resolve_in(&[], "@latest"), Err(Error::NotFound { .. })));
 }
+
+#[test]
+fn the_write_ahead_log_restores_appends_sled_never_persisted() {
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let id = RunId::new_v7(5, 5);
+    let wal_bytes = {
+        let store = SledStore::open(first.path()).unwrap();
+        store.append(&run(id, 2, RunStatus::Running), &[event(0), event(1)]).unwrap();
+        store.append(&run(id, 3, RunStatus::Succeeded), &[event(2)]).unwrap();
+        // What a crash would leave: the log as it stands before any checkpoint.
+        std::fs::read(first.path().join("wal")).unwrap()
+    };
+    assert!(!wal_bytes.is_empty());
+    // A store whose sled has none of it, and that log.
+    drop(SledStore::open(second.path()).unwrap());
+    std::fs::write(second.path().join("wal"), &wal_bytes).unwrap();
+    let store = SledStore::open(second.path()).unwrap();
+    let loaded = store.load(id).unwrap().unwrap();
+    assert_eq!(loaded.next_seq, 3);
+    assert_eq!(loaded.status, RunStatus::Succeeded);
+    assert_eq!(store.events(id).unwrap().len(), 3);
+    assert!(store.open_runs().unwrap().is_empty());
+    assert_eq!(std::fs::metadata(second.path().join("wal")).unwrap().len(), 0, "replayed and checkpointed");
+}
