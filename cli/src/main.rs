@@ -256,7 +256,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Access::Remote { dir, busy } => {
                 let request = control::Request::Status { query: args.id.clone() };
                 let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
-                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms())?;
+                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), true)?;
                 Ok(exit::OK)
             }
         },
@@ -403,7 +403,7 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
             }
         }
     }
-    show_runs(&runs, true, json, SystemClock.now_ms())?;
+    show_runs(&runs, true, json, SystemClock.now_ms(), true)?;
     Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
 }
 
@@ -495,11 +495,16 @@ fn report(runner: &Runner, run: &RunRecord, json: bool, print_table: bool) -> an
     if print_table {
         print_text(&render::status_text(run, &rto, runner.now_ms()))?;
     }
-    print_hints(run);
+    print_hints(run, false);
     Ok(())
 }
 
-fn print_hints(run: &RunRecord) {
+/// What to do next. `driven` says another process is driving the runs shown,
+/// so a running one needs nothing.
+fn print_hints(run: &RunRecord, driven: bool) {
+    if driven && run.status == RunStatus::Running {
+        return;
+    }
     let hints = render::next_steps(run);
     if !hints.is_empty() {
         eprintln!("\nNext:");
@@ -510,7 +515,7 @@ fn print_hints(run: &RunRecord) {
 }
 
 /// Shows runs with their RTO figures: one object for a query, an array otherwise.
-fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64) -> anyhow::Result<()> {
+fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64, driven: bool) -> anyhow::Result<()> {
     if json {
         let values: Vec<_> = runs.iter().map(|(r, rto)| render::status_json(r, rto)).collect();
         return match (single, values.first()) {
@@ -523,7 +528,7 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
             print_text("\n")?;
         }
         print_text(&render::status_text(run, rto, now))?;
-        print_hints(run);
+        print_hints(run, driven);
     }
     Ok(())
 }
@@ -548,7 +553,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
         runs.push((run, rto));
     }
     // Any state that could be shown is a success; scripts read the status field.
-    show_runs(&runs, query.is_some(), json, env.clock.now_ms())?;
+    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), false)?;
     Ok(exit::OK)
 }
 

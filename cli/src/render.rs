@@ -103,7 +103,7 @@ pub fn summary_json(s: &RunSummary, rto: &Rto) -> Value {
     })
 }
 
-pub fn rto_line(rto: &Rto, status: RunStatus) -> String {
+pub fn rto_line(rto: &Rto, status: RunStatus, incident_at: Millis) -> String {
     let ms = |secs: f64| human_ms((secs * 1000.0) as u64);
     let verdict = match (status.is_terminal(), rto.at_risk) {
         (true, false) => "within target",
@@ -114,8 +114,11 @@ pub fn rto_line(rto: &Rto, status: RunStatus) -> String {
     if status.is_terminal() {
         format!("{} of {} target  [{verdict}]", ms(rto.elapsed_secs), ms(rto.target_secs as f64))
     } else {
+        let finish = clock_time(incident_at.saturating_add((rto.projected_secs * 1000.0) as i64));
+        let margin = rto.target_secs as f64 - rto.projected_secs;
+        let margin = if margin >= 0.0 { format!("{} to spare", ms(margin)) } else { format!("{} over", ms(-margin)) };
         format!(
-            "elapsed {} of {} target, projected {}  [{verdict}]",
+            "elapsed {} of {} target, projected {} (done ~{finish}, {margin})  [{verdict}]",
             ms(rto.elapsed_secs),
             ms(rto.target_secs as f64),
             ms(rto.projected_secs)
@@ -166,7 +169,7 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis) -> String {
     let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}", run.status.as_str(), run.steps.len());
     let finished = run.finished_at.map(local_time).unwrap_or_else(|| "—".into());
     let _ = writeln!(out, "Incident  {}   started {}   finished {finished}", local_time(run.incident_at), local_time(run.started_at));
-    let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status));
+    let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status, run.incident_at));
     let _ = writeln!(out);
     let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
     let _ = writeln!(out, "  {:width$}  {:9}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
