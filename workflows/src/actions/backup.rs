@@ -1,0 +1,1 @@
+//! The backup action (in progress).

@@ -1,0 +1,1 @@
+//! The command action (in progress).
