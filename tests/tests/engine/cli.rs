@@ -229,3 +229,14 @@ fn workflows_lists_and_shows_the_catalog() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["steps"][2]["depends_on"][0], "step-1");
 }
+
+#[test]
+fn a_state_dir_that_cannot_be_created_is_named() {
+    let out = std::process::Command::new(crate::support::dr_bin())
+        .args(["list"])
+        .env("DR_STATE_DIR", "/proc/dr-cannot-live-here")
+        .output()
+        .unwrap();
+    assert_eq!(code(&out), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/proc/dr-cannot-live-here"), "{}", stderr(&out));
+}
