@@ -18,14 +18,17 @@ use super::{KubeletState, Shared, SimPod, World};
 /// Run the controllers until the task is aborted.
 pub async fn run(shared: Shared) {
     loop {
-        let tick = {
+        let wait = {
             let mut world = shared.lock();
+            world.sim.next_wake = None;
             reconcile(&mut world);
-            world.opts.tick
+            let idle = world.opts.tick;
+            let now = Instant::now();
+            world.sim.next_wake.map_or(idle, |at| at.saturating_duration_since(now).min(idle)).max(std::time::Duration::from_millis(1))
         };
         tokio::select! {
             () = shared.changed.notified() => {}
-            () = tokio::time::sleep(tick) => {}
+            () = tokio::time::sleep(wait) => {}
         }
     }
 }
@@ -200,6 +203,9 @@ fn nodes(world: &mut World, now: Instant) {
                 let _ = seed::join(world, &name);
             }
             continue;
+        }
+        if sn.joined && sn.kubelet == KubeletState::Running && sn.ready_at > now {
+            world.wake_at(sn.ready_at);
         }
         let (status, reason, message) = match (sn.joined, sn.kubelet) {
             (true, KubeletState::Running) if now >= sn.ready_at => ("True", "KubeletReady", "kubelet is posting ready status"),
@@ -591,6 +597,14 @@ fn kubelet(world: &mut World, now: Instant) {
             }
         }
         let ready = matches!(health, Health::Ok) && now >= sim.ready_at;
+        match health {
+            Health::Ok if !ready => world.wake_at(sim.ready_at),
+            Health::Crash(_) => {
+                let last = world.sim.pods.get(&uid).map_or(now, |s| s.last_crash);
+                world.wake_at(last + backoff);
+            }
+            _ => {}
+        }
         let host_network = pod.pointer("/spec/hostNetwork").and_then(Value::as_bool) == Some(true);
         let host_ip = node
             .pointer("/status/addresses")
@@ -827,6 +841,7 @@ fn applications(world: &mut World, now: Instant) {
             match world.sim.syncs.get(&key).copied() {
                 None => {
                     world.sim.syncs.insert(key.clone(), now + sync_delay);
+                    world.wake_at(now + sync_delay);
                     world.store.modify(&r::APPLICATIONS, &ns, &name, |a| {
                         a["status"]["operationState"] = json!({"operation": a["operation"].clone(), "phase": "Running",
                                                                "message": "one or more tasks are running", "startedAt": now_rfc3339()});
@@ -858,7 +873,10 @@ fn applications(world: &mut World, now: Instant) {
                         }
                     });
                 }
-                Some(_) => continue,
+                Some(done_at) => {
+                    world.wake_at(done_at);
+                    continue;
+                }
             }
         }
         // Health (and drift) of what the app deployed.

@@ -73,7 +73,7 @@ pub struct KubeOptions {
     pub sync_delay: Duration,
     /// Between restarts of a crash-looping container.
     pub crash_backoff: Duration,
-    /// How often the controllers run even without a change.
+    /// How often the controllers run when nothing changed and no timed transition is due.
     pub tick: Duration,
     /// How many changes watches can replay.
     pub history_limit: usize,
@@ -96,7 +96,7 @@ impl Default for KubeOptions {
             node_ready_delay: Duration::from_millis(30),
             sync_delay: Duration::from_millis(30),
             crash_backoff: Duration::from_millis(300),
-            tick: Duration::from_millis(10),
+            tick: Duration::from_millis(500),
             history_limit: 10_000,
             seed: true,
             token: "dr-lab-token".to_string(),
@@ -118,7 +118,7 @@ impl KubeOptions {
             node_ready_delay: Duration::from_secs(20),
             sync_delay: Duration::from_secs(8),
             crash_backoff: Duration::from_secs(10),
-            tick: Duration::from_millis(100),
+            tick: Duration::from_secs(1),
             ..Self::default()
         }
     }
@@ -171,6 +171,9 @@ pub(crate) struct Sim {
     pub api_up: bool,
     /// While set, delays are zero (building the standard cluster at start).
     pub instant: bool,
+    /// The earliest time-based transition the last reconcile saw coming (pod or node turning
+    /// Ready, a crash restart, a sync finishing): the controllers wake then.
+    pub next_wake: Option<Instant>,
 }
 
 /// The store, the simulation and the options, under one lock.
@@ -182,6 +185,11 @@ pub struct World {
 }
 
 impl World {
+    /// Ask the controllers to run again at `at`.
+    pub(crate) fn wake_at(&mut self, at: Instant) {
+        self.sim.next_wake = Some(self.sim.next_wake.map_or(at, |w| w.min(at)));
+    }
+
     pub(crate) fn delay(&self, d: Duration) -> Duration {
         if self.sim.instant {
             Duration::ZERO
@@ -281,6 +289,7 @@ impl ApiServer {
                 faults: Faults::default(),
                 api_up: false,
                 instant: false,
+                next_wake: None,
             },
             opts,
         };
