@@ -257,3 +257,45 @@ fn kubectl_works_over_https_while_plain_http_serves_the_lab_routes() {
     assert!(response.contains("\"healthy\":true"), "{response}");
     assert_eq!(f.server.http_url(), format!("http://{addr}"));
 }
+
+#[test]
+fn kubectl_get_watch_prints_table_rows_as_pods_change() {
+    use std::io::BufRead;
+    use std::sync::{Arc, Mutex};
+    let f = fixture();
+    let mut child = Command::new(&f.kubectl)
+        .args(["get", "pods", "-n", "demo", "-l", "app=web", "-w", "--output-watch-events"])
+        .env("KUBECONFIG", f.dir.path().join("kubeconfig"))
+        .env("KUBECACHEDIR", f.dir.path().join("cache"))
+        .env("HOME", f.dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("kubectl watch starts");
+    let lines = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stdout = child.stdout.take().expect("stdout");
+    let sink = lines.clone();
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            sink.lock().expect("lines").push(line);
+        }
+    });
+    let wait_for = |what: &str, pred: &dyn Fn(&[String]) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !pred(&lines.lock().expect("lines")) {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", lines.lock().expect("lines"));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for("the initial rows", &|l| l.iter().filter(|x| x.starts_with("ADDED")).count() >= 2);
+    f.kubectl(&["rollout", "restart", "deployment/web", "-n", "demo"]);
+    f.kubectl(&["rollout", "status", "deployment/web", "-n", "demo", "--timeout=30s"]);
+    wait_for("the old pods' deletion", &|l| l.iter().filter(|x| x.starts_with("DELETED")).count() >= 2);
+    child.kill().expect("stop the watch");
+    let _ = child.wait();
+    reader.join().expect("reader");
+    let text = lines.lock().expect("lines").join("\n");
+    assert!(text.lines().next().is_some_and(|l| l.contains("EVENT") && l.contains("STATUS")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ADDED") && l.contains("Running")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("MODIFIED") && l.contains("1/1")), "new pods turn ready: {text}");
+}

@@ -187,7 +187,7 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
         return error_response(&ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"));
     }
     let result = match (method, name, sub.as_deref()) {
-        (Method::GET, None, _) if query.flag("watch") => return watch_handler(&st, rt, ns, &query),
+        (Method::GET, None, _) if query.flag("watch") => return watch_handler(&st, rt, ns, &query, wants_table(&accept)),
         (Method::GET, None, _) => list(&st, &rt, ns.as_deref(), &query, &accept),
         (Method::GET | Method::PUT | Method::PATCH, Some(n), Some("scale")) => scale(&st, &rt, &ns_str, &n, &body),
         (Method::GET, Some(n), _) => get(&st, &rt, &ns_str, &n, &query, &accept),
@@ -459,7 +459,7 @@ fn gone(rv: u64, oldest: u64) -> Value {
            "message": format!("too old resource version: {rv} ({oldest})"), "reason": "Expired", "code": 410}})
 }
 
-fn watch_handler(st: &AppState, rt: ResourceType, ns: Option<String>, query: &Query) -> Response {
+fn watch_handler(st: &AppState, rt: ResourceType, ns: Option<String>, query: &Query, as_table: bool) -> Response {
     let (labels, fields) = match selectors(query) {
         Ok(s) => s,
         Err(e) => return error_response(&e),
@@ -503,12 +503,23 @@ fn watch_handler(st: &AppState, rt: ResourceType, ns: Option<String>, query: &Qu
         }
         (initial, rx, expired, current)
     };
+    // `kubectl get -w` asks for Table rows: each event then carries a one-row Table.
+    let include_object = query.get("includeObject") == Some("Object");
+    let render = move |ev: &Value| -> Result<Bytes, Infallible> {
+        match (as_table, ev["type"].as_str()) {
+            (true, Some("ADDED" | "MODIFIED" | "DELETED")) => {
+                let rv = meta(&ev["object"], "resourceVersion");
+                line(&json!({"type": ev["type"], "object": table::table(&rt, std::slice::from_ref(&ev["object"]), &rv, include_object)}))
+            }
+            _ => line(ev),
+        }
+    };
     let (tx, out_rx) = mpsc::channel::<Result<Bytes, Infallible>>(1024);
     let mut stop = st.stop.clone();
     let shared = st.shared.clone();
     tokio::spawn(async move {
         for ev in &initial {
-            if tx.send(line(ev)).await.is_err() {
+            if tx.send(render(ev)).await.is_err() {
                 return;
             }
         }
@@ -531,7 +542,7 @@ fn watch_handler(st: &AppState, rt: ResourceType, ns: Option<String>, query: &Qu
                     Ok(change) => {
                         if change.rv <= snapshot_rv { continue; }
                         if let Some(ev) = filter.event(&change) {
-                            if tx.send(line(&ev)).await.is_err() { break; }
+                            if tx.send(render(&ev)).await.is_err() { break; }
                         }
                     }
                     Err(broadcast::error::RecvError::Lagged(_)) => {
