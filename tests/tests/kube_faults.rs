@@ -298,3 +298,30 @@ fn wipe_takes_the_api_down_and_init_join_deploy_rebuild_a_healthy_cluster() {
     server.wait_healthy_blocking(WAIT).expect("healthy after init, join and platform deploy");
     assert_eq!(pods_where(&server, is_web).len(), 2, "argocd synced the apps' workloads");
 }
+
+#[test]
+fn cluster_state_saved_with_a_backup_restores_the_objects_of_that_moment() {
+    let server = start();
+    let (code, state) = http(server.addr(), "GET", "/lab/v1/cluster/state", "application/json", "");
+    assert_eq!(code, 200);
+    assert!(state["objects"].as_array().is_some_and(|o| o.iter().any(|e| e["type"] == "argoproj.io/applications")));
+    // After the backup: a new object appears and a deployment is lost.
+    let (code, _) = http(server.addr(), "POST", "/api/v1/namespaces/default/configmaps", "application/json", r#"{"metadata":{"name":"after-backup"}}"#);
+    assert_eq!(code, 201);
+    let (code, _) = http(server.addr(), "DELETE", "/apis/apps/v1/namespaces/demo/deployments/api", "application/json", "");
+    assert_eq!(code, 200);
+
+    lab(&server, "cluster/wipe", json!({}));
+    lab(&server, "cluster/init", json!({}));
+    lab(&server, "cluster/state", state);
+    for w in ["k8s-worker-1", "k8s-worker-2"] {
+        lab(&server, &format!("nodes/{w}/reset"), json!({}));
+        lab(&server, &format!("nodes/{w}/join"), json!({}));
+    }
+    server.wait_healthy_blocking(WAIT).expect("healthy after the restore and the re-joins");
+    let (code, _) = http(server.addr(), "GET", "/api/v1/namespaces/default/configmaps/after-backup", "application/json", "");
+    assert_eq!(code, 404, "objects newer than the backup are gone");
+    let (code, api) = http(server.addr(), "GET", "/apis/apps/v1/namespaces/demo/deployments/api", "application/json", "");
+    assert_eq!(code, 200, "the deployment lost after the backup is back");
+    assert_eq!(api["status"]["availableReplicas"], 2);
+}

@@ -209,8 +209,11 @@ fn lab_route(st: &AppState, method: &Method, rest: &str, body: &Bytes) -> Respon
     if *method == Method::GET && rest.trim_matches('/') == "health" {
         return ok(&lab::health(&st.shared.lock()));
     }
+    if *method == Method::GET && rest.trim_matches('/') == "cluster/state" {
+        return ok(&lab::state(&st.shared.lock()));
+    }
     if *method != Method::POST {
-        return error_response(&ApiError::new(405, "MethodNotAllowed", "lab routes take POST (GET only for health)"));
+        return error_response(&ApiError::new(405, "MethodNotAllowed", "lab routes take POST (GET only for health and cluster/state)"));
     }
     let body: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(json!({})) };
     let result = lab::control(&mut st.shared.lock(), rest, &body);

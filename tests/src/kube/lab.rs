@@ -107,6 +107,10 @@ pub fn control(world: &mut World, path: &str, body: &Value) -> Result<Value, Api
             world.sim.api_up = false;
             Ok(json!({"wiped": true}))
         }
+        ["cluster", "state"] => {
+            require_api(world)?;
+            restore_state(world, body)
+        }
         ["platform", "deploy"] => {
             require_api(world)?;
             seed::platform_deploy(world);
@@ -169,6 +173,48 @@ fn fault(world: &mut World, name: &str, body: &Value) -> Result<Value, ApiError>
         }
         other => Err(ApiError::new(404, "NotFound", format!("unknown kubernetes fault {other:?}"))),
     }
+}
+
+/// What etcd would hold for the simulated cluster: every object but events
+/// (`GET /lab/v1/cluster/state`). Store it with an etcd snapshot; POST it back after the
+/// snapshot is restored.
+pub fn state(world: &World) -> Value {
+    let objects: Vec<Value> = world
+        .store
+        .dump()
+        .into_iter()
+        .filter(|(t, _)| *t != r::EVENTS.key())
+        .map(|(t, o)| json!({"type": t, "object": o}))
+        .collect();
+    json!({"kind": "DrLabClusterState", "resourceVersion": world.store.resource_version().to_string(), "objects": objects})
+}
+
+/// `POST /lab/v1/cluster/state`: the cluster's objects become exactly those of the state (as after
+/// an etcd snapshot restore); controllers then reconcile pods, nodes and apps from there.
+fn restore_state(world: &mut World, body: &Value) -> Result<Value, ApiError> {
+    let objects = body.get("objects").and_then(Value::as_array).ok_or_else(|| ApiError::bad_request("body needs \"objects\""))?;
+    let mut wanted = std::collections::HashSet::new();
+    for entry in objects {
+        let t = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+        let o = &entry["object"];
+        wanted.insert((t.to_string(), meta(o, "namespace"), meta(o, "name")));
+    }
+    for (t, o) in world.store.dump() {
+        if t != r::EVENTS.key() && !wanted.contains(&(t.clone(), meta(&o, "namespace"), meta(&o, "name"))) {
+            world.store.remove(&t, &meta(&o, "namespace"), &meta(&o, "name"));
+        }
+    }
+    let mut restored = 0;
+    for entry in objects {
+        let t = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+        if r::ALL.iter().any(|rt| rt.key() == t) {
+            world.store.restore(t, entry["object"].clone());
+            restored += 1;
+        }
+    }
+    world.sim.pods.clear();
+    world.sim.syncs.clear();
+    Ok(json!({"restored": restored}))
 }
 
 /// The health summary (`GET /lab/v1/health`).

@@ -352,6 +352,11 @@ impl ApiServer {
         lab::health(&self.shared.lock())
     }
 
+    /// The same JSON that `GET /lab/v1/cluster/state` answers (what etcd would hold).
+    pub fn state(&self) -> Value {
+        lab::state(&self.shared.lock())
+    }
+
     /// Apply a lab control action as the HTTP route would (`path` like `faults/pod-crash`).
     pub fn control(&self, path: &str, body: Value) -> std::result::Result<Value, ApiError> {
         let result = lab::control(&mut self.shared.lock(), path, &body);

@@ -328,6 +328,35 @@ impl Store {
         Ok(old)
     }
 
+    /// Every object with its type key, for a state snapshot.
+    pub fn dump(&self) -> Vec<(String, Value)> {
+        self.objects.iter().flat_map(|(t, m)| m.values().map(move |o| (t.clone(), o.clone()))).collect()
+    }
+
+    /// Put an object back verbatim (uid, timestamps, owners kept; a new resourceVersion), as an
+    /// etcd restore does. Watches see ADDED or MODIFIED.
+    pub fn restore(&mut self, type_key: &str, mut obj: Value) {
+        let ns = meta_str(&obj, "namespace").to_string();
+        let name = meta_str(&obj, "name").to_string();
+        if name.is_empty() {
+            return;
+        }
+        self.rv += 1;
+        obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+        let old = self.objects.entry(type_key.to_string()).or_default().insert((ns, name), obj.clone());
+        let change = if old.is_some() { ChangeType::Modified } else { ChangeType::Added };
+        self.record(change, type_key, old, obj);
+    }
+
+    /// Remove one object by type key (for restores).
+    pub fn remove(&mut self, type_key: &str, ns: &str, name: &str) {
+        if let Some(mut old) = self.objects.get_mut(type_key).and_then(|m| m.remove(&(ns.to_string(), name.to_string()))) {
+            self.rv += 1;
+            old["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            self.record(ChangeType::Deleted, type_key, None, old);
+        }
+    }
+
     /// Remove every object (host lost). Watches see the deletions.
     pub fn wipe(&mut self) {
         let keys: Vec<(String, ObjKey)> =

@@ -7,3 +7,5 @@ pub mod backup;
 pub mod command;
 pub mod http;
 pub mod output;
+pub mod etcd;
+pub mod ssh;
