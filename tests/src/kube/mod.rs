@@ -1,13 +1,40 @@
-//! The simulated Kubernetes API server of the lab: a plain-HTTP server on
-//! loopback that speaks enough of the Kubernetes REST API (discovery, generic
-//! CRUD, patch, watch, eviction) for kube-rs and the real `kubectl`, with
-//! controllers (deployments, replicasets, daemonsets, scheduler, kubelet,
-//! endpoints, PDBs, ArgoCD applications) and Kubernetes-side faults, plus a
-//! `/lab/v1/...` control API for the other lab parts.
+//! The simulated Kubernetes API server of the lab: a server on loopback that
+//! speaks enough of the Kubernetes REST API (discovery, generic CRUD, patch,
+//! watch, eviction, scale, Table output, an openapi v3 skeleton) for kube-rs
+//! and the real `kubectl`, with controllers (deployments, replicasets,
+//! daemonsets, scheduler, kubelet, endpoints, PDBs, ArgoCD applications) and
+//! Kubernetes-side faults, plus a `/lab/v1/...` control API for the other lab
+//! parts.
 //!
-//! Owns: the object store, controllers, faults, the HTTP surface.
-//! Refuses: real etcd, ssh, terraform, backups (other lab modules do those);
-//! TLS (the kubeconfig points at `http://127.0.0.1:PORT`).
+//! Owns: the object store, controllers, faults, the HTTP surface, its TLS.
+//! Refuses: real etcd, ssh, terraform, backups (other lab modules do those).
+//!
+//! One port serves plain HTTP always and HTTPS too with `KubeOptions::tls`
+//! (lab CA; the kubeconfig then carries `certificate-authority-data`).
+//! Clients: kube 5 retries 429/503 for minutes by default; set
+//! `Config::default_retry = false` so a PDB-blocked eviction or a down API
+//! surfaces at once.
+//!
+//! Control routes (JSON bodies, answers JSON; errors are `Status` objects):
+//! - `GET /lab/v1/health`: nodes, kube-system, argocd, apps, faults; `healthy`.
+//! - `GET|POST /lab/v1/cluster/state`: the cluster's objects (as etcd holds
+//!   them) / make the cluster hold exactly those (an etcd restore).
+//! - `POST /lab/v1/nodes/{node}/kubelet {"state":"running|stopped|dead"}`
+//!   (`dead` ignores `running` until `recreate`).
+//! - `POST /lab/v1/nodes/{node}/join|reset|recreate`: kubeadm join (409 when
+//!   dead), kubeadm reset (Node and its pods gone), terraform re-creation
+//!   (not dead, kubelet stopped, not joined).
+//! - `POST /lab/v1/cluster/init|wipe`: kubeadm init (API up, control plane,
+//!   kube-system) / everything gone and the API down (503).
+//! - `POST /lab/v1/platform/deploy`: ArgoCD and its auto-syncing Applications.
+//! - `POST /lab/v1/components/{name} {"healthy":bool,"message":..}`: what
+//!   `kubectl get cs` shows (scheduler, controller-manager, etcd-0).
+//! - `POST /lab/v1/faults/{pod-crash|network|argocd-down|worker-down|worker-dead|clear}`:
+//!   pod-crash `{"namespace","deployment"}` (default demo/web) crash-loops that
+//!   deployment's pods until a rollout restart; network crash-loops kube-proxy
+//!   and makes coredns unready (kube-dns endpoints empty) until both are
+//!   rollout-restarted; argocd-down crash-loops the argocd pods (syncs wait)
+//!   until they are deleted; worker-down/-dead `{"node"}` set the kubelet.
 
 mod controllers;
 mod http;
