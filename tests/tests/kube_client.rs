@@ -308,3 +308,39 @@ async fn kube_rs_speaks_https_with_the_lab_ca_and_refuses_an_untrusted_server() 
     let nodes: Api<Node> = Api::all(Client::try_from(config).expect("client"));
     assert!(nodes.list(&ListParams::default()).await.is_err(), "an unknown CA must be refused");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watcher_with_streaming_lists_gets_initial_events_and_then_changes() {
+    let (_server, client, _dir) = start(KubeOptions::default()).await;
+    let nodes: Api<Node> = Api::all(client.clone());
+    let stream = watcher(nodes.clone(), watcher::Config::default().streaming_lists());
+    let mut stream = Box::pin(stream);
+    let mut initial = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = stream.try_next().await.expect("watch ok") {
+            match event {
+                watcher::Event::InitApply(n) => initial.push(n.metadata.name.unwrap_or_default()),
+                watcher::Event::InitDone => return,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .expect("initial events end with a bookmark");
+    initial.sort();
+    assert_eq!(initial, vec!["k8s-control-plane-1", "k8s-worker-1", "k8s-worker-2"]);
+    nodes.patch("k8s-worker-2", &PatchParams::default(), &Patch::Merge(json!({"spec": {"unschedulable": true}}))).await.expect("cordon");
+    let cordoned = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(event) = stream.try_next().await.expect("watch ok") {
+            if let watcher::Event::Apply(n) = event {
+                if n.spec.as_ref().and_then(|s| s.unschedulable) == Some(true) {
+                    return n;
+                }
+            }
+        }
+        panic!("watch ended");
+    })
+    .await
+    .expect("the cordon is seen");
+    assert_eq!(cordoned.metadata.name.as_deref(), Some("k8s-worker-2"));
+}
