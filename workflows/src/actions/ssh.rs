@@ -486,6 +486,8 @@ fn exec_blocking(
     session.set_blocking(false);
     let mut buf = vec![0u8; 32 * 1024];
     let outcome = loop {
+        // libssh2 sends keep-alives only when asked; it knows when one is due.
+        let _ = session.keepalive_send();
         let mut progress = false;
         for (index, tail) in streams.iter_mut().enumerate() {
             let mut stream = channel.stream(if index == 0 { 0 } else { ssh2::EXTENDED_DATA_STDERR });
@@ -868,6 +870,9 @@ fn trust_blocking(target: &SshTarget) -> Result<TrustedKey, ActionError> {
     known
         .write_file(&temp, KnownHostFileKind::OpenSSH)
         .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", temp.display())))?;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let _ = std::fs::set_permissions(&temp, meta.permissions());
+    }
     std::fs::rename(&temp, path)
         .map_err(|e| ActionError::permanent(format!("cannot replace {}: {e}", path.display())))?;
     tracing::warn!(host = %address, fingerprint = %print, replaced = ?replaced, "trusted a new ssh host key");
