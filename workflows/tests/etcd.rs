@@ -145,6 +145,26 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     // The lab maps /var/lib/etcd and /tmp into the node, not /var/lib's other entries.
     restore.staging_dir = "/tmp".into();
     let ctx = ctx();
+
+    // A snapshot failing its hash check never reaches the node.
+    let truncated = lab.temp_dir().join("truncated.db");
+    let data = std::fs::read(&path).unwrap();
+    std::fs::write(&truncated, &data[..data.len() / 2]).unwrap();
+    let bad = EtcdSnapshotRestore { snapshot: truncated, ..restore.clone() };
+    let err = run(&bad, ctx.clone()).await.unwrap_err();
+    assert!(!err.retryable && err.message.contains("fails its check"), "{}", err.message);
+    // One that passes the hash check but is no database fails the trial
+    // restore, and etcd is left alone (never stopped).
+    let garbage = lab.temp_dir().join("garbage.db");
+    let mut bytes = vec![0x5au8; 8192];
+    let digest = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes));
+    bytes.extend_from_slice(&digest);
+    std::fs::write(&garbage, &bytes).unwrap();
+    let bad = EtcdSnapshotRestore { snapshot: garbage, ..restore.clone() };
+    let err = run(&bad, ctx.clone()).await.unwrap_err();
+    assert!(!err.retryable && err.message.contains("trial restore") && err.message.contains("left untouched"), "{}", err.message);
+    assert!(!lab.journal("k8s-control-plane-1").iter().any(|l| l.contains("systemctl stop etcd")));
+    assert_eq!(lab.etcd().get("/dr-test/after/0").unwrap().as_deref(), Some("late"));
     assert!(!restore.probe(ctx.clone()).await.unwrap());
     let summary = run(&restore, ctx.clone()).await.unwrap();
     assert!(summary.contains("restored from snapshot") && summary.contains("etcdctl"), "{summary}");

@@ -204,3 +204,21 @@ async fn upload_and_download_are_checked_by_sha256() {
     assert!(err.message.contains("/tmp/no-such-file"), "{}", err.message);
     assert!(Path::new(&back).exists());
 }
+
+/// libssh2 blocks; the actions keep it off the runtime's threads, so even a
+/// single-threaded runtime keeps running other tasks during a command.
+#[tokio::test(flavor = "current_thread")]
+async fn a_running_command_does_not_block_the_runtime() {
+    let lab = TestLab::stub().unwrap();
+    let ticks = std::sync::Arc::new(AtomicU64::new(0));
+    let counter = ticks.clone();
+    let ticker = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    });
+    run(&command(target(&lab, "k8s-worker-1"), "sleep 1", false), ctx()).await.unwrap();
+    ticker.abort();
+    assert!(ticks.load(Ordering::Relaxed) >= 10, "the runtime ticked only {} times", ticks.load(Ordering::Relaxed));
+}
