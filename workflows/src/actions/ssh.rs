@@ -168,14 +168,20 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 // ---------------------------------------------------------------------------
 // Connections
 
-/// One connection per run and host, reused by the run's ssh steps.
+/// One connection per run and host, reused by the run's ssh steps. A
+/// connection idle for [`pool::IDLE`] is closed (runs end without telling
+/// the actions), and so is one that fails.
 pub mod pool {
     use super::*;
 
-    type Key = (RunId, String, u16, String);
+    /// How long an unused connection stays open.
+    pub const IDLE: Duration = Duration::from_secs(300);
 
-    fn connections() -> &'static Mutex<HashMap<Key, Arc<Mutex<Session>>>> {
-        static POOL: OnceLock<Mutex<HashMap<Key, Arc<Mutex<Session>>>>> = OnceLock::new();
+    type Key = (RunId, String, u16, String);
+    type Entry = (Arc<Mutex<Session>>, Instant);
+
+    fn connections() -> &'static Mutex<HashMap<Key, Entry>> {
+        static POOL: OnceLock<Mutex<HashMap<Key, Entry>>> = OnceLock::new();
         POOL.get_or_init(Default::default)
     }
 
@@ -183,17 +189,25 @@ pub mod pool {
         (run, target.host.clone(), target.port, target.user.clone())
     }
 
+    fn prune(map: &mut HashMap<Key, Entry>, now: Instant) {
+        map.retain(|_, (_, used)| now.duration_since(*used) < IDLE);
+    }
+
     pub(super) fn get(run: RunId, target: &SshTarget) -> Option<Arc<Mutex<Session>>> {
-        lock(connections()).get(&key(run, target)).cloned()
+        let now = Instant::now();
+        let mut map = lock(connections());
+        prune(&mut map, now);
+        map.get_mut(&key(run, target)).map(|(session, used)| {
+            *used = now;
+            session.clone()
+        })
     }
 
     pub(super) fn put(run: RunId, target: &SshTarget, session: Arc<Mutex<Session>>) {
+        let now = Instant::now();
         let mut map = lock(connections());
-        // Bounded: a bastion runs a handful of runs at once.
-        if map.len() >= 64 {
-            map.retain(|(r, ..), _| *r == run);
-        }
-        map.insert(key(run, target), session);
+        prune(&mut map, now);
+        map.insert(key(run, target), (session, now));
     }
 
     pub(super) fn forget(run: RunId, target: &SshTarget) {
