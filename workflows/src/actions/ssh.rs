@@ -661,6 +661,8 @@ pub struct Transfer {
     pub sha256: String,
 }
 
+const CAT_FAILED: &str = "dr-cat-failed";
+
 /// The remote file's hex SHA-256 (`cat FILE | sha256sum`, which works where
 /// only the node's `cat` knows its paths).
 pub async fn remote_sha256(
@@ -672,11 +674,12 @@ pub async fn remote_sha256(
     cancel: &CancellationToken,
 ) -> Result<String, ActionError> {
     let cat = if sudo { "sudo -n cat" } else { "cat" };
-    let command = format!("{cat} -- {} | sha256sum", shell_quote(remote));
+    // POSIX sh has no pipefail: a failing cat says so on stderr.
+    let command = format!("{{ {cat} -- {} || echo {CAT_FAILED} >&2; }} | sha256sum", shell_quote(remote));
     let options = RunOptions { sudo: false, deadline, cancel: cancel.clone(), secrets: Vec::new() };
-    let result = run_command(run, target, &format!("set -o pipefail; {command}"), options).await?;
+    let result = run_command(run, target, &command, options).await?;
     let digest = result.stdout.text.split_whitespace().next().unwrap_or("").to_owned();
-    if result.exit_status != 0 || digest.len() != 64 {
+    if result.exit_status != 0 || digest.len() != 64 || result.stderr.text.contains(CAT_FAILED) {
         return Err(ActionError::retryable(format!(
             "cannot compute the sha256 of {remote} on {}: {}",
             target.address(),
