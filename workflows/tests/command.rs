@@ -29,7 +29,7 @@ fn sh(script: &str) -> CommandParams {
 
 /// The shell's pid, written by the script as `echo $$ > FILE`: the group id.
 async fn read_pgid(file: &Path) -> i32 {
-    for _ in 0..200 {
+    for _ in 0..1000 {
         if let Ok(text) = std::fs::read_to_string(file) {
             if let Ok(pid) = text.trim().parse() {
                 return pid;
@@ -53,6 +53,17 @@ fn ps_group(pgid: i32) -> Vec<String> {
         .collect()
 }
 
+/// Waits until the group has at least `count` live processes (the shell forks after writing its pid).
+async fn wait_for_members(pgid: i32, count: usize) {
+    for _ in 0..500 {
+        if ps_group(pgid).len() >= count {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("group {pgid} never had {count} processes: {:?}", ps_group(pgid));
+}
+
 async fn assert_group_gone(pgid: i32) {
     for _ in 0..100 {
         if ps_group(pgid).is_empty() && !group_alive(pgid) {
@@ -68,13 +79,13 @@ async fn a_command_that_outlives_its_timeout_leaves_no_process_behind() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let script = format!("echo $$ > {}; echo started; sleep 300 & sleep 300", pidfile.display());
-    let action = CommandAction::new(sh(&script).timeout(Duration::from_millis(700)).kill_grace(Duration::from_secs(5)));
+    let action = CommandAction::new(sh(&script).timeout(Duration::from_secs(2)).kill_grace(Duration::from_secs(5)));
     let run = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
-    assert!(ps_group(pgid).len() >= 2, "the shell and its sleeps run in their own group: {:?}", ps_group(pgid));
+    wait_for_members(pgid, 2).await;
     let err = run.await.unwrap().unwrap_err();
     assert!(err.retryable, "{err}");
-    assert!(err.message.contains("did not finish within 0.7 s"), "{err}");
+    assert!(err.message.contains("did not finish within 2.0 s"), "{err}");
     assert!(err.message.contains(&format!("process group {pgid} was killed (SIGTERM);")), "{err}");
     assert!(err.message.contains("started"), "the error shows the output's tail: {err}");
     assert_group_gone(pgid).await;
@@ -85,13 +96,14 @@ async fn a_group_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
     let dir = tempfile::tempdir().unwrap();
     let pidfile = dir.path().join("pid");
     let script = format!("trap '' TERM; echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
-    let action = CommandAction::new(sh(&script).timeout(Duration::from_millis(300)).kill_grace(Duration::from_millis(500)));
+    let action = CommandAction::new(sh(&script).timeout(Duration::from_millis(1500)).kill_grace(Duration::from_millis(500)));
     let started = std::time::Instant::now();
     let run = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
+    wait_for_members(pgid, 2).await;
     let err = run.await.unwrap().unwrap_err();
     assert!(err.message.contains("SIGTERM, then SIGKILL after 0.5 s"), "{err}");
-    assert!(started.elapsed() >= Duration::from_millis(800), "waited the grace period");
+    assert!(started.elapsed() >= Duration::from_millis(2000), "waited the grace period");
     assert_group_gone(pgid).await;
 }
 
@@ -107,7 +119,7 @@ async fn cancellation_kills_the_group() {
         async move { action.run(ctx(cancel)).await }
     });
     let pgid = read_pgid(&pidfile).await;
-    assert!(!ps_group(pgid).is_empty());
+    wait_for_members(pgid, 2).await;
     cancel.cancel();
     let err = tokio::time::timeout(Duration::from_secs(20), run).await.expect("cancel ends the attempt").unwrap().unwrap_err();
     assert!(err.message.contains("was cancelled") && err.message.contains(&format!("process group {pgid}")), "{err}");
@@ -120,11 +132,26 @@ async fn dropping_the_attempt_kills_the_group() {
     let pidfile = dir.path().join("pid");
     let script = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
     let action = CommandAction::new(sh(&script));
-    // What the runner does when a step times out: drop the attempt's future.
-    let attempt = tokio::time::timeout(Duration::from_millis(500), action.run(ctx(CancellationToken::new())));
-    assert!(attempt.await.is_err(), "the attempt was still running");
+    let attempt = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
+    wait_for_members(pgid, 2).await;
+    // What the runner does when a step times out: drop the attempt's future.
+    attempt.abort();
+    assert!(attempt.await.unwrap_err().is_cancelled(), "the attempt was still running");
     assert_group_gone(pgid).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_step_deadline_stops_the_command_too() {
+    #[allow(clippy::disallowed_methods)] // the deadline is wall-clock ms, as the runner sets it
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
+    let action = CommandAction::new(sh("sleep 300").timeout(Duration::from_secs(600)));
+    let mut ctx = ctx(CancellationToken::new());
+    ctx.deadline = Some(now + 800);
+    let started = std::time::Instant::now();
+    let err = action.run(ctx).await.unwrap_err();
+    assert!(err.message.contains("did not finish within"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(10), "the 600 s timeout did not apply");
 }
 
 #[tokio::test]

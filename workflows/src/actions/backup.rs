@@ -26,6 +26,8 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::command::until_deadline;
+
 pub const CHECK_KIND: &str = "backup.check";
 pub const EXTRACT_KIND: &str = "backup.extract";
 
@@ -180,16 +182,30 @@ pub fn verify_sidecar(path: &Path, cancel: &CancellationToken) -> Result<Checksu
     Ok(Checksum::Verified { sha256: actual })
 }
 
-/// Runs blocking file work off the runtime threads; stops waiting on cancel.
+/// Runs blocking file work off the runtime threads. The work sees a token
+/// that is cancelled when the attempt is cancelled, passes its step
+/// deadline, or is dropped, so it stops between files and chunks.
 async fn blocking<T: Send + 'static>(
-    cancel: &CancellationToken,
+    ctx: &ActionCtx,
     what: &str,
-    work: impl FnOnce() -> Result<T, ActionError> + Send + 'static,
+    work: impl FnOnce(&CancellationToken) -> Result<T, ActionError> + Send + 'static,
 ) -> Result<T, ActionError> {
-    let task = tokio::task::spawn_blocking(work);
+    let token = ctx.cancel.child_token();
+    let _cancel_on_drop = token.clone().drop_guard();
+    let task = tokio::task::spawn_blocking({
+        let token = token.clone();
+        move || work(&token)
+    });
+    let expiry = async {
+        match until_deadline(ctx.deadline) {
+            Some(left) => tokio::time::sleep(left).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
         joined = task => joined.map_err(|e| ActionError::retryable(format!("{what} did not complete: {e}")))?,
-        () = cancel.cancelled() => Err(ActionError::retryable(format!("{what} was cancelled"))),
+        () = ctx.cancel.cancelled() => Err(ActionError::retryable(format!("{what} was cancelled"))),
+        () = expiry => Err(ActionError::retryable(format!("{what} did not finish before the step's deadline"))),
     }
 }
 
@@ -262,9 +278,8 @@ impl BackupCheckAction {
 
     pub async fn execute(&self, ctx: &ActionCtx) -> Result<BackupCheckOutput, ActionError> {
         let params = self.params.clone();
-        let cancel = ctx.cancel.clone();
-        let work = move || check(&params, &cancel);
-        blocking(&ctx.cancel, "the backup check", work).instrument(span(ctx, CHECK_KIND, &self.params.dir)).await
+        let work = move |cancel: &CancellationToken| check(&params, cancel);
+        blocking(ctx, "the backup check", work).instrument(span(ctx, CHECK_KIND, &self.params.dir)).await
     }
 }
 
@@ -385,10 +400,9 @@ impl BackupExtractAction {
 
     pub async fn execute(&self, ctx: &ActionCtx) -> Result<BackupExtractOutput, ActionError> {
         let params = self.params.clone();
-        let cancel = ctx.cancel.clone();
-        let work = move || extract(&params, &cancel);
+        let work = move |cancel: &CancellationToken| extract(&params, cancel);
         let target = self.params.backup.clone().unwrap_or_else(|| self.params.dir.clone());
-        blocking(&ctx.cancel, "the backup extraction", work).instrument(span(ctx, EXTRACT_KIND, &target)).await
+        blocking(ctx, "the backup extraction", work).instrument(span(ctx, EXTRACT_KIND, &target)).await
     }
 }
 
