@@ -66,11 +66,17 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
+        Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             eprintln!("dr: {e:#}");
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// The reader of our output went away (`dr list | head`): end quietly.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {

@@ -69,7 +69,19 @@ enum Cmd {
     },
 }
 
+/// Like other Unix tools, end quietly when the reader of our output goes
+/// away (`dr-lab status | head`) instead of panicking in `println!`.
+#[allow(unsafe_code)]
+fn default_sigpipe() {
+    // SAFETY: restoring the default disposition of SIGPIPE at start, before
+    // any thread exists, has no memory-safety preconditions.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    default_sigpipe();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
