@@ -312,6 +312,9 @@ pub trait Catalog: Send + Sync + 'static {
     fn workflows(&self) -> Vec<WorkflowInfo>;
     /// Builds the definition of a workflow for the given parameters.
     fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError>;
+    /// Called when a process stops driving a run (it ended, paused or the
+    /// process stops): release what the run's actions hold (connections).
+    fn release(&self, _run: RunId) {}
 }
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -346,6 +346,7 @@ impl Runner {
         self.lock_active().insert(id, ops_tx);
         let outcome = driver.run_loop(run, t.commands, rx, ops_rx).await;
         self.lock_active().remove(&id);
+        self.inner.catalog.release(id);
         outcome
     }
 

@@ -30,6 +30,10 @@ impl Catalog for DrCatalog {
         vec![synthetic::info()]
     }
 
+    fn release(&self, run: dr_orchestrator::RunId) {
+        actions::ssh::pool::close_run(run);
+    }
+
     fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
         match name {
             synthetic::NAME => synthetic::build(params),
