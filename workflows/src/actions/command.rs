@@ -8,7 +8,9 @@
 //! The child leads its own process group. On timeout, cancellation or when
 //! the attempt's future is dropped, the whole group is killed: SIGTERM, then
 //! SIGKILL after a grace period (`kill_on_drop` and a drop guard cover the
-//! runner dropping the future).
+//! runner dropping the future). After a normal exit the group is left
+//! alone (a daemon the program started with `setsid` is not in it anyway);
+//! pipes still held open by a leftover process are read for 2 s more.
 //!
 //! Owns: the child processes it starts. Refuses: shell interpretation (use
 //! `sh -c` explicitly), retries (the engine's).
