@@ -3,6 +3,8 @@
 //! returns once every part is healthy; `status`, `fault` and `down` act on the
 //! lab through its directory (pid files, `lab.json`, the lab scripts).
 //! Owns argument parsing and output only.
+
+#![allow(clippy::disallowed_methods)] // the lab's supervisor waits for its processes
 #![allow(clippy::print_stdout)]
 
 use std::os::unix::process::CommandExt;

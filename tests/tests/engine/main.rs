@@ -1,5 +1,8 @@
 //! End-to-end tests of the `dr` binary and its engine, as one test binary.
 
+// Tests wait for processes and read the clock; their helpers may unwrap.
+#![allow(clippy::disallowed_methods, clippy::unwrap_used)]
+
 mod cli;
 mod crash;
 mod support;
