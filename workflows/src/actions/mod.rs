@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod command;
 pub mod http;
+pub mod kube;
 pub mod output;
 pub mod etcd;
 pub mod ssh;

@@ -1,0 +1,1 @@
+//! ArgoCD Applications through the dynamic API (argoproj.io/v1alpha1).

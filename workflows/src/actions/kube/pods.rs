@@ -1,0 +1,496 @@
+//! Pods and their workloads: pods that are not Running/Succeeded or not
+//! Ready with their owner chain (so a workflow restarts the owner, not the
+//! pod), rollout restart of a Deployment or DaemonSet waited on by watching
+//! the rollout, and deletion of a namespace's pods waited on until their
+//! replacements are Ready. Refuses restarting anything but Deployments and
+//! DaemonSets.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::runtime::watcher;
+use kube::{Api, ResourceExt};
+use serde::{Deserialize, Serialize};
+use tracing::Instrument;
+
+use super::{default_true, now_rfc3339, output, span, wait_for, Bounds, Kube, KubeConnection, ObjectRef};
+
+// ---------------------------------------------------------------------------
+// Pod state
+
+/// Whether a pod is Ready (its `Ready` condition is True).
+pub fn pod_ready(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+}
+
+pub fn pod_phase(pod: &Pod) -> String {
+    pod.status.as_ref().and_then(|s| s.phase.clone()).unwrap_or_else(|| "Unknown".to_owned())
+}
+
+/// Healthy: Succeeded, or Running and Ready.
+pub fn pod_healthy(pod: &Pod) -> bool {
+    match pod_phase(pod).as_str() {
+        "Succeeded" => true,
+        "Running" => pod_ready(pod),
+        _ => false,
+    }
+}
+
+/// Why a pod is not healthy: container waiting / terminated reasons, the
+/// Ready condition's reason, the phase.
+pub fn pod_reasons(pod: &Pod) -> Vec<String> {
+    let mut reasons = BTreeSet::new();
+    if let Some(status) = &pod.status {
+        for cs in status.container_statuses.iter().flatten().chain(status.init_container_statuses.iter().flatten()) {
+            if let Some(state) = &cs.state {
+                if let Some(reason) = state.waiting.as_ref().and_then(|w| w.reason.clone()) {
+                    reasons.insert(format!("{}: {reason}", cs.name));
+                }
+                if let Some(reason) = state.terminated.as_ref().and_then(|t| t.reason.clone()) {
+                    reasons.insert(format!("{}: terminated {reason}", cs.name));
+                }
+            }
+        }
+        for c in status.conditions.iter().flatten() {
+            if c.type_ == "Ready" && c.status != "True" {
+                reasons.insert(format!("not ready: {}", c.reason.clone().unwrap_or_else(|| c.status.clone())));
+            }
+        }
+        if let Some(reason) = &status.reason {
+            reasons.insert(reason.clone());
+        }
+    }
+    reasons.into_iter().collect()
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    pod.status.as_ref().and_then(|s| s.container_statuses.as_ref()).map_or(0, |cs| cs.iter().map(|c| c.restart_count).sum())
+}
+
+/// The controller owner of an object, as (kind, name).
+pub fn controller_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<(String, String)> {
+    meta.owner_references.iter().flatten().find(|o| o.controller == Some(true)).map(|o| (o.kind.clone(), o.name.clone()))
+}
+
+// ---------------------------------------------------------------------------
+// kube.unhealthy-pods
+
+/// Finds pods that are not Running/Succeeded or not Ready, with their owners.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UnhealthyPods {
+    #[serde(flatten)]
+    pub connection: KubeConnection,
+    /// One namespace; all when absent.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Fail (retryable) when any pod is unhealthy: a verification step.
+    #[serde(default)]
+    pub fail_if_any: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnhealthyPod {
+    pub namespace: String,
+    pub name: String,
+    pub uid: String,
+    pub node: Option<String>,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: i32,
+    pub reasons: Vec<String>,
+    /// From the pod's controller up: ReplicaSet, then Deployment.
+    pub owner_chain: Vec<ObjectRef>,
+    /// What to restart: the top of the owner chain (none for a bare pod).
+    pub restart: Option<ObjectRef>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnhealthyPodsReport {
+    pub checked: usize,
+    pub unhealthy: Vec<UnhealthyPod>,
+    /// The distinct workloads to restart (Deployments, DaemonSets, StatefulSets).
+    pub restart: Vec<ObjectRef>,
+}
+
+pub async fn unhealthy_pods(kube: &Kube, namespace: Option<&str>) -> Result<UnhealthyPodsReport, ActionError> {
+    let (pods, replicasets): (Api<Pod>, Api<ReplicaSet>) = match namespace {
+        Some(ns) => (Api::namespaced(kube.client.clone(), ns), Api::namespaced(kube.client.clone(), ns)),
+        None => (Api::all(kube.client.clone()), Api::all(kube.client.clone())),
+    };
+    let pods = pods.list(&ListParams::default()).await.map_err(|e| kube.error("listing pods", e))?;
+    let mut report = UnhealthyPodsReport { checked: pods.items.len(), ..UnhealthyPodsReport::default() };
+    let bad: Vec<&Pod> = pods.items.iter().filter(|p| !pod_healthy(p)).collect();
+    let mut rs_owner: BTreeMap<(String, String), Option<(String, String)>> = BTreeMap::new();
+    if bad.iter().any(|p| controller_of(&p.metadata).is_some_and(|(k, _)| k == "ReplicaSet")) {
+        let list = replicasets.list(&ListParams::default()).await.map_err(|e| kube.error("listing replicasets", e))?;
+        for rs in list.items {
+            rs_owner.insert((rs.namespace().unwrap_or_default(), rs.name_any()), controller_of(&rs.metadata));
+        }
+    }
+    let mut restart = BTreeSet::new();
+    for pod in bad {
+        let ns = pod.namespace().unwrap_or_default();
+        let mut chain = Vec::new();
+        if let Some((kind, name)) = controller_of(&pod.metadata) {
+            chain.push(ObjectRef { kind: kind.clone(), namespace: ns.clone(), name: name.clone() });
+            if kind == "ReplicaSet" {
+                if let Some(Some((kind, name))) = rs_owner.get(&(ns.clone(), name)) {
+                    chain.push(ObjectRef { kind: kind.clone(), namespace: ns.clone(), name: name.clone() });
+                }
+            }
+        }
+        let top = chain.last().filter(|o| matches!(o.kind.as_str(), "Deployment" | "DaemonSet" | "StatefulSet")).cloned();
+        if let Some(top) = &top {
+            restart.insert(top.clone());
+        }
+        report.unhealthy.push(UnhealthyPod {
+            namespace: ns,
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            node: pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            phase: pod_phase(pod),
+            ready: pod_ready(pod),
+            restarts: restarts(pod),
+            reasons: pod_reasons(pod),
+            owner_chain: chain,
+            restart: top,
+        });
+    }
+    report.restart = restart.into_iter().collect();
+    Ok(report)
+}
+
+impl Action for UnhealthyPods {
+    fn kind(&self) -> &'static str {
+        "kube.unhealthy-pods"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        let span = span(&ctx, self.kind(), self.namespace.as_deref().unwrap_or("all namespaces"));
+        Box::pin(
+            async move {
+                let bounds = Bounds::of(&ctx);
+                let report = bounds
+                    .run("listing unhealthy pods", async {
+                        let kube = self.connection.connect().await?;
+                        unhealthy_pods(&kube, self.namespace.as_deref()).await
+                    })
+                    .await?;
+                let names: Vec<String> = report.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+                if self.fail_if_any && !report.unhealthy.is_empty() {
+                    return Err(ActionError::retryable(format!(
+                        "{} unhealthy pods: {}; restart their owners: {}",
+                        names.len(),
+                        names.join(", "),
+                        report.restart.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    )));
+                }
+                let summary = format!("{} of {} pods unhealthy{}", report.unhealthy.len(), report.checked,
+                    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) });
+                Ok(output(summary, &report))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kube.rollout-restart
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WorkloadKind {
+    Deployment,
+    DaemonSet,
+}
+
+/// `kubectl rollout restart` and `kubectl rollout status`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RolloutRestart {
+    #[serde(flatten)]
+    pub connection: KubeConnection,
+    pub namespace: String,
+    pub workload: WorkloadKind,
+    pub name: String,
+    /// Wait until the rollout is complete (default true).
+    #[serde(default = "default_true")]
+    pub wait: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloutReport {
+    pub workload: ObjectRef,
+    pub restarted_at: String,
+    pub generation: i64,
+    pub desired: i32,
+    pub updated: i32,
+    pub available: i32,
+    pub complete: bool,
+    pub waited_ms: u64,
+}
+
+/// (complete, desired, updated, available) of a Deployment rollout, as
+/// `kubectl rollout status` judges it.
+pub fn deployment_rollout(d: &Deployment, generation: i64) -> (bool, i32, i32, i32) {
+    let desired = d.spec.replicas.unwrap_or(1);
+    let Some(st) = &d.status else { return (false, desired, 0, 0) };
+    let observed = st.observed_generation.unwrap_or(0) >= generation;
+    let updated = st.updated_replicas.unwrap_or(0);
+    let total = st.replicas.unwrap_or(0);
+    let available = st.available_replicas.unwrap_or(0);
+    (observed && updated >= desired && total <= updated && available >= updated, desired, updated, available)
+}
+
+/// (complete, desired, updated, available) of a DaemonSet rollout.
+pub fn daemonset_rollout(d: &DaemonSet, generation: i64) -> (bool, i32, i32, i32) {
+    let Some(st) = &d.status else { return (false, 0, 0, 0) };
+    let observed = st.observed_generation.unwrap_or(0) >= generation;
+    let desired = st.desired_number_scheduled;
+    let updated = st.updated_number_scheduled.unwrap_or(0);
+    let available = st.number_available.unwrap_or(0);
+    (observed && updated >= desired && available >= desired, desired, updated, available)
+}
+
+impl RolloutRestart {
+    fn target(&self) -> ObjectRef {
+        ObjectRef { kind: format!("{:?}", self.workload), namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+
+    async fn restart(&self, kube: &Kube, bounds: &Bounds) -> Result<RolloutReport, ActionError> {
+        let target = self.target();
+        let restarted_at = now_rfc3339();
+        let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
+            "kubectl.kubernetes.io/restartedAt": restarted_at}}}}});
+        let params = PatchParams::default();
+        let fields = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
+        let what = format!("rollout of {target}");
+        let wait_started = tokio::time::Instant::now();
+        let (generation, complete, desired, updated, available) = match self.workload {
+            WorkloadKind::Deployment => {
+                let api: Api<Deployment> = Api::namespaced(kube.client.clone(), &self.namespace);
+                let patched = api
+                    .patch(&self.name, &params, &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| kube.error(&format!("restarting {target}"), e))?;
+                let generation = patched.metadata.generation.unwrap_or(0);
+                if self.wait {
+                    wait_for(kube, api, (), fields, bounds, &what, |items| {
+                        let Some(d) = items.iter().find(|d| d.name_any() == self.name) else {
+                            return Err("the deployment is gone".to_owned());
+                        };
+                        let (done, desired, updated, available) = deployment_rollout(d, generation);
+                        if done {
+                            Ok((generation, true, desired, updated, available))
+                        } else {
+                            Err(format!("{updated} of {desired} replicas updated, {available} available"))
+                        }
+                    })
+                    .await?
+                } else {
+                    let (done, desired, updated, available) = deployment_rollout(&patched, generation);
+                    (generation, done, desired, updated, available)
+                }
+            }
+            WorkloadKind::DaemonSet => {
+                let api: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &self.namespace);
+                let patched = api
+                    .patch(&self.name, &params, &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| kube.error(&format!("restarting {target}"), e))?;
+                let generation = patched.metadata.generation.unwrap_or(0);
+                if self.wait {
+                    wait_for(kube, api, (), fields, bounds, &what, |items| {
+                        let Some(d) = items.iter().find(|d| d.name_any() == self.name) else {
+                            return Err("the daemonset is gone".to_owned());
+                        };
+                        let (done, desired, updated, available) = daemonset_rollout(d, generation);
+                        if done {
+                            Ok((generation, true, desired, updated, available))
+                        } else {
+                            Err(format!("{updated} of {desired} pods updated, {available} available"))
+                        }
+                    })
+                    .await?
+                } else {
+                    let (done, desired, updated, available) = daemonset_rollout(&patched, generation);
+                    (generation, done, desired, updated, available)
+                }
+            }
+        };
+        Ok(RolloutReport {
+            workload: target,
+            restarted_at,
+            generation,
+            desired,
+            updated,
+            available,
+            complete,
+            waited_ms: u64::try_from(wait_started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+impl Action for RolloutRestart {
+    fn kind(&self) -> &'static str {
+        "kube.rollout-restart"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        let span = span(&ctx, self.kind(), &self.target().to_string());
+        Box::pin(
+            async move {
+                let bounds = Bounds::of(&ctx);
+                let what = format!("rollout restart of {}", self.target());
+                let report = bounds
+                    .run(&what, async {
+                        let kube = self.connection.connect().await?;
+                        self.restart(&kube, &bounds).await
+                    })
+                    .await?;
+                let summary = format!(
+                    "{} restarted; {}/{} updated, {} available{}",
+                    report.workload,
+                    report.updated,
+                    report.desired,
+                    report.available,
+                    if report.complete { ", rollout complete" } else { "" }
+                );
+                Ok(output(summary, &report))
+            }
+            .instrument(span),
+        )
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kube.delete-pods
+
+/// `kubectl delete pods -n NS [-l SELECTOR]`, then wait until the selected
+/// pods are Ready again (their controllers replace them).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeletePods {
+    #[serde(flatten)]
+    pub connection: KubeConnection,
+    pub namespace: String,
+    /// A label selector (`app=web`); every pod of the namespace when absent.
+    #[serde(default)]
+    pub selector: Option<String>,
+    /// Wait until the selected pods are Ready again (default true).
+    #[serde(default = "default_true")]
+    pub wait: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeletePodsReport {
+    pub namespace: String,
+    pub selector: Option<String>,
+    pub deleted: Vec<String>,
+    /// Ready pods that replaced them.
+    pub ready: Vec<String>,
+    pub waited_ms: u64,
+}
+
+impl DeletePods {
+    async fn delete(&self, kube: &Kube, bounds: &Bounds) -> Result<DeletePodsReport, ActionError> {
+        let api: Api<Pod> = Api::namespaced(kube.client.clone(), &self.namespace);
+        let mut list = ListParams::default();
+        let mut watch = watcher::Config::default();
+        if let Some(selector) = &self.selector {
+            list = list.labels(selector);
+            watch = watch.labels(selector);
+        }
+        let where_ = format!("namespace {}{}", self.namespace, self.selector.as_ref().map(|s| format!(" ({s})")).unwrap_or_default());
+        let pods = api.list(&list).await.map_err(|e| kube.error(&format!("listing pods of {where_}"), e))?;
+        let mut deleted = Vec::new();
+        let mut old_uids = BTreeSet::new();
+        let mut replaced = 0usize;
+        for pod in &pods.items {
+            let name = pod.name_any();
+            match api.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(e) if super::status_code(&e) == Some(404) => {}
+                Err(e) => return Err(kube.error(&format!("deleting pod {name} of {where_}"), e)),
+            }
+            old_uids.insert(pod.uid().unwrap_or_default());
+            if controller_of(&pod.metadata).is_some() {
+                replaced += 1;
+            }
+            deleted.push(name);
+        }
+        let started = tokio::time::Instant::now();
+        let mut ready = Vec::new();
+        if self.wait && replaced > 0 {
+            ready = wait_for(kube, api, (), watch, bounds, &format!("pods of {where_} Ready again"), |items: &[Arc<Pod>]| {
+                let old: Vec<String> =
+                    items.iter().filter(|p| old_uids.contains(&p.uid().unwrap_or_default())).map(|p| p.name_any()).collect();
+                let new: Vec<&Arc<Pod>> = items.iter().filter(|p| !old_uids.contains(&p.uid().unwrap_or_default())).collect();
+                let unready: Vec<String> = new.iter().filter(|p| !pod_healthy(p)).map(|p| p.name_any()).collect();
+                if old.is_empty() && unready.is_empty() && new.len() >= replaced {
+                    Ok(new.iter().map(|p| p.name_any()).collect())
+                } else {
+                    Err(format!(
+                        "{} of {replaced} replacements present, still terminating: [{}], not ready: [{}]",
+                        new.len(),
+                        old.join(", "),
+                        unready.join(", ")
+                    ))
+                }
+            })
+            .await?;
+        }
+        Ok(DeletePodsReport {
+            namespace: self.namespace.clone(),
+            selector: self.selector.clone(),
+            deleted,
+            ready,
+            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+impl Action for DeletePods {
+    fn kind(&self) -> &'static str {
+        "kube.delete-pods"
+    }
+
+    fn params(&self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        let span = span(&ctx, self.kind(), &self.namespace);
+        Box::pin(
+            async move {
+                let bounds = Bounds::of(&ctx);
+                let report = bounds
+                    .run(&format!("deleting the pods of namespace {}", self.namespace), async {
+                        let kube = self.connection.connect().await?;
+                        self.delete(&kube, &bounds).await
+                    })
+                    .await?;
+                let summary = format!(
+                    "{} pods of namespace {} deleted; {} Ready again",
+                    report.deleted.len(),
+                    report.namespace,
+                    report.ready.len()
+                );
+                Ok(output(summary, &report))
+            }
+            .instrument(span),
+        )
+    }
+}
