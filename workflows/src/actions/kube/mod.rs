@@ -198,7 +198,7 @@ pub async fn wait_for<K, T>(
 ) -> Result<T, ActionError>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + Sync + 'static,
-    K::DynamicType: Eq + Hash + Clone + Default,
+    K::DynamicType: Eq + Hash + Clone,
 {
     let writer = Writer::new(dyntype);
     let reader = writer.as_reader();
