@@ -416,3 +416,54 @@ async fn an_api_server_answering_500_is_a_retryable_error_naming_it() {
     let error = run::<RolloutReport>(&restart, Duration::from_secs(10)).await.unwrap_err();
     assert!(error.retryable && error.message.contains("500") && error.message.contains("deployment/web"), "{error:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_wait_or_drain_stops_promptly() {
+    let lab = Lab::start().await;
+    lab.server.control("nodes/k8s-worker-1/kubelet", json!({"state": "stopped"})).unwrap();
+    let wait = NodeWaitReady { connection: lab.connection(), node: "k8s-worker-1".into(), ready: true };
+    let context = ctx(Duration::from_secs(60));
+    let cancel = context.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let error = wait.run(context).await.unwrap_err();
+    assert!(error.retryable && error.message.contains("cancelled"), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+
+    // A PDB-blocked drain stops retrying when cancelled, naming the blocked pods.
+    strict_pdb(&lab).await;
+    let node = lab.pods("demo", ("app", "web"))[0]["spec"]["nodeName"].as_str().unwrap().to_owned();
+    let context = ctx(Duration::from_secs(60));
+    let cancel = context.cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        cancel.cancel();
+    });
+    let started = std::time::Instant::now();
+    let error = drain(&lab, &node).run(context).await.unwrap_err();
+    assert!(error.retryable && error.message.contains("cancelled") && error.message.contains("demo/web-"), "{error:?}");
+    assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_node_or_workload_is_a_permanent_error() {
+    let lab = Lab::start().await;
+    let restart = RolloutRestart {
+        connection: lab.connection(),
+        namespace: "demo".into(),
+        workload: WorkloadKind::Deployment,
+        name: "nope".into(),
+        wait: true,
+    };
+    let error = run::<RolloutReport>(&restart, Duration::from_secs(5)).await.unwrap_err();
+    assert!(!error.retryable && error.message.contains("404") && error.message.contains("deployment/nope -n demo"), "{error:?}");
+    let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-9".into(), cordon: true };
+    let error = run::<Value>(&cordon, Duration::from_secs(5)).await.unwrap_err();
+    assert!(!error.retryable && error.message.contains("k8s-worker-9"), "{error:?}");
+    let missing = KubeConnection { kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")), context: None };
+    let error = run::<Value>(&Cordon { connection: missing, ..cordon }, Duration::from_secs(5)).await.unwrap_err();
+    assert!(!error.retryable && error.message.contains("/nonexistent/kubeconfig"), "{error:?}");
+}

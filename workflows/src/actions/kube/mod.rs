@@ -222,8 +222,19 @@ where
         match event {
             None => return Err(ActionError::retryable(format!("{what}: the watch on {} ended", kube.server))),
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "watch error, retrying");
-                last_error = Some(format!("{e} (API server {})", kube.server));
+                // A request the server refuses (403, 404...) fails now; an outage waits for the deadline.
+                let text = e.to_string();
+                let permanent = match e {
+                    watcher::Error::InitialListFailed(inner) | watcher::Error::WatchStartFailed(inner) => {
+                        Some(kube.error(what, inner)).filter(|error| !error.retryable)
+                    }
+                    _ => None,
+                };
+                if let Some(error) = permanent {
+                    return Err(error);
+                }
+                tracing::debug!(error = %text, "watch error, retrying");
+                last_error = Some(format!("{text} (API server {})", kube.server));
             }
             Some(Ok(event)) => {
                 last_error = None;
