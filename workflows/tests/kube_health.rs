@@ -15,7 +15,7 @@ use dr_tests::kube::{ApiServer, KubeOptions};
 use dr_workflows::actions::kube::health::{
     ClusterHealth, ClusterReport, DnsCheck, DnsReport, EndpointsReport, EndpointsUnready, EventInfo, RecentEvents,
 };
-use dr_workflows::actions::kube::pods::{RolloutReport, RolloutRestart, WorkloadKind};
+use dr_workflows::actions::kube::pods::{RolloutReport, RolloutRestart, UnhealthyPods, UnhealthyPodsReport, WorkloadKind};
 use dr_workflows::actions::kube::KubeConnection;
 use serde::de::DeserializeOwned;
 use serde_json::json;
@@ -126,6 +126,11 @@ async fn the_network_fault_fails_dns_until_coredns_and_kube_proxy_are_restarted(
     .await
     .unwrap();
     assert!(!health.healthy);
+    // What to restart: the DaemonSet and the Deployment, not their pods.
+    let pods = UnhealthyPods { connection: lab.connection(), namespace: Some("kube-system".into()), fail_if_any: false };
+    let report: UnhealthyPodsReport = until(&pods, |r: &Result<UnhealthyPodsReport, _>| r.as_ref().is_ok_and(|p| p.restart.len() == 2)).await.unwrap();
+    let restart: Vec<String> = report.restart.iter().map(ToString::to_string).collect();
+    assert_eq!(restart, ["daemonset/kube-proxy -n kube-system", "deployment/coredns -n kube-system"], "{report:?}");
     let strict = ClusterHealth { fail_if_unhealthy: true, ..lab.health() };
     let error = strict.run(ctx(Duration::from_secs(5))).await.unwrap_err();
     assert!(error.retryable && error.message.contains("unhealthy"), "{error:?}");
@@ -168,4 +173,17 @@ async fn a_crash_loop_shows_in_the_recent_events_sorted_by_time() {
     let mut sorted = times.clone();
     sorted.sort();
     assert_eq!(times, sorted, "oldest first, as --sort-by=.lastTimestamp");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checks_speak_https_with_the_kubeconfig_ca() {
+    let server = ApiServer::start(KubeOptions { tls: true, ..KubeOptions::default() }).await.expect("api server starts");
+    server.wait_healthy(Duration::from_secs(20)).await.expect("cluster healthy");
+    assert!(server.url().starts_with("https://"));
+    let dir = tempfile::tempdir().unwrap();
+    let kubeconfig = dir.path().join("kubeconfig");
+    server.write_kubeconfig(&kubeconfig).unwrap();
+    let health = ClusterHealth { connection: KubeConnection { kubeconfig: Some(kubeconfig), context: None }, fail_if_unhealthy: true };
+    let report: ClusterReport = run(&health).await.unwrap();
+    assert!(report.healthy && report.nodes.len() == 3, "{report:?}");
 }
