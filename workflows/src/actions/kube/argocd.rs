@@ -322,3 +322,35 @@ impl Action for ArgoSync {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn an_operation_is_in_progress_while_pending_or_running() {
+        let pending = app(serde_json::json!({"metadata": {"name": "web"},
+            "operation": {"initiatedBy": {"automated": true}, "sync": {}},
+            "status": {"sync": {"status": "OutOfSync"}, "health": {"status": "Healthy"}}}));
+        let status = AppStatus::of(&pending);
+        assert!(status.operation_in_progress && !status.healthy());
+        assert_eq!(status.initiated_by.as_deref(), Some("automated"));
+
+        let running = app(serde_json::json!({"metadata": {"name": "web"},
+            "status": {"operationState": {"phase": "Running", "operation": {"initiatedBy": {"username": "dr"}}}}}));
+        let status = AppStatus::of(&running);
+        assert!(status.operation_in_progress);
+        assert_eq!((status.sync.as_str(), status.initiated_by.as_deref()), ("Unknown", Some("dr")));
+
+        let done = app(serde_json::json!({"metadata": {"name": "web"},
+            "status": {"sync": {"status": "Synced"}, "health": {"status": "Healthy"},
+                       "operationState": {"phase": "Succeeded", "message": "ok", "operation": {"initiatedBy": {"username": "dr"}}}}}));
+        let status = AppStatus::of(&done);
+        assert!(!status.operation_in_progress && status.healthy());
+        assert_eq!(status.message.as_deref(), Some("ok"));
+    }
+}

@@ -494,3 +494,46 @@ impl Action for DeletePods {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(generation: i64, status: serde_json::Value) -> Deployment {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "generation": generation},
+            "spec": {"replicas": 2, "selector": {}, "template": {}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deployment_rollout_is_complete_only_when_observed_updated_and_available() {
+        let check = |status| deployment_rollout(&deployment(3, status), 3).0;
+        assert!(check(serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})));
+        assert!(!check(serde_json::json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2})), "not observed");
+        assert!(!check(serde_json::json!({"observedGeneration": 3, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 3})), "old replica left");
+        assert!(!check(serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 1, "availableReplicas": 2})), "not updated");
+        assert!(!check(serde_json::json!({"observedGeneration": 3, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 1})), "not available");
+    }
+
+    #[test]
+    fn a_crash_looping_pod_is_unhealthy_though_running_and_says_why() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "ownerReferences": [
+                {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-abc", "uid": "u", "controller": true}]},
+            "status": {"phase": "Running",
+                       "conditions": [{"type": "Ready", "status": "False", "reason": "ContainersNotReady"}],
+                       "containerStatuses": [{"name": "web", "image": "nginx", "imageID": "", "ready": false, "restartCount": 4,
+                                              "state": {"waiting": {"reason": "CrashLoopBackOff"}}}]}
+        }))
+        .unwrap();
+        assert!(!pod_healthy(&pod));
+        assert_eq!(pod_reasons(&pod), ["not ready: ContainersNotReady", "web: CrashLoopBackOff"]);
+        assert_eq!(restarts(&pod), 4);
+        assert_eq!(controller_of(&pod.metadata), Some(("ReplicaSet".to_owned(), "web-abc".to_owned())));
+        let done: Pod = serde_json::from_value(serde_json::json!({"metadata": {"name": "job"}, "status": {"phase": "Succeeded"}})).unwrap();
+        assert!(pod_healthy(&done));
+    }
+}
