@@ -96,6 +96,16 @@ impl Action for NodeWaitReady {
             .instrument(span),
         )
     }
+
+    /// Done when the node is in the state waited for.
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+        Box::pin(async move {
+            let kube = self.connection.connect().await?;
+            let api: Api<Node> = Api::all(kube.client.clone());
+            let node = api.get_opt(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
+            Ok(node.is_some_and(|n| node_ready(&n).0 == self.ready))
+        })
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -405,5 +415,26 @@ impl Action for Drain {
             }
             .instrument(span),
         )
+    }
+
+    /// Done when the node is cordoned and only DaemonSet, mirror and
+    /// finished pods are left on it.
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+        Box::pin(async move {
+            let kube = self.connection.connect().await?;
+            let nodes: Api<Node> = Api::all(kube.client.clone());
+            let node = nodes.get(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
+            if !node.spec.and_then(|s| s.unschedulable).unwrap_or(false) {
+                return Ok(false);
+            }
+            let pods: Api<Pod> = Api::all(kube.client.clone());
+            let on_node = pods
+                .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
+                .await
+                .map_err(|e| kube.error(&format!("listing the pods of node {}", self.node), e))?;
+            Ok(on_node.items.iter().all(|p| {
+                is_mirror(p) || finished(p) || controller_of(&p.metadata).is_some_and(|(kind, _)| kind == "DaemonSet")
+            }))
+        })
     }
 }
