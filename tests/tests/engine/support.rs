@@ -8,8 +8,10 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use serde_json::Value;
-/// The `dr` binary built with the `failpoints` feature (in its own target
-/// directory, so the workspace's ordinary build is left alone).
+/// The `dr` binary built with the `failpoints` feature. It is built into the
+/// test's own target directory: only the dr crates recompile with the feature
+/// (their dependencies are shared), and a later ordinary build puts the
+/// ordinary binary back.
 pub fn dr_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
@@ -17,16 +19,19 @@ pub fn dr_bin() -> &'static Path {
             return PathBuf::from(bin);
         }
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-        let target = root.join("target").join("failpoints");
+        // This test runs as PROFILE_DIR/deps/engine-HASH: the binary lands in PROFILE_DIR.
+        let exe = std::env::current_exe().expect("own path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
+        let target_dir = profile_dir.parent().expect("target directory").to_path_buf();
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--package", "dr-cli", "--features", "failpoints", "--bin", "dr"])
-            .env("CARGO_TARGET_DIR", &target)
+            .env("CARGO_TARGET_DIR", &target_dir)
             .current_dir(&root)
             .status()
             .expect("run cargo to build dr with failpoints");
         assert!(status.success(), "building dr with failpoints failed");
-        target.join("debug").join("dr")
+        profile_dir.join("dr")
     })
 }
 
