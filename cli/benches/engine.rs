@@ -5,7 +5,7 @@
 //! runs only the 200-run case and reports its peak RSS (a process of its own,
 //! so earlier phases do not count).
 
-#![allow(clippy::print_stdout, clippy::unwrap_used)]
+#![allow(clippy::print_stdout, clippy::unwrap_used, clippy::disallowed_methods)]
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -197,6 +197,12 @@ async fn fill_finished(dir: &Path, runs: usize) {
     }
 }
 
+/// Writes back the page cache (sync(1)) and lets the disk rest a moment.
+fn settle() {
+    let _ = std::process::Command::new("sync").status();
+    std::thread::sleep(Duration::from_millis(500));
+}
+
 fn peak_rss_mb() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
@@ -217,18 +223,28 @@ fn main() {
             let steps_per_s = runtime.block_on(concurrent(dir.path(), 200));
             println!("{}", json!({ "concurrent_steps_per_s": steps_per_s, "peak_rss_mb": peak_rss_mb() }));
         }
+        Some("single") => {
+            let (p50, p99, single, syncs) = runtime.block_on(single_run(dir.path()));
+            println!("{}", json!({ "single_run_step_p50_ms": p50, "single_run_step_p99_ms": p99, "single_run_steps_per_s": single, "store_syncs_per_step": syncs }));
+        }
         Some("fill") => {
             let target = args.get(1).expect("fill DIR RUNS");
             let runs: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
             runtime.block_on(fill_finished(Path::new(target), runs));
         }
         _ => {
+            // Each phase starts with the page cache written back, so one
+            // phase's writeback does not slow the next.
+            settle();
             let raw = raw_fdatasync_ops_per_s(dir.path());
             eprintln!("raw fdatasync: {raw:.0}/s");
-            let sled_flush = raw_sled_flush_ops_per_s(dir.path());
-            eprintln!("raw sled flush: {sled_flush:.0}/s");
+            settle();
             let (p50, p99, single, syncs) = runtime.block_on(single_run(dir.path()));
             eprintln!("single run: p50 {p50:.3} ms, p99 {p99:.3} ms, {single:.0} steps/s, {syncs:.2} syncs/step");
+            settle();
+            let sled_flush = raw_sled_flush_ops_per_s(dir.path());
+            eprintln!("raw sled flush: {sled_flush:.0}/s");
+            settle();
             let resume = runtime.block_on(resume_many(dir.path(), 1000));
             eprintln!("resume 1000 runs: {resume:.0} ms");
             let mut out: Value = json!({
