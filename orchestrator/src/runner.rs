@@ -73,8 +73,7 @@ pub struct DriveOutcome {
 }
 
 struct CommitRequest {
-    run: RunRecord,
-    events: Vec<EventRecord>,
+    append: dr_state::Append,
     reply: tokio::sync::oneshot::Sender<Result<()>>,
 }
 
@@ -92,20 +91,18 @@ fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<Commit
             }
         }
         for request in &batch {
-            for e in &request.events {
+            for e in request.append.events() {
                 if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
-                    if let Err(err) = store.record_duration(&request.run.workflow, step, *duration_ms) {
+                    if let Err(err) = store.record_duration(&request.append.run().workflow, step, *duration_ms) {
                         warn!(error = %err, "cannot record a step duration; RTO projections use the estimate");
                     }
                 }
             }
         }
-        let results = {
-            let items: Vec<(&RunRecord, &[EventRecord])> = batch.iter().map(|r| (&r.run, r.events.as_slice())).collect();
-            store.append_batch(&items)
-        };
-        for (request, result) in batch.into_iter().zip(results) {
-            let _ = request.reply.send(result.map_err(Error::from));
+        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        let results = store.append_batch(appends);
+        for (reply, result) in replies.into_iter().zip(results) {
+            let _ = reply.send(result.map_err(Error::from));
         }
     }
 }
@@ -386,7 +383,8 @@ impl Runner {
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
-        let request = CommitRequest { run: t.run.clone(), events: t.events.clone(), reply };
+        // Encoded here, on the caller's thread; the writer only writes.
+        let request = CommitRequest { append: dr_state::Append::new(t.run.clone(), t.events.clone()), reply };
         let gone = || Error::Internal("the commit thread stopped; the transition was not written".into());
         self.inner.committer.as_ref().ok_or_else(gone)?.send(request).map_err(|_| gone())?;
         answer.await.map_err(|_| gone())??;

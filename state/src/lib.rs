@@ -37,8 +37,8 @@ pub trait Store: Send + Sync + 'static {
 
     /// Appends for several runs at once, made durable together (one sync for
     /// the batch). Each item succeeds or fails on its own.
-    fn append_batch(&self, items: &[(&RunRecord, &[EventRecord])]) -> Vec<Result<()>> {
-        items.iter().map(|(run, events)| self.append(run, events)).collect()
+    fn append_batch(&self, items: Vec<Append>) -> Vec<Result<()>> {
+        items.iter().map(|a| self.append(a.run(), a.events())).collect()
     }
 
     /// The latest snapshot of a run.
@@ -68,6 +68,36 @@ pub trait Store: Send + Sync + 'static {
     fn resolve(&self, query: &str) -> Result<RunId> {
         let ids = self.run_ids()?;
         resolve_in(&ids, query)
+    }
+}
+
+/// An append with its records already encoded, so that the encoding happens
+/// on the caller's thread and a single writer only writes.
+pub struct Append {
+    run: RunRecord,
+    events: Vec<EventRecord>,
+    /// `None` when the events do not continue each other up to the snapshot.
+    prepared: Option<wal::Prepared>,
+}
+
+impl Append {
+    pub fn new(run: RunRecord, events: Vec<EventRecord>) -> Self {
+        let prepared = wal::Prepared::new(&run, &events);
+        Append { run, events, prepared }
+    }
+
+    pub fn run(&self) -> &RunRecord {
+        &self.run
+    }
+
+    pub fn events(&self) -> &[EventRecord] {
+        &self.events
+    }
+}
+
+impl std::fmt::Debug for Append {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Append").field("run", &self.run.id).field("events", &self.events.len()).finish()
     }
 }
 

@@ -19,7 +19,7 @@ use crate::envelope::{decode, encode, FORMAT_VERSION};
 use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
 use crate::sync::{fdatasync, GroupSync};
 use crate::wal::{Wal, WalEntry};
-use crate::{Error, Result, Store, STATS_WINDOW};
+use crate::{Append, Error, Result, Store, STATS_WINDOW};
 
 /// The sled-backed store. One process at a time may open a state directory.
 pub struct SledStore {
@@ -202,7 +202,7 @@ impl SledStore {
     }
 }
 
-fn event_key(id: RunId, seq: u64) -> [u8; 24] {
+pub(crate) fn event_key(id: RunId, seq: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..16].copy_from_slice(id.as_bytes());
     key[16..].copy_from_slice(&seq.to_be_bytes());
@@ -260,31 +260,26 @@ fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
 impl SledStore {
     /// Applies one append to sled and writes it to the log, not yet synced.
     /// Returns the log's size.
-    fn stage(&self, run: &RunRecord, events: &[EventRecord]) -> Result<u64> {
-        let Some(first) = events.first() else { return Ok(0) };
+    fn stage(&self, append: &Append) -> Result<u64> {
+        let run = append.run();
         let run_label = run.id.to_string();
-        let contiguous = events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
-        let last_seq = events.last().map_or(first.seq, |e| e.seq);
-        if !contiguous || last_seq + 1 != run.next_seq {
-            return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found: run.next_seq });
-        }
-        let entry = WalEntry {
-            run: *run.id.as_bytes(),
-            head: run.next_seq,
-            terminal: run.status.is_terminal(),
-            snapshot: encode(run),
-            summary: encode(&run.summary()),
-            events: events.iter().map(|e| (event_key(run.id, e.seq).to_vec(), encode(e))).collect(),
+        let Some(prepared) = &append.prepared else {
+            if append.events().is_empty() {
+                return Ok(0);
+            }
+            let first = append.events().first().map_or(0, |e| e.seq);
+            return Err(Error::SequenceConflict { run: run_label, expected: first, found: run.next_seq });
         };
+        let (entry, first_seq) = (&prepared.entry, prepared.first_seq);
         let _one_writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let current = self.head(&entry.run)?;
-        if current != first.seq {
-            return Err(Error::SequenceConflict { run: run_label, expected: first.seq, found: current });
+        if current != first_seq {
+            return Err(Error::SequenceConflict { run: run_label, expected: first_seq, found: current });
         }
         // The log first: whatever part of this append sled may keep after a
         // crash, the complete entry is in the log and is applied again on open.
-        let size = self.wal.write(&encode(&entry)).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?;
-        self.apply(&entry).map_err(|source| self.sled_err(source))?;
+        let size = self.wal.write(&prepared.payload).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?;
+        self.apply(entry).map_err(|source| self.sled_err(source))?;
         Ok(size)
     }
 
@@ -305,16 +300,16 @@ impl Drop for SledStore {
 
 impl Store for SledStore {
     fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()> {
-        self.append_batch(&[(run, events)]).pop().unwrap_or(Ok(()))
+        self.append_batch(vec![Append::new(run.clone(), events.to_vec())]).pop().unwrap_or(Ok(()))
     }
 
-    fn append_batch(&self, items: &[(&RunRecord, &[EventRecord])]) -> Vec<Result<()>> {
+    fn append_batch(&self, items: Vec<Append>) -> Vec<Result<()>> {
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
         let mut wal_size = 0;
         {
             let _shared = self.checkpoint.read().unwrap_or_else(PoisonError::into_inner);
-            for (run, events) in items {
-                let staged = self.stage(run, events);
+            for append in &items {
+                let staged = self.stage(append);
                 if let Ok(size) = &staged {
                     wal_size = wal_size.max(*size);
                 }

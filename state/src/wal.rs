@@ -30,9 +30,40 @@ pub(crate) struct WalEntry {
     pub events: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
+/// An append encoded for the log and for sled.
+pub(crate) struct Prepared {
+    pub entry: WalEntry,
+    pub payload: Vec<u8>,
+    pub first_seq: u64,
+}
+
+impl Prepared {
+    /// Encodes an append; `None` when the events are empty or do not run
+    /// contiguously up to the snapshot's next sequence number.
+    pub(crate) fn new(run: &crate::RunRecord, events: &[crate::EventRecord]) -> Option<Self> {
+        let first = events.first()?;
+        let contiguous = events.windows(2).all(|w| w[1].seq == w[0].seq + 1);
+        let last_seq = events.last().map_or(first.seq, |e| e.seq);
+        if !contiguous || last_seq + 1 != run.next_seq {
+            return None;
+        }
+        let entry = WalEntry {
+            run: *run.id.as_bytes(),
+            head: run.next_seq,
+            terminal: run.status.is_terminal(),
+            snapshot: crate::encode(run),
+            summary: crate::encode(&run.summary()),
+            events: events.iter().map(|e| (crate::sled_store::event_key(run.id, e.seq).to_vec(), crate::encode(e))).collect(),
+        };
+        let payload = crate::encode(&entry);
+        Some(Prepared { entry, payload, first_seq: first.seq })
+    }
+}
+
 pub(crate) struct Wal {
     path: PathBuf,
-    file: Mutex<File>,
+    /// The log file and its size.
+    file: Mutex<(File, u64)>,
     /// A second handle for fdatasync, so syncing never waits for the write lock.
     sync_handle: File,
 }
@@ -61,7 +92,7 @@ impl Wal {
             file.sync_all()?;
         }
         let sync_handle = File::open(path)?;
-        Ok((Wal { path: path.to_path_buf(), file: Mutex::new(file), sync_handle }, entries))
+        Ok((Wal { path: path.to_path_buf(), file: Mutex::new((file, at as u64)), sync_handle }, entries))
     }
 
     pub(crate) fn path(&self) -> &Path {
@@ -75,9 +106,11 @@ impl Wal {
         record.extend_from_slice(&len.to_le_bytes());
         record.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
         record.extend_from_slice(payload);
-        let mut file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let (file, size) = &mut *guard;
         file.write_all(&record)?;
-        file.metadata().map(|m| m.len())
+        *size += record.len() as u64;
+        Ok(*size)
     }
 
     /// `fdatasync` of the log: every record written before is durable after.
@@ -87,8 +120,10 @@ impl Wal {
 
     /// Empties the log (after a checkpoint made its records durable elsewhere).
     pub(crate) fn truncate(&self) -> std::io::Result<()> {
-        let file = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut guard = self.file.lock().unwrap_or_else(PoisonError::into_inner);
+        let (file, size) = &mut *guard;
         file.set_len(0)?;
+        *size = 0;
         file.sync_all()
     }
 }
