@@ -215,7 +215,13 @@ fn peak_rss_mb() -> f64 {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| a != "--bench").collect();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    // `dr` drives its run on a single-threaded runtime; many runs at once (the
+    // concurrent case, as a daemon would) get the multi-threaded one.
+    let runtime = match args.first().map(String::as_str) {
+        Some("concurrent" | "fill") => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+        _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .expect("runtime");
     let base = std::env::var_os("DR_BENCH_DIR").map(std::path::PathBuf::from).unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::tempdir_in(base).expect("temp dir");
     match args.first().map(String::as_str) {

@@ -57,7 +57,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // One run per process: a single-threaded runtime (actions that block use
+    // the blocking pool, the store has its own writer thread).
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dr: cannot start the async runtime: {e}");
