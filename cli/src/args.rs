@@ -99,6 +99,9 @@ pub struct StatusArgs {
     pub id: Option<String>,
     #[arg(long)]
     pub json: bool,
+    /// Keep showing the run while another process drives it, until it ends or pauses (with --json: one object per change)
+    #[arg(long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]

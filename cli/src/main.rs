@@ -260,10 +260,19 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             operate(state_dir, &args.id, options, args.json).await
         }
         Command::Status(args) => match access(state_dir)? {
-            Access::Local(env) => status(env, args.id.as_deref(), args.json).await,
+            Access::Local(env) => {
+                let code = status(env, args.id.as_deref(), args.json).await?;
+                if args.watch {
+                    eprintln!("dr: no process is driving the run, so it is not moving; `dr resume ID` continues it");
+                }
+                Ok(code)
+            }
             Access::Remote { dir, busy } => {
                 let request = control::Request::Status { query: args.id.clone() };
                 let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+                if args.watch {
+                    return watch(&dir, runs, args.id.is_some(), args.json).await;
+                }
                 show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), true)?;
                 Ok(exit::OK)
             }
@@ -413,6 +422,64 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
     }
     show_runs(&runs, true, json, SystemClock.now_ms(), true)?;
     Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
+}
+
+/// `dr status --watch` while another process drives: redraw every second on a
+/// terminal (a new block whenever something changed otherwise; with --json one
+/// object per change) until every run shown has ended or paused.
+async fn watch(dir: &std::path::Path, mut runs: Vec<(RunRecord, dr_orchestrator::Rto)>, single: bool, json: bool) -> anyhow::Result<u8> {
+    let tty = std::io::stdout().is_terminal() && !json;
+    let query: Vec<String> = runs.iter().map(|(r, _)| r.id.to_string()).collect();
+    let mut last_seen: Vec<u64> = Vec::new();
+    let mut drawn = 0usize;
+    loop {
+        let seen: Vec<u64> = runs.iter().map(|(r, _)| r.next_seq).collect();
+        if tty {
+            let mut text = String::new();
+            for (run, rto) in &runs {
+                text.push_str(&render::status_text(run, rto, SystemClock.now_ms()));
+            }
+            let mut out = std::io::stdout().lock();
+            if drawn > 0 {
+                write!(out, "\x1b[{drawn}A\x1b[J")?;
+            }
+            out.write_all(text.as_bytes())?;
+            out.flush()?;
+            drawn = text.lines().count();
+        } else if seen != last_seen && json {
+            // One compact object per line and per change: a stream a script can read line by line.
+            let mut lines = String::new();
+            for (run, rto) in &runs {
+                lines.push_str(&serde_json::to_string(&render::status_json(run, rto))?);
+                lines.push('\n');
+            }
+            print_text(&lines)?;
+        } else if seen != last_seen {
+            show_runs(&runs, single, false, SystemClock.now_ms(), true)?;
+        }
+        last_seen = seen;
+        if runs.iter().all(|(r, _)| r.status.is_terminal() || r.status == RunStatus::Paused) {
+            return Ok(runs.first().map_or(exit::OK, |(r, _)| if single { code_for_status(r.status) } else { exit::OK }));
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let mut next = Vec::new();
+        for id in &query {
+            let request = control::Request::Status { query: Some(id.clone()) };
+            match control::request(dir, &request, std::time::Duration::from_secs(10)) {
+                Ok(Some(control::Response::Runs(mut now))) => next.append(&mut now),
+                // The driving process let the store go: show what it left, once.
+                _ => {
+                    let env = open(Some(dir.to_path_buf()))?;
+                    let run = env.runner.store().load(id.parse().map_err(|e| anyhow!("bad run id {id}: {e}"))?)?;
+                    if let Some(run) = run {
+                        let rto = env.runner.rto(&run);
+                        next.push((run, rto));
+                    }
+                }
+            }
+        }
+        runs = next;
+    }
 }
 
 async fn drive(env: Env, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {

@@ -240,3 +240,31 @@ fn a_state_dir_that_cannot_be_created_is_named() {
     assert_eq!(code(&out), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("/proc/dr-cannot-live-here"), "{}", stderr(&out));
 }
+
+#[test]
+fn status_watch_follows_a_run_another_process_drives_until_it_ends() {
+    let b = Bastion::new();
+    let child = b
+        .dr()
+        .args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=700"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_run(&b);
+    let out = b.run(&["status", "@latest", "--watch", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let objects: Vec<Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    assert!(objects.len() >= 2, "a change makes a new line: {objects:?}");
+    assert_eq!(objects.last().unwrap()["status"], "succeeded");
+    assert!(objects.iter().any(|o| o["status"] == "running"));
+    let done: Vec<usize> = objects
+        .iter()
+        .map(|o| o["steps"].as_array().unwrap().iter().filter(|s| s["status"] == "succeeded").count())
+        .collect();
+    assert!(done.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {done:?}");
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
+}
