@@ -8,12 +8,14 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::kube::{resources, ApiServer, KubeOptions, ResourceType};
+use dr_orchestrator::{Action, ActionCtx, ActionError};
+use dr_tests::kube::{resources, ResourceType};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
@@ -24,27 +26,26 @@ use dr_workflows::actions::kube::pods::{
 use dr_workflows::actions::kube::KubeConnection;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
 
-struct Lab {
-    server: ApiServer,
-    _dir: TempDir,
-    kubeconfig: PathBuf,
+/// The shared fixture, with this file's helpers.
+struct Lab(support::KubeLab);
+
+impl std::ops::Deref for Lab {
+    type Target = support::KubeLab;
+    fn deref(&self) -> &support::KubeLab {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Lab {
+    fn deref_mut(&mut self) -> &mut support::KubeLab {
+        &mut self.0
+    }
 }
 
 impl Lab {
     async fn start() -> Lab {
-        let server = ApiServer::start(KubeOptions::default()).await.expect("api server starts");
-        server.wait_healthy(Duration::from_secs(20)).await.expect("cluster healthy");
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        Lab { server, _dir: dir, kubeconfig }
-    }
-
-    fn connection(&self) -> KubeConnection {
-        KubeConnection { kubeconfig: Some(self.kubeconfig.clone()), context: None }
+        Lab(support::KubeLab::start().await)
     }
 
     /// The pods of a namespace with a label, as the store holds them.
@@ -75,22 +76,11 @@ impl Lab {
 }
 
 fn ctx(timeout: Duration) -> ActionCtx {
-    #[allow(clippy::disallowed_methods)] // reason: the test plays the engine, which sets wall-clock deadlines
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    ActionCtx {
-        run_id: RunId::new_v7(0, 0),
-        workflow: "test".into(),
-        step: "kube".into(),
-        attempt: 1,
-        cancel: CancellationToken::new(),
-        deadline: Some(now + timeout.as_millis() as i64),
-    }
+    support::ctx(timeout, "kube")
 }
 
 async fn run<T: DeserializeOwned>(action: &dyn Action, timeout: Duration) -> Result<T, ActionError> {
-    let out = action.run(ctx(timeout)).await?;
-    let json = out.summary.lines().last().unwrap_or_default();
-    Ok(serde_json::from_str(json).unwrap_or_else(|e| panic!("output json {json:?}: {e}")))
+    support::run_report(action, ctx(timeout)).await
 }
 
 fn unhealthy(lab: &Lab) -> UnhealthyPods {

@@ -5,37 +5,31 @@
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
-use std::path::PathBuf;
+mod support;
+
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::kube::{resources, ApiServer, KubeOptions};
+use dr_orchestrator::{Action, ActionError};
+use dr_tests::kube::resources;
 use dr_workflows::actions::kube::argocd::{AppStatus, ArgoApps, ArgoSync, SyncOutcome};
 use dr_workflows::actions::kube::pods::{DeletePods, DeletePodsReport};
-use dr_workflows::actions::kube::KubeConnection;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
-use tempfile::TempDir;
-use tokio_util::sync::CancellationToken;
+use support::ctx;
 
-struct Lab {
-    server: ApiServer,
-    _dir: TempDir,
-    kubeconfig: PathBuf,
+/// The shared fixture, with this file's helpers.
+struct Lab(support::KubeLab);
+
+impl std::ops::Deref for Lab {
+    type Target = support::KubeLab;
+    fn deref(&self) -> &support::KubeLab {
+        &self.0
+    }
 }
 
 impl Lab {
     async fn start() -> Lab {
-        let server = ApiServer::start(KubeOptions::default()).await.expect("api server starts");
-        server.wait_healthy(Duration::from_secs(20)).await.expect("cluster healthy");
-        let dir = tempfile::tempdir().unwrap();
-        let kubeconfig = dir.path().join("kubeconfig");
-        server.write_kubeconfig(&kubeconfig).unwrap();
-        Lab { server, _dir: dir, kubeconfig }
-    }
-
-    fn connection(&self) -> KubeConnection {
-        KubeConnection { kubeconfig: Some(self.kubeconfig.clone()), context: None }
+        Lab(support::KubeLab::start().await)
     }
 
     fn app(&self, name: &str) -> Value {
@@ -54,23 +48,9 @@ impl Lab {
     }
 }
 
-fn ctx(timeout: Duration, step: &str) -> ActionCtx {
-    #[allow(clippy::disallowed_methods)] // reason: the test plays the engine, which sets wall-clock deadlines
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64;
-    ActionCtx {
-        run_id: RunId::new_v7(0, 0),
-        workflow: "test".into(),
-        step: step.into(),
-        attempt: 1,
-        cancel: CancellationToken::new(),
-        deadline: Some(now + timeout.as_millis() as i64),
-    }
-}
 
 async fn run<T: DeserializeOwned>(action: &dyn Action, timeout: Duration, step: &str) -> Result<T, ActionError> {
-    let out = action.run(ctx(timeout, step)).await?;
-    let json = out.summary.lines().last().unwrap_or_default();
-    Ok(serde_json::from_str(json).unwrap_or_else(|e| panic!("output json {json:?}: {e}")))
+    support::run_report(action, support::ctx(timeout, step)).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,7 @@
 //! DaemonSets.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Debug;
 use std::sync::Arc;
 
 use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
@@ -13,7 +14,8 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
-use kube::{Api, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
@@ -262,6 +264,49 @@ pub fn daemonset_rollout(d: &DaemonSet, generation: i64) -> (bool, i32, i32, i32
 }
 
 impl RolloutRestart {
+    /// Patches the restart annotation into one workload, then (with `wait`)
+    /// watches it until `rollout` judges the new generation complete.
+    /// Returns (generation, complete, desired, updated, available).
+    #[allow(clippy::too_many_arguments)]
+    async fn patch_and_wait<K>(
+        &self,
+        kube: &Kube,
+        api: Api<K>,
+        patch: &serde_json::Value,
+        fields: watcher::Config,
+        bounds: &Bounds,
+        noun: &str,
+        units: &str,
+        rollout: fn(&K, i64) -> (bool, i32, i32, i32),
+    ) -> Result<(i64, bool, i32, i32, i32), ActionError>
+    where
+        K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
+    {
+        let target = self.target();
+        let patched = api
+            .patch(&self.name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(|e| kube.error(&format!("restarting {target}"), e))?;
+        let generation = patched.meta().generation.unwrap_or(0);
+        if !self.wait {
+            let (done, desired, updated, available) = rollout(&patched, generation);
+            return Ok((generation, done, desired, updated, available));
+        }
+        let what = format!("rollout of {target}");
+        wait_for(kube, api, (), fields, bounds, &what, |items| {
+            let Some(k) = items.iter().find(|k| k.name_any() == self.name) else {
+                return Err(format!("the {noun} is gone"));
+            };
+            let (done, desired, updated, available) = rollout(k, generation);
+            if done {
+                Ok((generation, true, desired, updated, available))
+            } else {
+                Err(format!("{updated} of {desired} {units} updated, {available} available"))
+            }
+        })
+        .await
+    }
+
     fn target(&self) -> ObjectRef {
         ObjectRef { kind: format!("{:?}", self.workload), namespace: self.namespace.clone(), name: self.name.clone() }
     }
@@ -271,60 +316,16 @@ impl RolloutRestart {
         let restarted_at = now_rfc3339();
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
             "kubectl.kubernetes.io/restartedAt": restarted_at}}}}});
-        let params = PatchParams::default();
         let fields = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
-        let what = format!("rollout of {target}");
         let wait_started = tokio::time::Instant::now();
         let (generation, complete, desired, updated, available) = match self.workload {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(kube.client.clone(), &self.namespace);
-                let patched = api
-                    .patch(&self.name, &params, &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| kube.error(&format!("restarting {target}"), e))?;
-                let generation = patched.metadata.generation.unwrap_or(0);
-                if self.wait {
-                    wait_for(kube, api, (), fields, bounds, &what, |items| {
-                        let Some(d) = items.iter().find(|d| d.name_any() == self.name) else {
-                            return Err("the deployment is gone".to_owned());
-                        };
-                        let (done, desired, updated, available) = deployment_rollout(d, generation);
-                        if done {
-                            Ok((generation, true, desired, updated, available))
-                        } else {
-                            Err(format!("{updated} of {desired} replicas updated, {available} available"))
-                        }
-                    })
-                    .await?
-                } else {
-                    let (done, desired, updated, available) = deployment_rollout(&patched, generation);
-                    (generation, done, desired, updated, available)
-                }
+                self.patch_and_wait(kube, api, &patch, fields, bounds, "deployment", "replicas", deployment_rollout).await?
             }
             WorkloadKind::DaemonSet => {
                 let api: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &self.namespace);
-                let patched = api
-                    .patch(&self.name, &params, &Patch::Merge(&patch))
-                    .await
-                    .map_err(|e| kube.error(&format!("restarting {target}"), e))?;
-                let generation = patched.metadata.generation.unwrap_or(0);
-                if self.wait {
-                    wait_for(kube, api, (), fields, bounds, &what, |items| {
-                        let Some(d) = items.iter().find(|d| d.name_any() == self.name) else {
-                            return Err("the daemonset is gone".to_owned());
-                        };
-                        let (done, desired, updated, available) = daemonset_rollout(d, generation);
-                        if done {
-                            Ok((generation, true, desired, updated, available))
-                        } else {
-                            Err(format!("{updated} of {desired} pods updated, {available} available"))
-                        }
-                    })
-                    .await?
-                } else {
-                    let (done, desired, updated, available) = daemonset_rollout(&patched, generation);
-                    (generation, done, desired, updated, available)
-                }
+                self.patch_and_wait(kube, api, &patch, fields, bounds, "daemonset", "pods", daemonset_rollout).await?
             }
         };
         Ok(RolloutReport {
