@@ -4,15 +4,28 @@
 //! whatever the returned [`Command`]s say. [`apply`] is the fold of one event
 //! into a snapshot (used both live and to replay a history); [`transition`]
 //! turns an [`Input`] into events, then keeps deciding what follows
-//! (interrupted steps, new steps to start, pauses, the end of the run) until
-//! nothing more follows, so that "step I finished" and "step I+1 started" land
-//! in one transaction.
+//! (interrupted steps, conditions, gates, new steps to start, pauses, the end
+//! of the main steps, cleanup steps, the end of the run) until nothing more
+//! follows, so that "step I finished" and "step I+1 started" land in one
+//! transaction.
 //!
-//! **Invariant:** a finished (succeeded or skipped) step never starts again;
-//! a terminal run never changes; sequence numbers are contiguous from 0.
+//! A run has two phases. Main steps run until they are all settled, a fatal
+//! step fails, or the run is cancelled; then `RunEnding` records how they
+//! ended, running main steps are told to stop, and once none runs the cleanup
+//! steps run (in dependency order, their failures tolerated); then the run
+//! ends as its main steps did (failed, if a cleanup step failed).
+//!
+//! **Invariant:** a settled step (succeeded, skipped, failed-tolerated) never
+//! starts again; a terminal run never changes and has no step running;
+//! sequence numbers are contiguous from 0; no step starts once the run is
+//! ending, unless it is a cleanup step.
 
-use dr_state::{Event, EventRecord, Millis, RunRecord, RunStatus, StepStatus};
+use dr_state::{
+    AfterFailure, Approval, Ending, Event, EventRecord, Millis, OperatorWait, RunHeader, RunRecord, RunStatus, SkipCause,
+    StepId, StepOutput, StepRecord, StepState,
+};
 
+use crate::condition::render_prompt;
 use crate::definition::{Plan, ResumeClass};
 use crate::retry::splitmix;
 
@@ -26,24 +39,26 @@ pub enum Input {
     /// operator command given with it is applied in the same transaction.
     Resume { by: String, operator: Option<OperatorInput> },
     /// An attempt finished. `Err((message, retryable))` when it failed.
-    ActionDone { step: usize, attempt: u32, result: Result<String, (String, bool)> },
-    /// A probe finished: `Ok(true)` when the lost attempt took effect.
-    ProbeDone { step: usize, attempt: u32, result: Result<bool, String> },
+    ActionDone { step: usize, attempt: u32, result: Result<StepOutput, (String, bool)> },
+    /// A probe finished: `Ok(Some(output))` when the lost attempt took effect.
+    ProbeDone { step: usize, attempt: u32, result: Result<Option<StepOutput>, String> },
     /// An operator's decision for a run this process is driving.
     Operator(OperatorInput),
     /// The driving process stops on a signal; the run stays resumable.
-    Stopped { signal: String },
-    /// Continue under a changed definition (`--allow-definition-change`).
-    ReplaceDefinition { definition_hash: String, definition_steps: Vec<(String, String)> },
+    /// `never_started` are attempts recorded as started whose action the
+    /// process did not start (the stop came first): they are interrupted.
+    Stopped { signal: String, never_started: Vec<(usize, u32)> },
+    /// Continue under a changed definition or configuration (`--allow-definition-change`).
+    ReplaceDefinition { definition_hash: String, definition_steps: Vec<(StepId, String)>, config_digest: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum OperatorInput {
-    Approve { step: usize },
-    Skip { step: usize, reason: String },
+    Approve { step: usize, by: String },
+    Skip { step: usize, reason: String, by: String },
     /// Retry one step, or every failed and backing-off step.
-    Retry { step: Option<usize> },
-    Cancel { reason: String },
+    Retry { step: Option<usize>, by: String },
+    Cancel { reason: String, by: String },
 }
 
 /// What the runner must do after persisting a transition.
@@ -76,37 +91,48 @@ pub enum CoreError {
     Invariant(String),
 }
 
-/// Starts a run's history.
-pub fn create(initial: RunRecord, now: Millis) -> Result<Transition, CoreError> {
-    let mut run = initial.clone();
-    run.next_seq = 0;
-    let record = EventRecord { seq: 0, at: now, event: Event::RunCreated { initial: Box::new(run.clone()) } };
-    apply(&mut run, &record).map_err(CoreError::Invariant)?;
-    Ok(Transition { run, events: vec![record], commands: Vec::new() })
+/// Starts a run's history; `preapproved_by` (`dr start --yes`) approves
+/// every gate of the run in advance, recorded as its own event.
+pub fn create(header: RunHeader, now: Millis, preapproved_by: Option<String>) -> Result<Transition, CoreError> {
+    let placeholder = RunRecord::new(&header, now);
+    let mut b = Builder { run: placeholder, events: Vec::new(), commands: Vec::new(), now };
+    b.push(Event::RunCreated { header: Box::new(header) })?;
+    if let Some(by) = preapproved_by {
+        b.push(Event::GatesPreApproved { by })?;
+    }
+    Ok(Transition { run: b.run, events: b.events, commands: b.commands })
 }
 
 /// Rebuilds a snapshot from a whole history.
 pub fn replay(events: &[EventRecord]) -> Result<RunRecord, String> {
     let first = events.first().ok_or("the history is empty")?;
-    let Event::RunCreated { initial } = &first.event else {
+    let Event::RunCreated { header } = &first.event else {
         return Err(format!("the history starts with {} instead of run-created", first.event.kind()));
     };
-    let mut run = (**initial).clone();
-    run.next_seq = 0;
+    let mut run = RunRecord::new(header, first.at);
     for record in events {
         apply(&mut run, record)?;
     }
     Ok(run)
 }
 
-fn step_index(run: &RunRecord, id: &str) -> Result<usize, String> {
-    run.steps.iter().position(|s| s.id == id).ok_or_else(|| format!("event names unknown step {id}"))
+fn step_index(run: &RunRecord, id: &StepId) -> Result<usize, String> {
+    run.steps.iter().position(|s| &s.id == id).ok_or_else(|| format!("event names unknown step {id}"))
 }
 
 fn unpause(run: &mut RunRecord) {
     if run.status == RunStatus::Paused {
         run.status = RunStatus::Running;
         run.reason = None;
+    }
+}
+
+/// The attempt of a running (or probing) step, when it is `attempt`.
+fn is_attempt(s: &StepRecord, attempt: u32, probing: bool) -> bool {
+    match s.state {
+        StepState::Running { attempt: a, .. } => !probing && a == attempt,
+        StepState::Probing { attempt: a, .. } => probing && a == attempt,
+        _ => false,
     }
 }
 
@@ -122,159 +148,151 @@ pub fn apply(run: &mut RunRecord, record: &EventRecord) -> Result<(), String> {
     let kind = record.event.kind();
     let expect = |ok: bool, what: &str| if ok { Ok(()) } else { Err(format!("{kind} at event {}: {what}", record.seq)) };
     match &record.event {
-        Event::RunCreated { initial } => {
+        Event::RunCreated { header } => {
             expect(record.seq == 0, "run-created must be the first event")?;
-            *run = (**initial).clone();
-            run.next_seq = 0;
+            *run = RunRecord::new(header, at);
         }
+        Event::GatesPreApproved { by } => run.gates_preapproved = Some(by.clone()),
         Event::RunResumed { epoch, .. } => {
             expect(*epoch > run.epoch, "epochs only grow")?;
             run.epoch = *epoch;
         }
-        Event::DefinitionReplaced { definition_hash, definition_steps } => {
+        Event::DefinitionReplaced { definition_hash, definition_steps, config_digest } => {
             run.definition_hash = definition_hash.clone();
             run.definition_steps = definition_steps.clone();
+            run.config_digest = config_digest.clone();
         }
         Event::StepStarted { step, attempt, epoch, deadline } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(!s.status.is_done(), "a finished step never runs again")?;
-            expect(matches!(s.status, StepStatus::Pending | StepStatus::Waiting) && !s.awaiting_operator, "only a pending or backing-off step starts")?;
+            expect(!s.state.is_settled(), "a settled step never runs again")?;
+            expect(matches!(s.state, StepState::Pending | StepState::BackingOff { .. }), "only a pending or backing-off step starts")?;
             expect(*attempt == s.attempts + 1, "attempts are numbered one after another")?;
-            s.status = StepStatus::Running;
+            s.state = StepState::Running { attempt: *attempt, epoch: *epoch, started_at: at, deadline: *deadline };
             s.attempts = *attempt;
-            s.attempt_epoch = *epoch;
-            s.attempt_started_at = Some(at);
-            s.started_at.get_or_insert(at);
-            s.attempt_deadline = *deadline;
-            s.wait_until = None;
-            s.probing = false;
+            s.first_started_at.get_or_insert(at);
         }
         Event::StepSucceeded { step, attempt, output, .. } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running && s.attempts == *attempt, "only the running attempt finishes")?;
-            s.status = StepStatus::Succeeded;
-            s.finished_at = Some(at);
-            s.output = output.as_deref().map(|o| tail(o, SNAPSHOT_OUTPUT_BYTES));
-            s.attempt_deadline = None;
-            s.probing = false;
+            expect(is_attempt(s, *attempt, false), "only the running attempt finishes")?;
+            s.state = StepState::Succeeded { at, output: output.clone() };
         }
-        Event::StepFailed { step, attempt, error, retry_at } => {
+        Event::StepFailed { step, attempt, error, then } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running && s.attempts == *attempt, "only the running attempt fails")?;
+            expect(is_attempt(s, *attempt, false), "only the running attempt fails")?;
             s.failures += 1;
-            s.last_error = Some(error.clone());
-            s.attempt_deadline = None;
-            match retry_at {
-                Some(t) => {
-                    s.status = StepStatus::Waiting;
-                    s.wait_until = Some(*t);
-                }
-                None => s.status = StepStatus::Failed,
-            }
+            s.state = match then {
+                AfterFailure::RetryAt(until) => StepState::BackingOff { until: *until, error: error.clone() },
+                AfterFailure::Pause => StepState::Failed { at, error: error.clone(), tolerated: false },
+                AfterFailure::Tolerate => StepState::Failed { at, error: error.clone(), tolerated: true },
+            };
         }
         Event::StepInterrupted { step, attempt } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running && s.attempts == *attempt, "only a running step is interrupted")?;
-            s.status = StepStatus::Pending;
-            s.attempt_deadline = None;
-            s.probing = false;
+            expect(is_attempt(s, *attempt, false), "only a running step is interrupted")?;
+            s.state = StepState::Pending;
         }
         Event::StepProbing { step, attempt, epoch } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running && s.attempts == *attempt, "only a running step is probed")?;
-            s.probing = true;
-            s.attempt_epoch = *epoch;
+            expect(is_attempt(s, *attempt, false) || is_attempt(s, *attempt, true), "only a running or probing step is probed")?;
+            s.state = StepState::Probing { attempt: *attempt, epoch: *epoch, started_at: at };
         }
-        Event::StepProbed { step, attempt, took_effect, detail } => {
+        Event::StepProbed { step, attempt, output } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running && s.probing && s.attempts == *attempt, "only a probing step gets a probe result")?;
-            s.probing = false;
-            if *took_effect {
-                s.status = StepStatus::Succeeded;
-                s.finished_at = Some(at);
-                s.output = Some(detail.clone());
-            } else {
-                s.status = StepStatus::Pending;
-            }
+            expect(is_attempt(s, *attempt, true), "only a probing step gets a probe result")?;
+            s.state = match output {
+                Some(output) => StepState::Succeeded { at, output: output.clone() },
+                None => StepState::Pending,
+            };
         }
         Event::StepAwaitingOperator { step, reason } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(!s.status.is_done(), "a finished step needs no decision")?;
-            s.status = StepStatus::Waiting;
-            s.awaiting_operator = true;
-            s.probing = false;
-            s.attempt_deadline = None;
-            s.last_error = Some(reason.clone());
+            expect(!s.state.is_settled(), "a settled step needs no decision")?;
+            s.state = StepState::AwaitingOperator(OperatorWait::Interrupted { reason: reason.clone() });
         }
-        Event::StepCancelled { step, .. } => {
+        Event::StepGated { step, prompt } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Running, "only a running step is cancelled")?;
-            s.status = StepStatus::Failed;
-            s.probing = false;
-            s.attempt_deadline = None;
-            s.last_error = Some("cancelled".to_owned());
+            expect(s.state == StepState::Pending && s.approval.is_none(), "only a pending step not yet approved waits at its gate")?;
+            s.state = StepState::AwaitingOperator(OperatorWait::Gate { prompt: prompt.clone() });
         }
-        Event::OperatorApproved { step } => {
+        Event::StepSkipped { step, reason } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.awaiting_operator || s.status == StepStatus::Failed, "only a step awaiting a decision is approved")?;
-            s.status = StepStatus::Pending;
-            s.awaiting_operator = false;
+            expect(s.state == StepState::Pending, "only a pending step is skipped by its condition")?;
+            s.state = StepState::Skipped { at, reason: reason.clone(), cause: SkipCause::Condition };
+        }
+        Event::StepCancelled { step, attempt } => {
+            let i = step_index(run, step)?;
+            let s = &mut run.steps[i];
+            expect(is_attempt(s, *attempt, false) || is_attempt(s, *attempt, true), "only a running step is cancelled")?;
+            s.state = StepState::Cancelled { at };
+        }
+        Event::OperatorApproved { step, by } => {
+            let i = step_index(run, step)?;
+            let s = &mut run.steps[i];
+            expect(s.state.needs_operator(), "only a step awaiting a decision is approved")?;
+            if matches!(s.state, StepState::AwaitingOperator(OperatorWait::Gate { .. })) {
+                s.approval = Some(Approval { by: by.clone(), at });
+            }
+            s.state = StepState::Pending;
             s.failures = 0;
             unpause(run);
         }
-        Event::OperatorSkipped { step, reason } => {
+        Event::OperatorSkipped { step, reason, .. } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(!s.status.is_done() && s.status != StepStatus::Running, "only a step that is not running or done is skipped")?;
-            s.status = StepStatus::Skipped;
-            s.awaiting_operator = false;
-            s.wait_until = None;
-            s.skip_reason = Some(reason.clone());
-            s.finished_at = Some(at);
+            expect(!s.state.is_settled() && !s.state.is_active(), "only a step that is not running or settled is skipped")?;
+            s.state = StepState::Skipped { at, reason: reason.clone(), cause: SkipCause::Operator };
             unpause(run);
         }
-        Event::RetryRequested { step } => {
+        Event::RetryRequested { step, .. } => {
             let i = step_index(run, step)?;
             let s = &mut run.steps[i];
-            expect(s.status == StepStatus::Failed || (s.status == StepStatus::Waiting && !s.awaiting_operator), "only a failed or backing-off step is retried")?;
-            s.status = StepStatus::Pending;
+            expect(
+                matches!(s.state, StepState::Failed { tolerated: false, .. } | StepState::BackingOff { .. }),
+                "only a failed or backing-off step is retried",
+            )?;
+            s.state = StepState::Pending;
             s.failures = 0;
-            s.wait_until = None;
             unpause(run);
         }
-        Event::CancelRequested { reason } => {
-            run.cancel_requested = true;
-            run.reason = Some(reason.clone());
+        Event::CancelRequested { reason, .. } => {
+            if run.ending.is_none() {
+                run.ending = Some(Ending::Cancelled { reason: reason.clone() });
+            }
+            unpause(run);
         }
         Event::ProcessStopped { .. } => {}
+        Event::RunEnding { ending } => {
+            expect(run.ending.is_none(), "a run ends once")?;
+            run.ending = Some(ending.clone());
+            unpause(run);
+        }
         Event::RunPaused { reason } => {
             expect(run.status == RunStatus::Running, "only a running run pauses")?;
             run.status = RunStatus::Paused;
             run.reason = Some(reason.clone());
         }
-        Event::RunSucceeded => {
-            expect(run.steps.iter().all(|s| s.status.is_done()), "a run succeeds only when every step is done")?;
-            run.status = RunStatus::Succeeded;
-            run.reason = None;
-            run.finished_at = Some(at);
-        }
-        Event::RunFailed { reason } => {
-            run.status = RunStatus::Failed;
-            run.reason = Some(reason.clone());
-            run.finished_at = Some(at);
-        }
-        Event::RunCancelled { reason } => {
-            run.status = RunStatus::Cancelled;
-            run.reason = Some(reason.clone());
+        Event::RunSucceeded | Event::RunFailed { .. } | Event::RunCancelled { .. } => {
+            expect(!run.steps.iter().any(|s| s.state.is_active()), "a run ends only when no step runs")?;
+            let (status, reason) = match &record.event {
+                Event::RunSucceeded => {
+                    expect(run.steps.iter().all(|s| s.state.is_settled()), "a run succeeds only when every step is settled")?;
+                    (RunStatus::Succeeded, None)
+                }
+                Event::RunFailed { reason } => (RunStatus::Failed, Some(reason.clone())),
+                Event::RunCancelled { reason } => (RunStatus::Cancelled, Some(reason.clone())),
+                _ => unreachable!("matched above"),
+            };
+            run.status = status;
+            run.reason = reason;
             run.finished_at = Some(at);
         }
     }
@@ -282,9 +300,6 @@ pub fn apply(run: &mut RunRecord, record: &EventRecord) -> Result<(), String> {
     run.updated_at = at;
     Ok(())
 }
-
-/// How much of a step's output the snapshot keeps (the event keeps all of it).
-pub const SNAPSHOT_OUTPUT_BYTES: usize = 2048;
 
 /// The last `max` bytes of `text`, cut at a character boundary.
 pub fn tail(text: &str, max: usize) -> String {
@@ -342,45 +357,44 @@ fn operator_events(run: &RunRecord, plan: &Plan, op: &OperatorInput) -> Result<V
         return reject(format!("the run already ended ({})", run.status.as_str()));
     }
     match op {
-        OperatorInput::Approve { step } => {
+        OperatorInput::Approve { step, by } => {
             check_step(run, plan, *step)?;
             let s = &run.steps[*step];
-            if !(s.awaiting_operator || s.status == StepStatus::Failed) {
-                return reject(format!("step {} is {}, not awaiting approval", s.id, s.status.as_str()));
+            if !s.state.needs_operator() {
+                return reject(format!("step {} is {}, not awaiting approval", s.id, s.state.as_str()));
             }
-            Ok(vec![Event::OperatorApproved { step: s.id.clone() }])
+            Ok(vec![Event::OperatorApproved { step: s.id.clone(), by: by.clone() }])
         }
-        OperatorInput::Skip { step, reason } => {
+        OperatorInput::Skip { step, reason, by } => {
             check_step(run, plan, *step)?;
             let s = &run.steps[*step];
-            if s.status.is_done() {
-                return reject(format!("step {} is already {}", s.id, s.status.as_str()));
+            if s.state.is_settled() {
+                return reject(format!("step {} is already {}", s.id, s.state.as_str()));
             }
-            if s.status == StepStatus::Running {
+            if s.state.is_active() {
                 return reject(format!("step {} is running; wait for it or cancel the run", s.id));
             }
-            Ok(vec![Event::OperatorSkipped { step: s.id.clone(), reason: reason.clone() }])
+            Ok(vec![Event::OperatorSkipped { step: s.id.clone(), reason: reason.clone(), by: by.clone() }])
         }
-        OperatorInput::Retry { step } => {
-            let retryable = |s: &dr_state::StepRecord| {
-                s.status == StepStatus::Failed || (s.status == StepStatus::Waiting && !s.awaiting_operator)
-            };
+        OperatorInput::Retry { step, by } => {
+            let retryable =
+                |s: &StepRecord| matches!(s.state, StepState::Failed { tolerated: false, .. } | StepState::BackingOff { .. });
             match step {
                 Some(i) => {
                     check_step(run, plan, *i)?;
                     let s = &run.steps[*i];
                     if !retryable(s) {
-                        let hint = if s.awaiting_operator { "; use dr approve or dr skip" } else { "" };
-                        return reject(format!("step {} is {}, neither failed nor backing off{hint}", s.id, s.status.as_str()));
+                        let hint = if s.state.needs_operator() { "; use dr approve or dr skip" } else { "" };
+                        return reject(format!("step {} is {}, neither failed nor backing off{hint}", s.id, s.state.as_str()));
                     }
-                    Ok(vec![Event::RetryRequested { step: s.id.clone() }])
+                    Ok(vec![Event::RetryRequested { step: s.id.clone(), by: by.clone() }])
                 }
                 None => {
                     let events: Vec<Event> = run
                         .steps
                         .iter()
                         .filter(|s| retryable(s))
-                        .map(|s| Event::RetryRequested { step: s.id.clone() })
+                        .map(|s| Event::RetryRequested { step: s.id.clone(), by: by.clone() })
                         .collect();
                     if events.is_empty() {
                         return reject("no step is failed or backing off".into());
@@ -389,11 +403,11 @@ fn operator_events(run: &RunRecord, plan: &Plan, op: &OperatorInput) -> Result<V
                 }
             }
         }
-        OperatorInput::Cancel { reason } => {
-            if run.cancel_requested {
+        OperatorInput::Cancel { reason, by } => {
+            if run.ending.is_some() {
                 return Ok(Vec::new());
             }
-            Ok(vec![Event::CancelRequested { reason: reason.clone() }])
+            Ok(vec![Event::CancelRequested { reason: reason.clone(), by: by.clone() }])
         }
     }
 }
@@ -417,6 +431,7 @@ pub fn transition(run: &RunRecord, plan: &Plan, input: Input, now: Millis) -> Re
     match input {
         Input::Tick => {}
         Input::Resume { by, operator } => {
+            // A cancel goes first, so that steps the dead process left running are cancelled, not rerun.
             if let Some(op @ OperatorInput::Cancel { .. }) = &operator {
                 for e in operator_events(&b.run, plan, op)? {
                     b.push(e)?;
@@ -431,50 +446,45 @@ pub fn transition(run: &RunRecord, plan: &Plan, input: Input, now: Millis) -> Re
                 }
             }
         }
-        Input::ReplaceDefinition { definition_hash, definition_steps } => {
-            b.push(Event::DefinitionReplaced { definition_hash, definition_steps })?;
+        Input::ReplaceDefinition { definition_hash, definition_steps, config_digest } => {
+            b.push(Event::DefinitionReplaced { definition_hash, definition_steps, config_digest })?;
         }
         Input::ActionDone { step, attempt, result } => {
             check_step(&b.run, plan, step)?;
             let s = &b.run.steps[step];
-            let current = s.status == StepStatus::Running && s.attempts == attempt && !s.probing;
-            if current {
-                let id = s.id.clone();
-                let event = match result {
-                    Ok(output) => {
-                        let started = s.attempt_started_at.unwrap_or(now);
-                        let duration_ms = u64::try_from(now - started).unwrap_or(0);
-                        Event::StepSucceeded { step: id, attempt, duration_ms, output: Some(output) }
-                    }
-                    Err(_) if b.run.cancel_requested => Event::StepCancelled { step: id, attempt },
-                    Err((error, retryable)) => {
-                        let policy = &plan.steps[step].retry;
-                        let seed = jitter_seed(&b.run, step, attempt);
-                        let retry_at = if retryable {
-                            policy.delay_ms(s.failures + 1, seed).map(|d| now.saturating_add(i64::try_from(d).unwrap_or(i64::MAX)))
-                        } else {
-                            None
-                        };
-                        Event::StepFailed { step: id, attempt, error, retry_at }
-                    }
-                };
-                b.push(event)?;
+            if let StepState::Running { attempt: current, started_at, .. } = s.state {
+                if current == attempt {
+                    let id = s.id.clone();
+                    let stopping = b.run.ending.is_some() && !plan.steps[step].cleanup;
+                    let event = match result {
+                        Ok(output) => {
+                            let duration_ms = u64::try_from(now - started_at).unwrap_or(0);
+                            Event::StepSucceeded { step: id, attempt, duration_ms, output }
+                        }
+                        Err(_) if stopping => Event::StepCancelled { step: id, attempt },
+                        Err((error, retryable)) => {
+                            let p = &plan.steps[step];
+                            let seed = jitter_seed(&b.run, step, attempt);
+                            let delay = if retryable { p.retry.delay_ms(s.failures + 1, seed) } else { None };
+                            let then = match delay {
+                                Some(d) => AfterFailure::RetryAt(now.saturating_add(i64::try_from(d).unwrap_or(i64::MAX))),
+                                None if p.tolerate_failure || p.cleanup => AfterFailure::Tolerate,
+                                None => AfterFailure::Pause,
+                            };
+                            Event::StepFailed { step: id, attempt, error, then }
+                        }
+                    };
+                    b.push(event)?;
+                }
             }
         }
         Input::ProbeDone { step, attempt, result } => {
             check_step(&b.run, plan, step)?;
             let s = &b.run.steps[step];
-            if s.status == StepStatus::Running && s.probing && s.attempts == attempt {
+            if is_attempt(s, attempt, true) {
                 let id = s.id.clone();
                 let event = match result {
-                    Ok(took_effect) => {
-                        let detail = if took_effect {
-                            format!("probe: attempt {attempt} had taken effect")
-                        } else {
-                            format!("probe: attempt {attempt} had not taken effect; running again")
-                        };
-                        Event::StepProbed { step: id, attempt, took_effect, detail }
-                    }
+                    Ok(output) => Event::StepProbed { step: id, attempt, output },
                     Err(error) => Event::StepAwaitingOperator {
                         step: id,
                         reason: format!("attempt {attempt} was interrupted and its probe failed ({error}); approve to run it again or skip it"),
@@ -488,16 +498,42 @@ pub fn transition(run: &RunRecord, plan: &Plan, input: Input, now: Millis) -> Re
                 b.push(e)?;
             }
         }
-        Input::Stopped { signal } => b.push(Event::ProcessStopped { signal })?,
+        Input::Stopped { signal, never_started } => {
+            for (step, attempt) in never_started {
+                check_step(&b.run, plan, step)?;
+                let s = &b.run.steps[step];
+                if is_attempt(s, attempt, false) {
+                    let id = s.id.clone();
+                    b.push(Event::StepInterrupted { step: id, attempt })?;
+                }
+            }
+            b.push(Event::ProcessStopped { signal })?;
+            // A stopping process starts nothing.
+            return Ok(Transition { run: b.run, events: b.events, commands: b.commands });
+        }
     }
     b.settle(plan, true)?;
     Ok(Transition { run: b.run, events: b.events, commands: b.commands })
 }
 
-/// Ends a run whose engine hit a broken invariant: the run fails, the process goes on.
+/// Ends a run whose engine hit a broken invariant: the run fails, the process
+/// goes on. Steps still running are recorded as cancelled (their results will
+/// not be taken).
 pub fn fail_run(run: &RunRecord, reason: String, now: Millis) -> Result<Transition, CoreError> {
     let mut b = Builder { run: run.clone(), events: Vec::new(), commands: Vec::new(), now };
     if !b.run.status.is_terminal() {
+        let active: Vec<(StepId, u32)> = b
+            .run
+            .steps
+            .iter()
+            .filter_map(|s| match s.state {
+                StepState::Running { attempt, .. } | StepState::Probing { attempt, .. } => Some((s.id.clone(), attempt)),
+                _ => None,
+            })
+            .collect();
+        for (step, attempt) in active {
+            b.push(Event::StepCancelled { step, attempt })?;
+        }
         b.push(Event::RunFailed { reason })?;
     }
     Ok(Transition { run: b.run, events: b.events, commands: b.commands })
@@ -508,28 +544,114 @@ fn jitter_seed(run: &RunRecord, step: usize, attempt: u32) -> u64 {
     splitmix((id as u64) ^ ((id >> 64) as u64) ^ ((step as u64) << 32) ^ u64::from(attempt))
 }
 
+/// Why a pending step whose dependencies have settled must not run, if so.
+/// A step skipped by its condition takes the steps that need it along; one an
+/// operator skipped (done by hand) does not.
+fn skip_reason(run: &RunRecord, plan: &Plan, i: usize) -> Option<String> {
+    match &plan.steps[i].condition {
+        Some(condition) => {
+            let (holds, seen) = condition.evaluate(run);
+            (!holds).then(|| format!("its condition ({}) is false: {seen}", condition.describe()))
+        }
+        None => plan.steps[i]
+            .deps
+            .iter()
+            .find(|&&d| matches!(run.steps[d].state, StepState::Skipped { cause: SkipCause::Condition, .. }))
+            .map(|&d| format!("it needs {}, which was skipped", run.steps[d].id)),
+    }
+}
+
+/// Conditions, gates, starts and timers for the steps of one phase.
+fn schedule(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool, cleanup: bool, out: &mut (Vec<Event>, Vec<Command>)) {
+    let (events, commands) = out;
+    for (i, s) in run.steps.iter().enumerate() {
+        let p = &plan.steps[i];
+        if p.cleanup != cleanup {
+            continue;
+        }
+        let deps_settled = p.deps.iter().all(|&d| run.steps[d].state.is_settled());
+        let start = match &s.state {
+            StepState::Pending if deps_settled => {
+                if let Some(reason) = skip_reason(run, plan, i) {
+                    events.push(Event::StepSkipped { step: s.id.clone(), reason });
+                    continue;
+                }
+                if let (Some(template), None) = (&p.gate, &s.approval) {
+                    let prompt = render_prompt(template, run);
+                    events.push(Event::StepGated { step: s.id.clone(), prompt });
+                    if let Some(by) = &run.gates_preapproved {
+                        events.push(Event::OperatorApproved { step: s.id.clone(), by: format!("{by} (dr start --yes)") });
+                    }
+                    continue;
+                }
+                true
+            }
+            StepState::BackingOff { until, .. } if *until > now => {
+                commands.push(Command::WakeAt { at: *until });
+                false
+            }
+            StepState::BackingOff { .. } => deps_settled,
+            _ => false,
+        };
+        if start && allow_start {
+            let attempt = s.attempts + 1;
+            let deadline = (p.timeout_ms > 0).then(|| now.saturating_add(i64::try_from(p.timeout_ms).unwrap_or(i64::MAX)));
+            events.push(Event::StepStarted { step: s.id.clone(), attempt, epoch: run.epoch, deadline });
+            commands.push(Command::Execute { step: i, attempt, deadline });
+        }
+    }
+}
+
+/// The event that ends the run once its cleanup steps are over.
+fn final_event(run: &RunRecord, plan: &Plan, ending: &Ending) -> Event {
+    let cleanup_failures: Vec<String> = run
+        .steps
+        .iter()
+        .zip(&plan.steps)
+        .filter(|(_, p)| p.cleanup)
+        .filter_map(|(s, _)| match &s.state {
+            StepState::Failed { error, .. } => Some(format!("cleanup step {} failed: {error}", s.id)),
+            _ => None,
+        })
+        .collect();
+    let cleanup = cleanup_failures.join("; ");
+    match ending {
+        Ending::Succeeded if cleanup.is_empty() => Event::RunSucceeded,
+        Ending::Succeeded => Event::RunFailed { reason: cleanup },
+        Ending::Failed { reason } if cleanup.is_empty() => Event::RunFailed { reason: reason.clone() },
+        Ending::Failed { reason } => Event::RunFailed { reason: format!("{reason}; {cleanup}") },
+        Ending::Cancelled { reason } if cleanup.is_empty() => Event::RunCancelled { reason: reason.clone() },
+        Ending::Cancelled { reason } => Event::RunCancelled { reason: format!("{reason}; {cleanup}") },
+    }
+}
+
 /// One round of "what follows": the events to record now and the commands
 /// that go with them. Called until it returns no event.
 fn decide(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool) -> (Vec<Event>, Vec<Command>) {
-    let mut events = Vec::new();
-    let mut commands = Vec::new();
+    let mut out = (Vec::new(), Vec::new());
     if run.status.is_terminal() {
-        return (events, commands);
+        return out;
     }
+    let (events, commands) = &mut out;
     // 1. Steps left running by a process that is gone.
     for (i, s) in run.steps.iter().enumerate() {
-        if s.status != StepStatus::Running || s.attempt_epoch >= run.epoch {
+        let (attempt, epoch) = match s.state {
+            StepState::Running { attempt, epoch, .. } | StepState::Probing { attempt, epoch, .. } => (attempt, epoch),
+            _ => continue,
+        };
+        if epoch >= run.epoch {
             continue;
         }
-        let attempt = s.attempts;
         let step = s.id.clone();
-        if run.cancel_requested {
+        if run.ending.is_some() && !plan.steps[i].cleanup {
             events.push(Event::StepCancelled { step, attempt });
             continue;
         }
         match plan.steps[i].resume {
-            ResumeClass::Idempotent => events.push(Event::StepInterrupted { step, attempt }),
-            ResumeClass::Probe => {
+            ResumeClass::Idempotent if matches!(s.state, StepState::Running { .. }) => {
+                events.push(Event::StepInterrupted { step, attempt })
+            }
+            ResumeClass::Idempotent | ResumeClass::Probe => {
                 events.push(Event::StepProbing { step, attempt, epoch: run.epoch });
                 commands.push(Command::Probe { step: i, attempt });
             }
@@ -540,79 +662,93 @@ fn decide(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool) -> (Vec<
         }
     }
     if !events.is_empty() {
-        return (events, commands);
+        return out;
     }
-    let in_flight: Vec<usize> =
-        run.steps.iter().enumerate().filter(|(_, s)| s.status == StepStatus::Running).map(|(i, _)| i).collect();
-    // 2. Cancellation: stop what runs, end when nothing does.
-    if run.cancel_requested {
-        if in_flight.is_empty() {
-            let reason = run.reason.clone().unwrap_or_else(|| "cancelled by the operator".into());
-            events.push(Event::RunCancelled { reason });
-        } else {
-            commands.extend(in_flight.iter().map(|&step| Command::Cancel { step }));
-        }
-        return (events, commands);
-    }
-    // 3. A fatal step out of retries fails the run.
-    if let Some((i, s)) = run.steps.iter().enumerate().find(|(i, s)| s.status == StepStatus::Failed && plan.steps[*i].fatal) {
-        let _ = i;
-        let error = s.last_error.clone().unwrap_or_default();
-        events.push(Event::RunFailed { reason: format!("step {} failed: {error}", s.id) });
-        commands.extend(in_flight.iter().map(|&step| Command::Cancel { step }));
-        return (events, commands);
-    }
-    // 4. A step needs an operator: the run pauses, nothing new starts.
-    if let Some(s) = run.steps.iter().find(|s| s.status == StepStatus::Failed || s.awaiting_operator) {
-        if run.status == RunStatus::Running {
-            let reason = if s.awaiting_operator {
-                format!("step {} needs an operator: {}", s.id, s.last_error.clone().unwrap_or_default())
-            } else {
-                format!(
-                    "step {} failed after {} attempts: {}",
-                    s.id,
-                    s.attempts,
-                    s.last_error.clone().unwrap_or_default()
-                )
-            };
-            events.push(Event::RunPaused { reason });
-        }
-        return (events, commands);
-    }
-    if run.status != RunStatus::Running {
-        return (events, commands);
-    }
-    // 5. Everything done.
-    if run.steps.iter().all(|s| s.status.is_done()) {
-        events.push(Event::RunSucceeded);
-        return (events, commands);
-    }
-    if !allow_start {
-        return (events, commands);
-    }
-    // 6. Start what is ready; wake up for what waits.
-    for (i, s) in run.steps.iter().enumerate() {
-        let deps_done = plan.steps[i].deps.iter().all(|&d| run.steps[d].status.is_done());
-        let ready = match s.status {
-            StepStatus::Pending => deps_done,
-            StepStatus::Waiting if !s.awaiting_operator => match s.wait_until {
-                Some(t) if t > now => {
-                    commands.push(Command::WakeAt { at: t });
-                    false
+    let active = |cleanup: bool| -> Vec<usize> {
+        run.steps
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| s.state.is_active() && plan.steps[*i].cleanup == cleanup)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    let needs_operator = |cleanup: bool| {
+        run.steps.iter().zip(&plan.steps).find(|(s, p)| p.cleanup == cleanup && s.state.needs_operator()).map(|(s, _)| s)
+    };
+    let pause_for = |s: &StepRecord| match &s.state {
+        StepState::AwaitingOperator(OperatorWait::Gate { prompt }) => format!("step {} waits for confirmation: {prompt}", s.id),
+        StepState::AwaitingOperator(OperatorWait::Interrupted { reason }) => format!("step {} needs an operator: {reason}", s.id),
+        StepState::Failed { error, .. } => format!("step {} failed after {} attempts: {error}", s.id, s.attempts),
+        other => format!("step {} is {}", s.id, other.as_str()),
+    };
+    let has_cleanup = plan.steps.iter().any(|p| p.cleanup);
+    match &run.ending {
+        None => {
+            let running = active(false);
+            // 2. A fatal step out of retries ends the main steps.
+            let fatal = run.steps.iter().zip(&plan.steps).find(|(s, p)| p.fatal && matches!(s.state, StepState::Failed { tolerated: false, .. }));
+            if let Some((s, _)) = fatal {
+                let error = match &s.state {
+                    StepState::Failed { error, .. } => error.clone(),
+                    _ => String::new(),
+                };
+                let reason = format!("step {} failed: {error}", s.id);
+                if running.is_empty() && !has_cleanup {
+                    events.push(Event::RunFailed { reason });
+                } else {
+                    events.push(Event::RunEnding { ending: Ending::Failed { reason } });
                 }
-                _ => deps_done,
-            },
-            _ => false,
-        };
-        if ready {
-            let attempt = s.attempts + 1;
-            let timeout = plan.steps[i].timeout_ms;
-            let deadline = (timeout > 0).then(|| now.saturating_add(i64::try_from(timeout).unwrap_or(i64::MAX)));
-            events.push(Event::StepStarted { step: s.id.clone(), attempt, epoch: run.epoch, deadline });
-            commands.push(Command::Execute { step: i, attempt, deadline });
+                return out;
+            }
+            // 3. A step needs an operator: the run pauses, nothing new starts.
+            if let Some(s) = needs_operator(false) {
+                if run.status == RunStatus::Running {
+                    events.push(Event::RunPaused { reason: pause_for(s) });
+                }
+                return out;
+            }
+            if run.status != RunStatus::Running {
+                return out;
+            }
+            // 4. Every main step settled: the main steps are over.
+            let main_settled = run.steps.iter().zip(&plan.steps).filter(|(_, p)| !p.cleanup).all(|(s, _)| s.state.is_settled());
+            if main_settled {
+                if has_cleanup {
+                    events.push(Event::RunEnding { ending: Ending::Succeeded });
+                } else {
+                    events.push(Event::RunSucceeded);
+                }
+                return out;
+            }
+            // 5. Decide, start and wake the main steps.
+            schedule(run, plan, now, allow_start, false, &mut out);
+        }
+        Some(ending) => {
+            // 6. Main steps still running are told to stop; the run waits for them.
+            let running = active(false);
+            if !running.is_empty() {
+                commands.extend(running.into_iter().map(|step| Command::Cancel { step }));
+                return out;
+            }
+            // 7. Cleanup steps: an interrupted one may need an operator.
+            if let Some(s) = needs_operator(true) {
+                if run.status == RunStatus::Running {
+                    events.push(Event::RunPaused { reason: pause_for(s) });
+                }
+                return out;
+            }
+            if run.status != RunStatus::Running {
+                return out;
+            }
+            let cleanup_over = run.steps.iter().zip(&plan.steps).filter(|(_, p)| p.cleanup).all(|(s, _)| s.state.is_settled());
+            if cleanup_over && active(true).is_empty() {
+                events.push(final_event(run, plan, ending));
+                return out;
+            }
+            schedule(run, plan, now, allow_start, true, &mut out);
         }
     }
-    (events, commands)
+    out
 }
 
 #[cfg(test)]

@@ -1,81 +1,19 @@
-//! Workflow definitions: steps, their actions, dependencies, retry policy,
-//! timeout, expected duration and resume class; the [`Action`] and
-//! [`Catalog`] traits that `dr-workflows` implements; the definition hash a
-//! run is pinned to.
+//! Workflow definitions: steps with their action, dependencies, retry
+//! policy, timeout, expected duration, resume class, condition, gate,
+//! tolerated failure and cleanup flag; [`WorkflowBuilder`], which wires steps
+//! through typed [`StepHandle`]s; the [`Catalog`] trait that `dr-workflows`
+//! implements; the definition hash a run is pinned to.
 
 use std::collections::{BTreeMap, HashMap};
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 
-use dr_state::{Millis, RunId};
+use dr_state::{RunId, StepId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
 
+use crate::action::{Action, StepHandle, Typed, TypedAction};
+use crate::condition::{prompt_steps, Condition};
 use crate::retry::RetryPolicy;
-
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
-
-/// What an action is told about the attempt it runs.
-#[derive(Clone, Debug)]
-pub struct ActionCtx {
-    pub run_id: RunId,
-    pub workflow: String,
-    pub step: String,
-    pub attempt: u32,
-    /// Cancelled when the run is cancelled, the attempt times out or the
-    /// process stops; the action must stop promptly and kill what it started.
-    pub cancel: CancellationToken,
-    /// When the attempt times out (ms since the epoch).
-    pub deadline: Option<Millis>,
-}
-
-/// What an attempt produced: a short summary kept in the run's history.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct ActionOutput {
-    pub summary: String,
-}
-
-impl ActionOutput {
-    pub fn new(summary: impl Into<String>) -> Self {
-        ActionOutput { summary: summary.into() }
-    }
-}
-
-/// Why an attempt failed, and whether trying again may help.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{message}")]
-pub struct ActionError {
-    pub message: String,
-    pub retryable: bool,
-}
-
-impl ActionError {
-    pub fn retryable(message: impl Into<String>) -> Self {
-        ActionError { message: message.into(), retryable: true }
-    }
-    pub fn permanent(message: impl Into<String>) -> Self {
-        ActionError { message: message.into(), retryable: false }
-    }
-}
-
-/// A side effect a step performs. Implemented in `dr-workflows`.
-pub trait Action: Send + Sync + 'static {
-    /// A stable name of the kind of action (`kube.rollout-restart`, ...).
-    fn kind(&self) -> &'static str;
-    /// The action's parameters, as they define what it does (hashed into the
-    /// definition hash; never secrets).
-    fn params(&self) -> serde_json::Value;
-    /// Performs one attempt.
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>>;
-    /// For [`ResumeClass::Probe`] steps: tells whether an attempt that was
-    /// lost with its process already took effect. The default cannot tell,
-    /// so the step runs again.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
-        Box::pin(async { Ok(false) })
-    }
-}
 
 /// How a step that was started but not finished is taken up after a crash.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -114,10 +52,10 @@ impl std::str::FromStr for ResumeClass {
 /// One step of a workflow.
 #[derive(Clone)]
 pub struct StepDef {
-    pub id: String,
+    pub id: StepId,
     pub description: String,
     pub action: Arc<dyn Action>,
-    pub depends_on: Vec<String>,
+    pub depends_on: Vec<StepId>,
     pub retry: RetryPolicy,
     pub timeout_ms: u64,
     /// Declared estimate, used for RTO projection until real runs are measured.
@@ -125,6 +63,37 @@ pub struct StepDef {
     pub resume: ResumeClass,
     /// When true, running out of retries fails the run instead of pausing it.
     pub fatal: bool,
+    /// When the step runs; `None`: when no step it depends on was skipped.
+    pub condition: Option<Condition>,
+    /// A confirmation asked before the first attempt: a prompt template whose
+    /// `{step:/pointer}` placeholders are filled from dependencies' outputs.
+    pub gate: Option<String>,
+    /// Running out of retries is recorded and the run goes on.
+    pub tolerate_failure: bool,
+    /// Runs when the run ends, however it ends (after its main steps).
+    pub cleanup: bool,
+}
+
+impl StepDef {
+    /// A step with the engine's defaults: no dependencies, 3 attempts with
+    /// exponential backoff from 1 s, a 10-minute timeout, idempotent.
+    pub fn new(id: impl Into<StepId>, description: impl Into<String>, action: Arc<dyn Action>) -> Self {
+        StepDef {
+            id: id.into(),
+            description: description.into(),
+            action,
+            depends_on: Vec::new(),
+            retry: RetryPolicy::default(),
+            timeout_ms: 10 * 60 * 1000,
+            expected_ms: 1000,
+            resume: ResumeClass::Idempotent,
+            fatal: false,
+            condition: None,
+            gate: None,
+            tolerate_failure: false,
+            cleanup: false,
+        }
+    }
 }
 
 impl std::fmt::Debug for StepDef {
@@ -147,6 +116,132 @@ pub struct WorkflowDef {
     pub target_secs: u64,
     pub description: String,
     pub steps: Vec<StepDef>,
+    /// Digest of the configuration the definition was built from (pinned to
+    /// the run beside the definition hash); `None` when it reads none.
+    pub config_digest: Option<String>,
+}
+
+/// Builds a [`WorkflowDef`] step by step. Each step added returns a
+/// [`StepHandle`] typed by its action's output: later steps name it to depend
+/// on it, read its output, branch on it or show it in a gate.
+#[derive(Debug)]
+pub struct WorkflowBuilder {
+    def: WorkflowDef,
+}
+
+impl WorkflowBuilder {
+    pub fn new(name: impl Into<String>, level: u8, description: impl Into<String>) -> Self {
+        WorkflowBuilder {
+            def: WorkflowDef {
+                name: name.into(),
+                level,
+                target_secs: 0,
+                description: description.into(),
+                steps: Vec::new(),
+                config_digest: None,
+            },
+        }
+    }
+
+    /// The RTO target (default: the level's).
+    pub fn target_secs(mut self, secs: u64) -> Self {
+        self.def.target_secs = secs;
+        self
+    }
+
+    pub fn config_digest(mut self, digest: Option<String>) -> Self {
+        self.def.config_digest = digest;
+        self
+    }
+
+    /// A step running a typed action; its handle carries the action's output type.
+    pub fn step<A: TypedAction>(&mut self, id: &str, description: &str, action: A) -> StepBuilder<'_, A::Output> {
+        self.step_dyn(id, description, Arc::new(Typed(action)))
+    }
+
+    /// A step running any engine action; its output is read as JSON.
+    pub fn step_dyn<T>(&mut self, id: &str, description: &str, action: Arc<dyn Action>) -> StepBuilder<'_, T> {
+        StepBuilder { builder: self, def: StepDef::new(id, description, action), _output: std::marker::PhantomData }
+    }
+
+    pub fn build(self) -> WorkflowDef {
+        self.def
+    }
+}
+
+/// One step being added to a [`WorkflowBuilder`]; [`StepBuilder::add`] adds it.
+#[must_use = "a step is only added by .add()"]
+pub struct StepBuilder<'a, T> {
+    builder: &'a mut WorkflowBuilder,
+    def: StepDef,
+    _output: std::marker::PhantomData<fn() -> T>,
+}
+
+impl<T> std::fmt::Debug for StepBuilder<'_, T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.def.fmt(f)
+    }
+}
+
+impl<'a, T> StepBuilder<'a, T> {
+    /// Runs after `step` (and may read its output).
+    pub fn after<U>(mut self, step: &StepHandle<U>) -> Self {
+        if !self.def.depends_on.contains(&step.id) {
+            self.def.depends_on.push(step.id.clone());
+        }
+        self
+    }
+    pub fn retry(mut self, retry: RetryPolicy) -> Self {
+        self.def.retry = retry;
+        self
+    }
+    pub fn attempts(mut self, attempts: u32) -> Self {
+        self.def.retry.max_attempts = attempts;
+        self
+    }
+    pub fn timeout_ms(mut self, ms: u64) -> Self {
+        self.def.timeout_ms = ms;
+        self
+    }
+    pub fn expected_ms(mut self, ms: u64) -> Self {
+        self.def.expected_ms = ms;
+        self
+    }
+    pub fn resume(mut self, resume: ResumeClass) -> Self {
+        self.def.resume = resume;
+        self
+    }
+    pub fn fatal(mut self) -> Self {
+        self.def.fatal = true;
+        self
+    }
+    /// Runs only when `condition` holds (every step it names must be a dependency).
+    pub fn when(mut self, condition: Condition) -> Self {
+        self.def.condition = Some(condition);
+        self
+    }
+    /// Asks for confirmation before the first attempt, showing `prompt`
+    /// (`{step:/pointer}` placeholders read dependencies' outputs).
+    pub fn gate(mut self, prompt: &str) -> Self {
+        self.def.gate = Some(prompt.to_owned());
+        self
+    }
+    /// Its final failure is recorded and the run goes on.
+    pub fn tolerate_failure(mut self) -> Self {
+        self.def.tolerate_failure = true;
+        self
+    }
+    /// Runs when the run ends, however it ends.
+    pub fn cleanup(mut self) -> Self {
+        self.def.cleanup = true;
+        self
+    }
+    /// Adds the step; its handle names it to later steps.
+    pub fn add(self) -> StepHandle<T> {
+        let id = self.def.id.clone();
+        self.builder.def.steps.push(self.def);
+        StepHandle::new(id)
+    }
 }
 
 /// The pure view of a definition that the core works on (no actions).
@@ -157,7 +252,7 @@ pub struct Plan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlanStep {
-    pub id: String,
+    pub id: StepId,
     /// Indexes of the steps this one depends on (all smaller than its own).
     pub deps: Vec<usize>,
     pub retry: RetryPolicy,
@@ -165,65 +260,119 @@ pub struct PlanStep {
     pub expected_ms: u64,
     pub resume: ResumeClass,
     pub fatal: bool,
+    pub condition: Option<Condition>,
+    pub gate: Option<String>,
+    pub tolerate_failure: bool,
+    pub cleanup: bool,
+}
+
+impl PlanStep {
+    /// A plain step (tests): defaults as [`StepDef::new`].
+    pub fn new(id: &str, deps: Vec<usize>) -> Self {
+        PlanStep {
+            id: StepId::from(id),
+            deps,
+            retry: RetryPolicy::default(),
+            timeout_ms: 0,
+            expected_ms: 0,
+            resume: ResumeClass::Idempotent,
+            fatal: false,
+            condition: None,
+            gate: None,
+            tolerate_failure: false,
+            cleanup: false,
+        }
+    }
 }
 
 #[derive(Serialize)]
 struct HashedStep<'a> {
-    id: &'a str,
+    id: &'a StepId,
     kind: &'a str,
     params: serde_json::Value,
-    depends_on: &'a [String],
+    depends_on: &'a [StepId],
     retry: &'a RetryPolicy,
     timeout_ms: u64,
     resume: ResumeClass,
     fatal: bool,
+    condition: &'a Option<Condition>,
+    gate: &'a Option<String>,
+    tolerate_failure: bool,
+    cleanup: bool,
 }
 
 impl WorkflowDef {
-    /// Checks the graph: unique step ids, known dependencies, listed in order.
+    /// Checks the graph: unique step ids, known dependencies listed before
+    /// their dependants, conditions and gate prompts that read only
+    /// dependencies, cleanup steps that depend only on cleanup steps.
     pub fn validate(&self) -> Result<(), CatalogError> {
         let invalid = |detail: String| CatalogError::Invalid { workflow: self.name.clone(), detail };
         if self.steps.is_empty() {
             return Err(invalid("a workflow needs at least one step".into()));
         }
-        let mut seen: HashMap<&str, usize> = HashMap::new();
-        for (i, step) in self.steps.iter().enumerate() {
+        let mut seen: HashMap<&StepId, &StepDef> = HashMap::new();
+        for step in &self.steps {
             for dep in &step.depends_on {
-                if !seen.contains_key(dep.as_str()) {
+                let Some(before) = seen.get(dep) else {
+                    return Err(invalid(format!("step {} depends on {dep}, which is not an earlier step", step.id)));
+                };
+                if before.cleanup && !step.cleanup {
+                    return Err(invalid(format!("step {} depends on cleanup step {dep}; only cleanup steps may", step.id)));
+                }
+                if step.cleanup && !before.cleanup {
                     return Err(invalid(format!(
-                        "step {} depends on {dep}, which is not an earlier step",
+                        "cleanup step {} depends on {dep}, a main step; cleanup steps run however the main steps ended, so they depend only on cleanup steps",
                         step.id
                     )));
                 }
             }
-            if seen.insert(&step.id, i).is_some() {
+            let reads = step.condition.iter().flat_map(Condition::steps).cloned().chain(step.gate.iter().flat_map(|g| prompt_steps(g)));
+            for read in reads {
+                if !step.depends_on.contains(&read) {
+                    return Err(invalid(format!(
+                        "step {} reads step {read} in its condition or gate, but does not depend on it",
+                        step.id
+                    )));
+                }
+            }
+            if step.retry.max_attempts == 0 {
+                return Err(invalid(format!("step {} has no attempts", step.id)));
+            }
+            if seen.insert(&step.id, step).is_some() {
                 return Err(invalid(format!("step id {} is used twice", step.id)));
             }
+        }
+        if self.steps.iter().all(|s| s.cleanup) {
+            return Err(invalid("a workflow needs at least one step that is not a cleanup step".into()));
         }
         Ok(())
     }
 
     pub fn plan(&self) -> Plan {
-        let index: HashMap<&str, usize> = self.steps.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+        let index: HashMap<&StepId, usize> = self.steps.iter().enumerate().map(|(i, s)| (&s.id, i)).collect();
         Plan {
             steps: self
                 .steps
                 .iter()
                 .map(|s| PlanStep {
                     id: s.id.clone(),
-                    deps: s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).collect(),
+                    deps: s.depends_on.iter().filter_map(|d| index.get(d).copied()).collect(),
                     retry: s.retry.clone(),
                     timeout_ms: s.timeout_ms,
                     expected_ms: s.expected_ms,
                     resume: s.resume,
                     fatal: s.fatal,
+                    condition: s.condition.clone(),
+                    gate: s.gate.clone(),
+                    tolerate_failure: s.tolerate_failure,
+                    cleanup: s.cleanup,
                 })
                 .collect(),
         }
     }
 
     /// Per-step hashes of what each step does.
-    pub fn step_hashes(&self) -> Vec<(String, String)> {
+    pub fn step_hashes(&self) -> Vec<(StepId, String)> {
         self.steps
             .iter()
             .map(|s| {
@@ -236,6 +385,10 @@ impl WorkflowDef {
                     timeout_ms: s.timeout_ms,
                     resume: s.resume,
                     fatal: s.fatal,
+                    condition: &s.condition,
+                    gate: &s.gate,
+                    tolerate_failure: s.tolerate_failure,
+                    cleanup: s.cleanup,
                 };
                 (s.id.clone(), sha256_hex(&serde_json::to_vec(&hashed).unwrap_or_default()))
             })
@@ -249,7 +402,7 @@ impl WorkflowDef {
         h.update([0, self.level]);
         h.update(self.target_secs.to_be_bytes());
         for (id, step_hash) in self.step_hashes() {
-            h.update(id.as_bytes());
+            h.update(id.as_str().as_bytes());
             h.update([0]);
             h.update(step_hash.as_bytes());
         }
@@ -258,7 +411,7 @@ impl WorkflowDef {
 }
 
 /// Says what changed between the step hashes a run started with and now.
-pub fn describe_changes(old: &[(String, String)], new: &[(String, String)]) -> String {
+pub fn describe_changes(old: &[(StepId, String)], new: &[(StepId, String)]) -> String {
     let old_map: BTreeMap<&str, &str> = old.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let new_map: BTreeMap<&str, &str> = new.iter().map(|(a, b)| (a.as_str(), b.as_str())).collect();
     let mut changes = Vec::new();

@@ -13,6 +13,9 @@ pub enum Error {
     #[error("run {run}: the definition of workflow {workflow} changed since the run started ({changes}); resume with --allow-definition-change to continue with the new definition")]
     DefinitionChanged { run: RunId, workflow: String, changes: String },
 
+    #[error("run {run}: the configuration changed since the run started (digest {pinned} then, {now} now); restore the file, or resume with --allow-definition-change to continue with the new configuration")]
+    ConfigChanged { run: RunId, pinned: String, now: String },
+
     #[error("run {run}: its snapshot disagrees with its event history ({detail}); the run cannot be resumed safely, inspect it with `dr history {run}`")]
     HistoryMismatch { run: RunId, detail: String },
 

@@ -1,7 +1,9 @@
 //! The `dr` engine: workflow definitions, the pure state machine, the runner
 //! that drives runs to their end, retries, durable timers and the RTO clock.
 //!
-//! Owns: the [`Action`] and [`Catalog`] traits (implemented by `dr-workflows`),
+//! Owns: the [`Action`]/[`TypedAction`] and [`Catalog`] traits (implemented by
+//! `dr-workflows`), workflow definitions with typed step handles, conditions
+//! and gates,
 //! [`core::transition`] (the pure core: no I/O, no clock reads), the
 //! [`Runner`] (persists every transition through a [`dr_state::Store`] before
 //! the side effect it allows), and [`rto`] projections.
@@ -9,7 +11,9 @@
 //! Refuses: any concrete action. It never names Kubernetes, SSH, etcd or a
 //! command; those live in `dr-workflows`.
 
+pub mod action;
 pub mod clock;
+pub mod condition;
 pub mod control;
 pub mod core;
 pub mod definition;
@@ -20,11 +24,12 @@ pub mod rto;
 pub mod runner;
 
 pub use clock::{Clock, SystemClock};
+pub use action::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture, StepHandle, Typed, TypedAction};
+pub use condition::Condition;
 pub use definition::{
-    Action, ActionCtx, ActionError, ActionOutput, BoxFuture, Catalog, CatalogError, ParamSpec, ResumeClass,
-    StepDef, WorkflowDef, WorkflowInfo,
+    Catalog, CatalogError, ParamSpec, ResumeClass, StepBuilder, StepDef, WorkflowBuilder, WorkflowDef, WorkflowInfo,
 };
-pub use dr_state::{Millis, RunId};
+pub use dr_state::{DurationMs, Millis, RunId, StepId, StepOutput};
 pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 pub use rto::Rto;

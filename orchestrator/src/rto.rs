@@ -7,7 +7,7 @@
 //! expected duration is the median of its earlier successful runs, or its
 //! declared estimate until there are some.
 
-use dr_state::{Millis, RunRecord, RunSummary, StepStatus};
+use dr_state::{Millis, RunRecord, RunSummary, StepState};
 use serde::Serialize;
 
 use crate::definition::Plan;
@@ -41,17 +41,15 @@ pub fn remaining_ms(run: &RunRecord, deps: &[Vec<usize>], expected: &[u64], now:
     let mut finish: Vec<u64> = vec![0; run.steps.len()];
     for (i, step) in run.steps.iter().enumerate() {
         let exp = expected.get(i).copied().unwrap_or(0);
-        let own = match step.status {
-            StepStatus::Succeeded | StepStatus::Skipped => 0,
-            StepStatus::Running => {
-                let ran = step.attempt_started_at.map_or(0, |t| u64::try_from(now - t).unwrap_or(0));
-                exp.saturating_sub(ran)
+        let own = match &step.state {
+            StepState::Succeeded { .. } | StepState::Skipped { .. } | StepState::Failed { tolerated: true, .. } => 0,
+            // A step that stopped with its run will not run.
+            StepState::Cancelled { .. } => 0,
+            StepState::Running { started_at, .. } | StepState::Probing { started_at, .. } => {
+                exp.saturating_sub(u64::try_from(now - started_at).unwrap_or(0))
             }
-            StepStatus::Waiting => {
-                let wait = step.wait_until.map_or(0, |t| u64::try_from(t - now).unwrap_or(0));
-                wait.saturating_add(exp)
-            }
-            StepStatus::Pending | StepStatus::Failed => exp,
+            StepState::BackingOff { until, .. } => u64::try_from(until - now).unwrap_or(0).saturating_add(exp),
+            StepState::Pending | StepState::AwaitingOperator(_) | StepState::Failed { .. } => exp,
         };
         let start = deps.get(i).map_or(0, |ds| ds.iter().filter_map(|&d| finish.get(d)).copied().max().unwrap_or(0));
         finish[i] = start.saturating_add(own);
@@ -102,36 +100,30 @@ fn secs(ms: u64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dr_state::{RunId, RunStatus, StepRecord};
+    use dr_state::{RunId, RunStatus};
 
-    fn run(statuses: &[StepStatus]) -> RunRecord {
-        RunRecord {
+    fn run(states: &[StepState]) -> RunRecord {
+        let header = dr_state::RunHeader {
             id: RunId::new_v7(0, 0),
             workflow: "w".into(),
             definition_hash: String::new(),
             definition_steps: vec![],
+            config_digest: None,
             params: Default::default(),
             level: 1,
             target_secs: 10,
-            status: RunStatus::Running,
-            reason: None,
             incident_at: 0,
-            started_at: 0,
-            finished_at: None,
-            updated_at: 0,
-            next_seq: 0,
-            epoch: 0,
-            cancel_requested: false,
-            steps: statuses
-                .iter()
-                .enumerate()
-                .map(|(i, st)| {
-                    let mut s = StepRecord::new(format!("s{i}"));
-                    s.status = *st;
-                    s
-                })
-                .collect(),
+            steps: (0..states.len()).map(|i| format!("s{i}").into()).collect(),
+        };
+        let mut r = RunRecord::new(&header, 0);
+        for (s, st) in r.steps.iter_mut().zip(states) {
+            s.state = st.clone();
         }
+        r
+    }
+
+    fn done() -> StepState {
+        StepState::Succeeded { at: 0, output: Default::default() }
     }
 
     #[test]
@@ -143,8 +135,8 @@ mod tests {
 
     #[test]
     fn the_critical_path_takes_the_longest_branch() {
-        use StepStatus::*;
-        let r = run(&[Succeeded, Pending, Pending, Pending]);
+        use StepState::Pending;
+        let r = run(&[done(), Pending, Pending, Pending]);
         // 0 -> 1 (4s) -> 3 (1s); 0 -> 2 (2s) -> 3
         let deps = vec![vec![], vec![0], vec![0], vec![1, 2]];
         assert_eq!(remaining_ms(&r, &deps, &[1000, 4000, 2000, 1000], 0), 5000);
@@ -152,8 +144,7 @@ mod tests {
 
     #[test]
     fn elapsed_counts_from_the_incident_and_risk_follows_the_projection() {
-        use StepStatus::*;
-        let mut r = run(&[Succeeded, Pending]);
+        let mut r = run(&[done(), StepState::Pending]);
         r.incident_at = 0;
         let rto = compute(&r, None, &[0, 3000], 8000);
         assert_eq!(rto.elapsed_secs, 8.0);

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use dr_state::{Event, EventRecord, Millis, RunId, RunRecord, RunStatus, StepRecord, Store};
+use dr_state::{Event, EventRecord, Millis, RunHeader, RunId, RunRecord, RunStatus, StepId, StepOutput, StepState, Store};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +22,8 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::clock::Clock;
 use crate::core::{self, CoreError, Input, OperatorInput, Transition};
-use crate::definition::{describe_changes, ActionCtx, ActionError, Catalog, Plan, WorkflowDef};
+use crate::action::{ActionCtx, ActionError};
+use crate::definition::{describe_changes, Catalog, Plan, WorkflowDef};
 use crate::failpoint::{self, Phase};
 use crate::rto::{self, Rto};
 use crate::{default_target_secs, Error, Result};
@@ -32,13 +33,13 @@ pub trait Observer: Send + Sync {
     fn on_transition(&self, run: &RunRecord, events: &[EventRecord]);
 }
 
-/// An operator's decision, by step id.
+/// An operator's decision, by step id; `by` names the operator (recorded).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum OperatorCommand {
-    Approve { step: String },
-    Skip { step: String, reason: String },
-    Retry { step: Option<String> },
-    Cancel { reason: String },
+    Approve { step: String, by: String },
+    Skip { step: String, reason: String, by: String },
+    Retry { step: Option<String>, by: String },
+    Cancel { reason: String, by: String },
 }
 
 #[derive(Clone, Debug)]
@@ -93,7 +94,7 @@ fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<Commit
         for request in &batch {
             for e in request.append.events() {
                 if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
-                    if let Err(err) = store.record_duration(&request.append.run().workflow, step, *duration_ms) {
+                    if let Err(err) = store.record_duration(&request.append.run().workflow, step.as_str(), *duration_ms) {
                         warn!(error = %err, "cannot record a step duration; RTO projections use the estimate");
                     }
                 }
@@ -212,37 +213,32 @@ impl Runner {
         self.inner.clock.now_ms()
     }
 
-    /// Creates a run of `workflow` (its history's first event) without starting it.
+    /// Creates a run of `workflow` (its history's first event) without
+    /// starting it. `preapproved_by` (`dr start --yes`) approves its gates in advance.
     pub async fn create(
         &self,
         workflow: &str,
         params: BTreeMap<String, String>,
         incident_at: Option<Millis>,
+        preapproved_by: Option<String>,
     ) -> Result<RunRecord> {
         let def = self.inner.catalog.build(workflow, &params)?;
         def.validate()?;
         let now = self.now_ms();
         let id = RunId(uuid::Uuid::now_v7());
-        let initial = RunRecord {
+        let header = RunHeader {
             id,
             workflow: def.name.clone(),
             definition_hash: def.hash(),
             definition_steps: def.step_hashes(),
+            config_digest: def.config_digest.clone(),
             params,
             level: def.level,
             target_secs: if def.target_secs > 0 { def.target_secs } else { default_target_secs(def.level) },
-            status: RunStatus::Running,
-            reason: None,
             incident_at: incident_at.unwrap_or(now),
-            started_at: now,
-            finished_at: None,
-            updated_at: now,
-            next_seq: 0,
-            epoch: 0,
-            cancel_requested: false,
-            steps: def.steps.iter().map(|s| StepRecord::new(s.id.clone())).collect(),
+            steps: def.steps.iter().map(|s| s.id.clone()).collect(),
         };
-        let t = core::create(initial, now).map_err(|e| Error::Invariant { run: id, detail: e.to_string() })?;
+        let t = core::create(header, now, preapproved_by).map_err(|e| Error::Invariant { run: id, detail: e.to_string() })?;
         self.commit(&t).await?;
         Ok(t.run)
     }
@@ -302,11 +298,19 @@ impl Runner {
             return Ok(DriveOutcome { run, interrupted: false });
         }
         let hash = def.hash();
-        if hash != run.definition_hash {
-            let changes = describe_changes(&run.definition_steps, &def.step_hashes());
+        if hash != run.definition_hash || def.config_digest != run.config_digest {
             if !options.allow_definition_change {
+                if hash == run.definition_hash {
+                    return Err(Error::ConfigChanged {
+                        run: id,
+                        pinned: run.config_digest.clone().unwrap_or_else(|| "none".into()),
+                        now: def.config_digest.clone().unwrap_or_else(|| "none".into()),
+                    });
+                }
+                let changes = describe_changes(&run.definition_steps, &def.step_hashes());
                 return Err(Error::DefinitionChanged { run: id, workflow: run.workflow.clone(), changes });
             }
+            let changes = describe_changes(&run.definition_steps, &def.step_hashes());
             let same_steps = run.steps.iter().map(|s| s.id.as_str()).eq(def.steps.iter().map(|s| s.id.as_str()));
             if !same_steps {
                 return Err(Error::NotApplicable {
@@ -315,7 +319,11 @@ impl Runner {
                     detail: format!("its workflow's steps were added or removed ({changes}); it cannot continue under the new definition"),
                 });
             }
-            let input = Input::ReplaceDefinition { definition_hash: hash, definition_steps: def.step_hashes() };
+            let input = Input::ReplaceDefinition {
+                definition_hash: hash,
+                definition_steps: def.step_hashes(),
+                config_digest: def.config_digest.clone(),
+            };
             let t = core::transition(&run, &plan, input, self.now_ms()).map_err(|e| reject(&run, e))?;
             self.commit(&t).await?;
             run = t.run;
@@ -334,6 +342,7 @@ impl Runner {
             def: Arc::new(def),
             plan,
             inflight: HashMap::new(),
+            never_started: Vec::new(),
             wake: BTreeSet::new(),
             tx: mpsc::unbounded_channel().0,
         };
@@ -379,7 +388,7 @@ impl Runner {
         }
         for e in &t.events {
             if let Event::StepStarted { step, .. } = &e.event {
-                failpoint::hit(step, Phase::BeforeStart);
+                failpoint::hit(step.as_str(), Phase::BeforeStart);
             }
         }
         let (reply, answer) = tokio::sync::oneshot::channel();
@@ -390,8 +399,8 @@ impl Runner {
         answer.await.map_err(|_| gone())??;
         for e in &t.events {
             match &e.event {
-                Event::StepStarted { step, .. } => failpoint::hit(step, Phase::AfterStart),
-                Event::StepSucceeded { step, .. } => failpoint::hit(step, Phase::AfterFinish),
+                Event::StepStarted { step, .. } => failpoint::hit(step.as_str(), Phase::AfterStart),
+                Event::StepSucceeded { step, .. } => failpoint::hit(step.as_str(), Phase::AfterFinish),
                 _ => {}
             }
         }
@@ -410,7 +419,7 @@ pub fn expected_durations(store: &dyn Store, run: &RunRecord, plan: Option<&Plan
         .enumerate()
         .map(|(i, s)| {
             let fallback = plan.and_then(|p| p.steps.get(i)).map_or(0, |p| p.expected_ms);
-            let observed = store.durations(&run.workflow, &s.id).unwrap_or_default();
+            let observed = store.durations(&run.workflow, s.id.as_str()).unwrap_or_default();
             rto::expected_ms(&observed, fallback)
         })
         .collect()
@@ -432,10 +441,14 @@ fn to_operator_input(run: &RunRecord, cmd: &OperatorCommand) -> Result<OperatorI
         })
     };
     Ok(match cmd {
-        OperatorCommand::Approve { step } => OperatorInput::Approve { step: index(step)? },
-        OperatorCommand::Skip { step, reason } => OperatorInput::Skip { step: index(step)?, reason: reason.clone() },
-        OperatorCommand::Retry { step } => OperatorInput::Retry { step: step.as_deref().map(index).transpose()? },
-        OperatorCommand::Cancel { reason } => OperatorInput::Cancel { reason: reason.clone() },
+        OperatorCommand::Approve { step, by } => OperatorInput::Approve { step: index(step)?, by: by.clone() },
+        OperatorCommand::Skip { step, reason, by } => {
+            OperatorInput::Skip { step: index(step)?, reason: reason.clone(), by: by.clone() }
+        }
+        OperatorCommand::Retry { step, by } => {
+            OperatorInput::Retry { step: step.as_deref().map(index).transpose()?, by: by.clone() }
+        }
+        OperatorCommand::Cancel { reason, by } => OperatorInput::Cancel { reason: reason.clone(), by: by.clone() },
     })
 }
 
@@ -454,6 +467,9 @@ struct Driver {
     def: Arc<WorkflowDef>,
     plan: Plan,
     inflight: HashMap<usize, InFlight>,
+    /// Attempts recorded as started that this process did not start because
+    /// it was stopping: the stop records them as interrupted.
+    never_started: Vec<(usize, u32)>,
     wake: BTreeSet<Millis>,
     tx: mpsc::UnboundedSender<Input>,
 }
@@ -546,15 +562,18 @@ impl Driver {
         for (_, f) in self.inflight.drain() {
             let _ = tokio::time::timeout(grace, f.handle).await;
         }
-        let t = core::transition(&run, &self.plan, Input::Stopped { signal: "stop requested".into() }, self.runner.now_ms())
-            .map_err(|e| reject(&run, e))?;
+        let input = Input::Stopped { signal: "stop requested".into(), never_started: std::mem::take(&mut self.never_started) };
+        let t = core::transition(&run, &self.plan, input, self.runner.now_ms()).map_err(|e| reject(&run, e))?;
         self.runner.commit(&t).await?;
         Ok(DriveOutcome { run: t.run, interrupted: true })
     }
 
     fn execute(&mut self, run: &RunRecord, commands: Vec<core::Command>) {
+        let stopping = self.runner.inner.shutdown.is_cancelled();
         for command in commands {
             match command {
+                // The stop came while the start was being written: do not start it.
+                core::Command::Execute { step, attempt, .. } if stopping => self.never_started.push((step, attempt)),
                 core::Command::Execute { step, attempt, deadline } => self.spawn(run, step, attempt, deadline, false),
                 core::Command::Probe { step, attempt } => {
                     let timeout = self.plan.steps[step].timeout_ms;
@@ -576,6 +595,14 @@ impl Driver {
     fn spawn(&mut self, run: &RunRecord, step: usize, attempt: u32, deadline: Option<Millis>, probe: bool) {
         let cancel = self.runner.inner.shutdown.child_token();
         let step_def = &self.def.steps[step];
+        let inputs: BTreeMap<StepId, StepOutput> = self.plan.steps[step]
+            .deps
+            .iter()
+            .filter_map(|&d| match &run.steps[d].state {
+                StepState::Succeeded { output, .. } => Some((run.steps[d].id.clone(), output.clone())),
+                _ => None,
+            })
+            .collect();
         let ctx = ActionCtx {
             run_id: run.id,
             workflow: run.workflow.clone(),
@@ -583,6 +610,8 @@ impl Driver {
             attempt,
             cancel: cancel.clone(),
             deadline,
+            inputs: Arc::new(inputs),
+            clock: Arc::clone(&self.runner.inner.clock),
         };
         let def = Arc::clone(&self.def);
         let clock = Arc::clone(&self.runner.inner.clock);
@@ -602,7 +631,10 @@ impl Driver {
                         None => action.probe(ctx).await,
                     };
                     token.cancel();
-                    let _ = tx.send(Input::ProbeDone { step, attempt, result: result.map_err(|e| e.message) });
+                    let result = result
+                        .and_then(|found| found.map(|o| o.into_record(&step_id)).transpose())
+                        .map_err(|e| e.message);
+                    let _ = tx.send(Input::ProbeDone { step, attempt, result });
                 } else {
                     info!("step attempt started");
                     let result = match limit {
@@ -614,8 +646,8 @@ impl Driver {
                         Ok(_) => info!("step attempt succeeded"),
                         Err(e) => warn!(error = %e.message, retryable = e.retryable, "step attempt failed"),
                     }
-                    failpoint::hit(&step_id, Phase::AfterAction);
-                    let result = result.map(|o| o.summary).map_err(|e| (e.message, e.retryable));
+                    failpoint::hit(step_id.as_str(), Phase::AfterAction);
+                    let result = result.and_then(|o| o.into_record(&step_id)).map_err(|e| (e.message, e.retryable));
                     let _ = tx.send(Input::ActionDone { step, attempt, result });
                 }
             }

@@ -5,7 +5,7 @@
 use serde::{de::DeserializeOwned, Serialize};
 
 /// The record format this binary writes and reads.
-pub const FORMAT_VERSION: u8 = 1;
+pub const FORMAT_VERSION: u8 = 2;
 
 /// Encodes a record in the current envelope.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {

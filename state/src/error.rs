@@ -22,7 +22,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    #[error("state store {} has format version {found}, but this dr reads version {supported}; use a dr release that reads version {found}, or a new --state-dir", path.display())]
+    #[error("state store {} has format version {found}, but this dr reads version {supported}{}; finish its runs with a dr release that reads version {found}, or use a new --state-dir (moving the old one aside)", path.display(), if *found == 1 { " (version 1 predates step outputs, gates and cleanup steps and is not migrated)" } else { "" })]
     UnsupportedFormat { path: PathBuf, found: u8, supported: u8 },
 
     #[error("corrupted record in {tree} at key {key}{}: {detail}", run.as_ref().map(|r| format!(" (run {r})")).unwrap_or_default())]

@@ -1,6 +1,12 @@
-//! The records of the store, format version 1: a run's snapshot, its events,
+//! The records of the store, format version 2: a run's snapshot, its events,
 //! its summary. These are plain data; what they mean (how an event changes a
 //! snapshot) is the orchestrator's business.
+//!
+//! A step's state is one enum ([`StepState`]) whose variants carry exactly the
+//! data that state has (a running attempt its epoch and deadline, a succeeded
+//! step its output, a skipped one its reason), so no combination of fields can
+//! contradict another. Instants are [`Millis`] (ms since the Unix epoch),
+//! lengths of time [`DurationMs`].
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,8 +15,11 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Milliseconds since the Unix epoch (UTC).
+/// An instant: milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
+
+/// A length of time in milliseconds.
+pub type DurationMs = u64;
 
 /// The id of a run: a UUIDv7, so ids sort by creation time.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -58,11 +67,76 @@ impl FromStr for RunId {
     }
 }
 
+/// The id of a step within its workflow (`drain`, `step-3`, `restore-etcd`).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StepId(String);
+
+impl StepId {
+    pub fn new(id: impl Into<String>) -> Self {
+        StepId(id.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for StepId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl From<&str> for StepId {
+    fn from(id: &str) -> Self {
+        StepId(id.to_owned())
+    }
+}
+
+impl From<String> for StepId {
+    fn from(id: String) -> Self {
+        StepId(id)
+    }
+}
+
+impl std::borrow::Borrow<str> for StepId {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for StepId {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl PartialEq<str> for StepId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for StepId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Where a run stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RunStatus {
+    /// Steps run (or, once the run is ending, its cleanup steps).
     Running,
-    /// Waiting for an operator: a step ran out of retries or needs confirmation.
+    /// Waiting for an operator: a step ran out of retries, waits at its gate,
+    /// or was interrupted and needs a decision.
     Paused,
     Succeeded,
     Failed,
@@ -86,33 +160,138 @@ impl RunStatus {
     }
 }
 
-/// Where a step stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum StepStatus {
-    Pending,
-    Running,
-    /// Waiting for a timer (retry backoff) or for an operator's decision.
-    Waiting,
+/// How a run's main steps came to an end; its cleanup steps run after.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Ending {
     Succeeded,
-    /// Out of retries; the run is paused (or failed, for a fatal step).
-    Failed,
-    Skipped,
+    Failed { reason: String },
+    Cancelled { reason: String },
 }
 
-impl StepStatus {
-    /// Succeeded or skipped: the step's dependants may start.
-    pub fn is_done(self) -> bool {
-        matches!(self, StepStatus::Succeeded | StepStatus::Skipped)
+impl Ending {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Ending::Succeeded => "succeeded",
+            Ending::Failed { .. } => "failed",
+            Ending::Cancelled { .. } => "cancelled",
+        }
+    }
+}
+
+/// What a successful attempt produced: a summary line for people and a JSON
+/// value for the steps that depend on it. Kept whole (never cut) in the event
+/// and the snapshot; the engine bounds its size.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutput {
+    pub summary: String,
+    /// JSON text (`null` when the step produces no value). Text, because the
+    /// store's encoding (bincode) cannot carry a self-describing value.
+    pub value: String,
+}
+
+impl StepOutput {
+    pub fn summary(summary: impl Into<String>) -> Self {
+        StepOutput { summary: summary.into(), value: "null".to_owned() }
+    }
+}
+
+/// Why a step waits for an operator.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OperatorWait {
+    /// The step asks for confirmation before its first attempt.
+    Gate { prompt: String },
+    /// An attempt was lost with its process and may have taken effect.
+    Interrupted { reason: String },
+}
+
+/// Who approved a step's gate, and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub by: String,
+    pub at: Millis,
+}
+
+/// Why a step was skipped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SkipCause {
+    /// `dr skip`.
+    Operator,
+    /// Its condition was false, or a step it needs was skipped.
+    Condition,
+}
+
+/// Where a step stands. Each variant carries what that state has, nothing else.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepState {
+    Pending,
+    /// An attempt runs, in process incarnation `epoch`, until `deadline`.
+    Running { attempt: u32, epoch: u32, started_at: Millis, deadline: Option<Millis> },
+    /// The step's probe runs: did a lost attempt take effect?
+    Probing { attempt: u32, epoch: u32, started_at: Millis },
+    /// The latest attempt failed; the next starts at `until` (durable backoff).
+    BackingOff { until: Millis, error: String },
+    /// Waits for `dr approve` or `dr skip`.
+    AwaitingOperator(OperatorWait),
+    Succeeded { at: Millis, output: StepOutput },
+    /// Out of retries. A tolerated failure is final and the run goes on;
+    /// otherwise the run pauses (`dr retry`, `dr approve`, `dr skip`).
+    Failed { at: Millis, error: String, tolerated: bool },
+    Skipped { at: Millis, reason: String, cause: SkipCause },
+    /// Stopped because the run ended (cancelled, or failed elsewhere).
+    Cancelled { at: Millis },
+}
+
+impl StepState {
+    /// Succeeded, skipped or failed-and-tolerated: the step will not run again
+    /// and the steps after it may be decided.
+    pub fn is_settled(&self) -> bool {
+        matches!(
+            self,
+            StepState::Succeeded { .. } | StepState::Skipped { .. } | StepState::Failed { tolerated: true, .. }
+        )
     }
 
-    pub fn as_str(self) -> &'static str {
+    /// An attempt or a probe is in flight.
+    pub fn is_active(&self) -> bool {
+        matches!(self, StepState::Running { .. } | StepState::Probing { .. })
+    }
+
+    /// Waits for an operator's decision (approve, skip, retry).
+    pub fn needs_operator(&self) -> bool {
+        matches!(self, StepState::AwaitingOperator(_) | StepState::Failed { tolerated: false, .. })
+    }
+
+    pub fn finished_at(&self) -> Option<Millis> {
         match self {
-            StepStatus::Pending => "pending",
-            StepStatus::Running => "running",
-            StepStatus::Waiting => "waiting",
-            StepStatus::Succeeded => "succeeded",
-            StepStatus::Failed => "failed",
-            StepStatus::Skipped => "skipped",
+            StepState::Succeeded { at, .. }
+            | StepState::Failed { at, .. }
+            | StepState::Skipped { at, .. }
+            | StepState::Cancelled { at } => Some(*at),
+            _ => None,
+        }
+    }
+
+    pub fn output(&self) -> Option<&StepOutput> {
+        match self {
+            StepState::Succeeded { output, .. } => Some(output),
+            _ => None,
+        }
+    }
+
+    /// The state's name as `dr status` shows it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StepState::Pending => "pending",
+            StepState::Running { .. } => "running",
+            StepState::Probing { .. } => "probing",
+            StepState::BackingOff { .. } => "backing-off",
+            StepState::AwaitingOperator(OperatorWait::Gate { .. }) => "gated",
+            StepState::AwaitingOperator(OperatorWait::Interrupted { .. }) => "needs-operator",
+            StepState::Succeeded { .. } => "succeeded",
+            StepState::Failed { tolerated: true, .. } => "failed-tolerated",
+            StepState::Failed { .. } => "failed",
+            StepState::Skipped { .. } => "skipped",
+            StepState::Cancelled { .. } => "cancelled",
         }
     }
 }
@@ -120,54 +299,40 @@ impl StepStatus {
 /// One step of a run, as of the run's latest event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepRecord {
-    pub id: String,
-    pub status: StepStatus,
-    /// Attempts started so far (the attempt number of the latest one).
+    pub id: StepId,
+    pub state: StepState,
+    /// Attempts started so far (the number of the latest one).
     pub attempts: u32,
     /// Failed attempts since the step last got a fresh retry budget.
     pub failures: u32,
     /// When the first attempt started.
-    pub started_at: Option<Millis>,
-    pub finished_at: Option<Millis>,
-    /// When the latest attempt (or probe) started.
-    pub attempt_started_at: Option<Millis>,
-    /// The latest attempt's deadline (its timeout), durable across restarts.
-    pub attempt_deadline: Option<Millis>,
-    /// The run epoch (process incarnation) the latest attempt belongs to.
-    pub attempt_epoch: u32,
-    /// True while the step's probe (not its action) is running.
-    pub probing: bool,
-    /// When a waiting step may start its next attempt (durable backoff).
-    pub wait_until: Option<Millis>,
-    /// True while the step waits for `dr approve` or `dr skip`.
-    pub awaiting_operator: bool,
-    pub last_error: Option<String>,
-    /// A short summary of the latest successful attempt's output.
-    pub output: Option<String>,
-    /// Why an operator skipped the step.
-    pub skip_reason: Option<String>,
+    pub first_started_at: Option<Millis>,
+    /// The gate's approval, once given.
+    pub approval: Option<Approval>,
 }
 
 impl StepRecord {
-    pub fn new(id: impl Into<String>) -> Self {
-        StepRecord {
-            id: id.into(),
-            status: StepStatus::Pending,
-            attempts: 0,
-            failures: 0,
-            started_at: None,
-            finished_at: None,
-            attempt_started_at: None,
-            attempt_deadline: None,
-            attempt_epoch: 0,
-            probing: false,
-            wait_until: None,
-            awaiting_operator: false,
-            last_error: None,
-            output: None,
-            skip_reason: None,
-        }
+    pub fn new(id: impl Into<StepId>) -> Self {
+        StepRecord { id: id.into(), state: StepState::Pending, attempts: 0, failures: 0, first_started_at: None, approval: None }
     }
+}
+
+/// What a run is, fixed at its creation: the first event of its history.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunHeader {
+    pub id: RunId,
+    pub workflow: String,
+    /// Hash of the workflow definition the run started with.
+    pub definition_hash: String,
+    /// Per-step hashes of that definition, to say what changed.
+    pub definition_steps: Vec<(StepId, String)>,
+    /// Digest of the configuration (`dr.toml`) the definition was built from.
+    pub config_digest: Option<String>,
+    pub params: BTreeMap<String, String>,
+    pub level: u8,
+    pub target_secs: u64,
+    pub incident_at: Millis,
+    pub steps: Vec<StepId>,
 }
 
 /// The snapshot of a run: everything its events add up to.
@@ -175,10 +340,9 @@ impl StepRecord {
 pub struct RunRecord {
     pub id: RunId,
     pub workflow: String,
-    /// Hash of the workflow definition the run started with.
     pub definition_hash: String,
-    /// Per-step hashes of that definition, to say what changed.
-    pub definition_steps: Vec<(String, String)>,
+    pub definition_steps: Vec<(StepId, String)>,
+    pub config_digest: Option<String>,
     pub params: BTreeMap<String, String>,
     pub level: u8,
     pub target_secs: u64,
@@ -193,11 +357,40 @@ pub struct RunRecord {
     pub next_seq: u64,
     /// Process incarnation: bumped each time a process takes the run up again.
     pub epoch: u32,
-    pub cancel_requested: bool,
+    /// Set once the main steps are over (or the run is cancelled): no main
+    /// step starts any more; the cleanup steps run, then the run ends so.
+    pub ending: Option<Ending>,
+    /// `dr start --yes`: who approved every gate of the run in advance.
+    pub gates_preapproved: Option<String>,
     pub steps: Vec<StepRecord>,
 }
 
 impl RunRecord {
+    /// The snapshot right after the run-created event.
+    pub fn new(header: &RunHeader, at: Millis) -> Self {
+        RunRecord {
+            id: header.id,
+            workflow: header.workflow.clone(),
+            definition_hash: header.definition_hash.clone(),
+            definition_steps: header.definition_steps.clone(),
+            config_digest: header.config_digest.clone(),
+            params: header.params.clone(),
+            level: header.level,
+            target_secs: header.target_secs,
+            status: RunStatus::Running,
+            reason: None,
+            incident_at: header.incident_at,
+            started_at: at,
+            finished_at: None,
+            updated_at: at,
+            next_seq: 0,
+            epoch: 0,
+            ending: None,
+            gates_preapproved: None,
+            steps: header.steps.iter().cloned().map(StepRecord::new).collect(),
+        }
+    }
+
     pub fn step(&self, id: &str) -> Option<&StepRecord> {
         self.steps.iter().find(|s| s.id == id)
     }
@@ -216,8 +409,7 @@ impl RunRecord {
             finished_at: self.finished_at,
             updated_at: self.updated_at,
             steps_total: u32::try_from(self.steps.len()).unwrap_or(u32::MAX),
-            steps_done: u32::try_from(self.steps.iter().filter(|s| s.status.is_done()).count())
-                .unwrap_or(u32::MAX),
+            steps_done: u32::try_from(self.steps.iter().filter(|s| s.state.is_settled()).count()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -247,35 +439,52 @@ pub struct EventRecord {
     pub event: Event,
 }
 
+/// What a failed attempt leads to, decided when it failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum AfterFailure {
+    /// The next attempt starts at this time.
+    RetryAt(Millis),
+    /// Out of retries: the run pauses for an operator.
+    Pause,
+    /// Out of retries, and the step's failure is tolerated: the run goes on.
+    Tolerate,
+}
+
 /// What happened to a run. The history is the list of these; the snapshot is
 /// their fold.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
-    /// The run was created with this initial snapshot.
-    RunCreated { initial: Box<RunRecord> },
+    RunCreated { header: Box<RunHeader> },
+    /// `dr start --yes`: every gate of the run is approved in advance.
+    GatesPreApproved { by: String },
     /// A process took the run up again (after a crash, `dr resume`, a restart).
     RunResumed { epoch: u32, by: String },
-    /// The operator let the run continue under a changed workflow definition.
-    DefinitionReplaced { definition_hash: String, definition_steps: Vec<(String, String)> },
-    StepStarted { step: String, attempt: u32, epoch: u32, deadline: Option<Millis> },
-    StepSucceeded { step: String, attempt: u32, duration_ms: u64, output: Option<String> },
-    /// An attempt failed; `retry_at` is when the next one starts, or `None`
-    /// when the step is out of retries.
-    StepFailed { step: String, attempt: u32, error: String, retry_at: Option<Millis> },
+    /// The operator let the run continue under a changed workflow definition or configuration.
+    DefinitionReplaced { definition_hash: String, definition_steps: Vec<(StepId, String)>, config_digest: Option<String> },
+    StepStarted { step: StepId, attempt: u32, epoch: u32, deadline: Option<Millis> },
+    StepSucceeded { step: StepId, attempt: u32, duration_ms: DurationMs, output: StepOutput },
+    StepFailed { step: StepId, attempt: u32, error: String, then: AfterFailure },
     /// An attempt was lost with the process that ran it; the step runs again.
-    StepInterrupted { step: String, attempt: u32 },
+    StepInterrupted { step: StepId, attempt: u32 },
     /// The step's probe started: it tells whether a lost attempt took effect.
-    StepProbing { step: String, attempt: u32, epoch: u32 },
-    StepProbed { step: String, attempt: u32, took_effect: bool, detail: String },
-    /// The step waits for `dr approve` or `dr skip`.
-    StepAwaitingOperator { step: String, reason: String },
-    StepCancelled { step: String, attempt: u32 },
-    OperatorApproved { step: String },
-    OperatorSkipped { step: String, reason: String },
-    RetryRequested { step: String },
-    CancelRequested { reason: String },
+    StepProbing { step: StepId, attempt: u32, epoch: u32 },
+    /// The probe's answer: `Some(output)` when the lost attempt took effect.
+    StepProbed { step: StepId, attempt: u32, output: Option<StepOutput> },
+    /// An interrupted attempt needs `dr approve` or `dr skip`.
+    StepAwaitingOperator { step: StepId, reason: String },
+    /// The step waits at its gate for confirmation before its first attempt.
+    StepGated { step: StepId, prompt: String },
+    /// The step's condition was false (or a step it needs was skipped).
+    StepSkipped { step: StepId, reason: String },
+    StepCancelled { step: StepId, attempt: u32 },
+    OperatorApproved { step: StepId, by: String },
+    OperatorSkipped { step: StepId, reason: String, by: String },
+    RetryRequested { step: StepId, by: String },
+    CancelRequested { reason: String, by: String },
     /// The process driving the run stopped on a signal; the run can be resumed.
     ProcessStopped { signal: String },
+    /// The main steps are over: cleanup steps run, then the run ends so.
+    RunEnding { ending: Ending },
     RunPaused { reason: String },
     RunSucceeded,
     RunFailed { reason: String },
@@ -287,6 +496,7 @@ impl Event {
     pub fn kind(&self) -> &'static str {
         match self {
             Event::RunCreated { .. } => "run-created",
+            Event::GatesPreApproved { .. } => "gates-preapproved",
             Event::RunResumed { .. } => "run-resumed",
             Event::DefinitionReplaced { .. } => "definition-replaced",
             Event::StepStarted { .. } => "step-started",
@@ -296,12 +506,15 @@ impl Event {
             Event::StepProbing { .. } => "step-probing",
             Event::StepProbed { .. } => "step-probed",
             Event::StepAwaitingOperator { .. } => "step-awaiting-operator",
+            Event::StepGated { .. } => "step-gated",
+            Event::StepSkipped { .. } => "step-skipped",
             Event::StepCancelled { .. } => "step-cancelled",
             Event::OperatorApproved { .. } => "operator-approved",
             Event::OperatorSkipped { .. } => "operator-skipped",
             Event::RetryRequested { .. } => "retry-requested",
             Event::CancelRequested { .. } => "cancel-requested",
             Event::ProcessStopped { .. } => "process-stopped",
+            Event::RunEnding { .. } => "run-ending",
             Event::RunPaused { .. } => "run-paused",
             Event::RunSucceeded => "run-succeeded",
             Event::RunFailed { .. } => "run-failed",
@@ -310,7 +523,7 @@ impl Event {
     }
 
     /// The step this event is about, if any.
-    pub fn step(&self) -> Option<&str> {
+    pub fn step(&self) -> Option<&StepId> {
         match self {
             Event::StepStarted { step, .. }
             | Event::StepSucceeded { step, .. }
@@ -319,10 +532,12 @@ impl Event {
             | Event::StepProbing { step, .. }
             | Event::StepProbed { step, .. }
             | Event::StepAwaitingOperator { step, .. }
+            | Event::StepGated { step, .. }
+            | Event::StepSkipped { step, .. }
             | Event::StepCancelled { step, .. }
-            | Event::OperatorApproved { step }
+            | Event::OperatorApproved { step, .. }
             | Event::OperatorSkipped { step, .. }
-            | Event::RetryRequested { step } => Some(step),
+            | Event::RetryRequested { step, .. } => Some(step),
             _ => None,
         }
     }

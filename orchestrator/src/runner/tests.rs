@@ -1,10 +1,10 @@
 use super::*;
 use crate::clock::SystemClock;
-use crate::definition::{Action, ActionOutput, BoxFuture, CatalogError, ResumeClass, StepDef, WorkflowInfo};
+use crate::action::{Action, ActionOutput, BoxFuture};
+use crate::definition::{CatalogError, StepDef, WorkflowInfo};
 use crate::retry::RetryPolicy;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
-use dr_state::StepStatus;
 
 /// A step action for tests: sleeps, then fails its first `fail` attempts.
 struct TestAction {
@@ -32,7 +32,10 @@ impl Action for TestAction {
             if n <= self.fail {
                 return Err(ActionError::retryable(format!("failure {n}")));
             }
-            Ok(ActionOutput::new(format!("{} done", ctx.step)))
+            // The value carries what the step received from the step before it.
+            let received: Vec<serde_json::Value> =
+                ctx.inputs.values().map(|o| serde_json::from_str(&o.value).unwrap_or_default()).collect();
+            Ok(ActionOutput::with_value(format!("{} done", ctx.step), serde_json::json!({ "call": n, "received": received })))
         })
     }
 }
@@ -51,24 +54,24 @@ impl Catalog for TestCatalog {
         let get = |k: &str, d: u64| params.get(k).and_then(|v| v.parse().ok()).unwrap_or(d);
         let steps = get("steps", 3) as usize;
         let steps = (1..=steps)
-            .map(|i| StepDef {
-                id: format!("step-{i}"),
-                description: String::new(),
-                action: Arc::new(TestAction {
+            .map(|i| {
+                let action = Arc::new(TestAction {
                     sleep_ms: get("sleep_ms", 5),
                     fail: if i as u64 == get("fail_at", 0) { get("fail", 0) as u32 } else { 0 },
                     calls: Arc::clone(&self.calls),
                     log: Arc::clone(&self.log),
-                }),
-                depends_on: if i == 1 { vec![] } else { vec![format!("step-{}", i - 1)] },
-                retry: RetryPolicy { max_attempts: get("attempts", 3) as u32, initial_backoff_ms: 10, max_backoff_ms: 50, multiplier: 2, jitter_percent: 0 },
-                timeout_ms: get("timeout_ms", 10_000),
-                expected_ms: 100,
-                resume: ResumeClass::Idempotent,
-                fatal: false,
+                });
+                StepDef {
+                    depends_on: if i == 1 { vec![] } else { vec![format!("step-{}", i - 1).into()] },
+                    retry: RetryPolicy { max_attempts: get("attempts", 3) as u32, initial_backoff_ms: 10, max_backoff_ms: 50, multiplier: 2, jitter_percent: 0 },
+                    timeout_ms: get("timeout_ms", 10_000),
+                    expected_ms: 100,
+                    ..StepDef::new(format!("step-{i}"), "", action)
+                }
             })
             .collect();
-        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps })
+        let config_digest = params.get("config").cloned();
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps, config_digest })
     }
 }
 
@@ -86,7 +89,7 @@ async fn a_run_succeeds_and_its_history_replays_to_its_snapshot() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let run = r.create("w", params(&[("steps", "4")]), None).await.unwrap();
+    let run = r.create("w", params(&[("steps", "4")]), None, None).await.unwrap();
     let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
     assert_eq!(out.run.status, RunStatus::Succeeded);
     assert_eq!(catalog.log.lock().unwrap().len(), 4);
@@ -101,13 +104,13 @@ async fn retries_back_off_and_exhaustion_pauses_then_retry_continues() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "3"), ("attempts", "2")]), None).await.unwrap();
+    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "3"), ("attempts", "2")]), None, None).await.unwrap();
     let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
     assert_eq!(out.run.status, RunStatus::Paused);
-    assert_eq!(out.run.steps[0].status, StepStatus::Failed);
+    assert!(matches!(out.run.steps[0].state, StepState::Failed { tolerated: false, .. }));
     assert_eq!(out.run.steps[0].attempts, 2);
     assert!(out.run.reason.as_deref().unwrap().contains("failure 2"), "{:?}", out.run.reason);
-    let retry = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: Some("step-1".into()) }), ..Default::default() };
+    let retry = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: Some("step-1".into()), by: "t".into() }), ..Default::default() };
     let out = r.drive(run.id, retry).await.unwrap();
     // The third call still fails; a fresh budget of 2 means a fourth succeeds.
     assert_eq!(out.run.status, RunStatus::Succeeded, "{:?}", out.run.reason);
@@ -120,12 +123,13 @@ async fn a_step_that_outlives_its_timeout_fails_with_a_clear_error() {
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
     let p = params(&[("steps", "1"), ("sleep_ms", "10000"), ("timeout_ms", "50"), ("attempts", "1")]);
-    let run = r.create("w", p, None).await.unwrap();
+    let run = r.create("w", p, None, None).await.unwrap();
     let started = std::time::Instant::now();
     let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(out.run.status, RunStatus::Paused);
-    assert!(out.run.steps[0].last_error.as_deref().unwrap().contains("timed out after 50ms"));
+    let StepState::Failed { error, .. } = &out.run.steps[0].state else { panic!("failed") };
+    assert!(error.contains("timed out after 50ms"), "{error}");
 }
 
 #[tokio::test]
@@ -133,7 +137,7 @@ async fn stopping_leaves_a_resumable_run_and_resume_reruns_the_interrupted_step(
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "300")]), None).await.unwrap();
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "300")]), None, None).await.unwrap();
     let token = r.shutdown_token();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -142,7 +146,7 @@ async fn stopping_leaves_a_resumable_run_and_resume_reruns_the_interrupted_step(
     let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
     assert!(out.interrupted);
     assert_eq!(out.run.status, RunStatus::Running);
-    assert_eq!(out.run.steps[0].status, StepStatus::Running);
+    assert!(matches!(out.run.steps[0].state, StepState::Running { .. }));
     drop(r);
 
     let r = runner(dir.path(), Arc::clone(&catalog));
@@ -159,7 +163,7 @@ async fn cancel_reaches_a_running_step() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "60000")]), None).await.unwrap();
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "60000")]), None, None).await.unwrap();
     let token = r.shutdown_token();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -168,7 +172,7 @@ async fn cancel_reaches_a_running_step() {
     r.drive(run.id, DriveOptions::default()).await.unwrap();
     drop(r);
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let cancel = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: "test".into() }), ..Default::default() };
+    let cancel = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: "test".into(), by: "t".into() }), ..Default::default() };
     let started = std::time::Instant::now();
     let out = r.drive(run.id, cancel).await.unwrap();
     assert!(started.elapsed() < Duration::from_secs(5));
@@ -181,7 +185,7 @@ async fn a_changed_definition_is_refused_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
-    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "9"), ("attempts", "1")]), None).await.unwrap();
+    let run = r.create("w", params(&[("steps", "2"), ("fail_at", "1"), ("fail", "9"), ("attempts", "1")]), None, None).await.unwrap();
     let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
     assert_eq!(out.run.status, RunStatus::Paused);
     // Pretend the binary changed: the run was pinned to another definition.
@@ -189,9 +193,9 @@ async fn a_changed_definition_is_refused_unless_allowed() {
     tampered.definition_hash = "0000".into();
     tampered.definition_steps[1].1 = "different".into();
     let mut events = r.store().events(run.id).unwrap();
-    if let Event::RunCreated { initial } = &mut events[0].event {
-        initial.definition_hash = "0000".into();
-        initial.definition_steps[1].1 = "different".into();
+    if let Event::RunCreated { header } = &mut events[0].event {
+        header.definition_hash = "0000".into();
+        header.definition_steps[1].1 = "different".into();
     }
     drop(r);
     let store = Arc::new(dr_state::MemStore::new());
@@ -214,7 +218,7 @@ async fn many_runs_at_once_share_syncs() {
     let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, catalog, Arc::new(SystemClock), RunnerOptions::default());
     let mut ids = Vec::new();
     for _ in 0..50 {
-        ids.push(r.create("w", params(&[("steps", "5"), ("sleep_ms", "0")]), None).await.unwrap().id);
+        ids.push(r.create("w", params(&[("steps", "5"), ("sleep_ms", "0")]), None, None).await.unwrap().id);
     }
     let before = store.sync_stats().syncs;
     let handles: Vec<_> = ids.iter().map(|&id| {
@@ -227,4 +231,59 @@ async fn many_runs_at_once_share_syncs() {
     let syncs = store.sync_stats().syncs - before;
     // 50 runs × (1 start + 5 step transitions) = 300 durable transitions.
     assert!(syncs < 300, "group commit should share syncs, got {syncs}");
+}
+
+#[tokio::test]
+async fn a_step_receives_its_dependency_s_recorded_output_after_a_stop_and_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "300")]), None, None).await.unwrap();
+    let token = r.shutdown_token();
+    tokio::spawn(async move {
+        // Step 1 (300 ms) has finished, step 2 is running.
+        tokio::time::sleep(Duration::from_millis(450)).await;
+        token.cancel();
+    });
+    let out = r.drive(run.id, DriveOptions::default()).await.unwrap();
+    assert!(out.interrupted);
+    let produced = out.run.steps[0].state.output().expect("step-1 succeeded").value.clone();
+    drop(r);
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let out = r.drive(run.id, DriveOptions { resume: true, ..Default::default() }).await.unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded);
+    let log = catalog.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.starts_with("step-1")).count(), 1, "the producer ran once: {log:?}");
+    let consumed: serde_json::Value = serde_json::from_str(&out.run.steps[1].state.output().unwrap().value).unwrap();
+    let produced: serde_json::Value = serde_json::from_str(&produced).unwrap();
+    assert_eq!(consumed["received"], serde_json::json!([produced]), "step-2 got step-1's recorded output");
+}
+
+#[tokio::test]
+async fn a_changed_configuration_is_refused_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let pinned = params(&[("steps", "1"), ("fail_at", "1"), ("fail", "9"), ("attempts", "1"), ("config", "aaaa")]);
+    let run = r.create("w", pinned, None, None).await.unwrap();
+    assert_eq!(run.config_digest.as_deref(), Some("aaaa"));
+    r.drive(run.id, DriveOptions::default()).await.unwrap();
+    drop(r);
+    // The same workflow now builds from another configuration (TestCatalog reads the digest from a parameter).
+    let mut events = dr_state::SledStore::open(dir.path()).unwrap().events(run.id).unwrap();
+    let mut snapshot = dr_state::SledStore::open(dir.path()).map(|_| ()).ok();
+    let _ = snapshot.take();
+    if let Event::RunCreated { header } = &mut events[0].event {
+        header.config_digest = Some("bbbb".into());
+    }
+    let replayed = crate::core::replay(&events).unwrap();
+    let store = Arc::new(dr_state::MemStore::new());
+    store.append(&replayed, &events).unwrap();
+    let r = Runner::new(store, catalog, Arc::new(SystemClock), RunnerOptions::default());
+    let err = r.drive(run.id, DriveOptions { resume: true, ..Default::default() }).await.unwrap_err();
+    assert!(matches!(err, Error::ConfigChanged { .. }), "{err}");
+    assert!(err.to_string().contains("bbbb then, aaaa now"), "{err}");
+    let allowed = DriveOptions { resume: true, allow_definition_change: true, ..Default::default() };
+    let out = r.drive(run.id, allowed).await.unwrap();
+    assert_eq!(out.run.config_digest.as_deref(), Some("aaaa"));
 }

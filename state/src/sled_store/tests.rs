@@ -19,7 +19,9 @@ fn run(id: RunId, next_seq: u64, status: RunStatus) -> RunRecord {
         updated_at: 1000,
         next_seq,
         epoch: 0,
-        cancel_requested: false,
+        ending: None,
+        gates_preapproved: None,
+        config_digest: None,
         steps: vec![StepRecord::new("step-1")],
     }
 }
@@ -73,8 +75,26 @@ fn an_unknown_store_format_is_refused_with_both_versions() {
         store.checkpoint_now().unwrap();
     }
     let err = SledStore::open(dir.path()).unwrap_err();
-    assert!(matches!(err, Error::UnsupportedFormat { found: 7, supported: 1, .. }), "{err}");
+    assert!(matches!(err, Error::UnsupportedFormat { found: 7, supported: 2, .. }), "{err}");
     assert!(err.to_string().contains("version 7"));
+}
+
+#[test]
+fn a_store_written_by_format_1_is_refused_and_left_as_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.db.open_tree("meta").unwrap().insert("format", &[1u8]).unwrap();
+        store.checkpoint_now().unwrap();
+    }
+    let err = SledStore::open(dir.path()).unwrap_err();
+    assert!(matches!(err, Error::UnsupportedFormat { found: 1, supported: 2, .. }), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("format version 1") && message.contains("reads version 2"), "{message}");
+    assert!(message.contains("--state-dir"), "the message says how to go on: {message}");
+    // Refusing changed nothing: it is refused again, still as version 1.
+    let again = SledStore::open(dir.path()).unwrap_err();
+    assert!(matches!(again, Error::UnsupportedFormat { found: 1, .. }), "{again}");
 }
 
 #[test]
