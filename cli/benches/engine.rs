@@ -96,7 +96,7 @@ async fn single_run(dir: &Path) -> (f64, f64, f64, f64) {
     for _ in 0..20 {
         clock.finishes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
         let started = Instant::now();
-        let run = r.create("synthetic", params(20, 0), None).await.expect("create");
+        let run = r.create("synthetic", params(20, 0), None, None).await.expect("create");
         r.drive(run.id, DriveOptions::default()).await.expect("drive");
         total += started.elapsed();
         steps += 20;
@@ -113,7 +113,7 @@ async fn concurrent(dir: &Path, runs: usize) -> f64 {
     let r = runner(store, None);
     let mut ids = Vec::new();
     for _ in 0..runs {
-        ids.push(r.create("synthetic", params(20, 0), None).await.expect("create").id);
+        ids.push(r.create("synthetic", params(20, 0), None, None).await.expect("create").id);
     }
     let started = Instant::now();
     let handles: Vec<_> = ids
@@ -153,7 +153,7 @@ async fn resume_many(dir: &Path, runs: usize) -> f64 {
         let store = Arc::new(SledStore::open(&path).expect("store"));
         let r = runner(store, None);
         for _ in 0..runs {
-            r.create("synthetic", params(20, 60_000), None).await.expect("create");
+            r.create("synthetic", params(20, 60_000), None, None).await.expect("create");
         }
     }
     let started = Instant::now();
@@ -187,7 +187,7 @@ async fn fill_finished(dir: &Path, runs: usize) {
         for _ in 0..n {
             let r = r.clone();
             handles.push(tokio::spawn(async move {
-                let run = r.create("synthetic", params(20, 0), None).await.expect("create");
+                let run = r.create("synthetic", params(20, 0), None, None).await.expect("create");
                 r.drive(run.id, DriveOptions::default()).await.expect("drive");
             }));
         }

@@ -74,7 +74,7 @@ pub struct StartArgs {
     /// When the incident was detected (RFC 3339, e.g. 2026-11-28T03:12:00+09:00); the RTO clock starts there
     #[arg(long, value_name = "RFC3339")]
     pub detected_at: Option<String>,
-    /// Do not ask for confirmation (level-4 workflows ask first)
+    /// Approve every gate of the run in advance (recorded in its history with your user name); without it a gated step pauses the run (exit 3) until `dr approve ID STEP`
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print the final status as one JSON object on stdout

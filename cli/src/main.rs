@@ -45,6 +45,19 @@ impl std::fmt::Display for Usage {
 }
 impl std::error::Error for Usage {}
 
+/// An error the owner of the store already worded: shown as it is, with its exit code.
+#[derive(Debug)]
+struct Worded {
+    code: u8,
+    message: String,
+}
+impl std::fmt::Display for Worded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+impl std::error::Error for Worded {}
+
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     anyhow::Error::new(Usage(msg.into()))
 }
@@ -83,6 +96,9 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 fn exit_code_for(e: &anyhow::Error) -> u8 {
     for cause in e.chain() {
+        if let Some(worded) = cause.downcast_ref::<Worded>() {
+            return worded.code;
+        }
         if cause.downcast_ref::<Usage>().is_some() || cause.downcast_ref::<dr_orchestrator::CatalogError>().is_some() {
             return exit::USAGE;
         }
@@ -173,7 +189,7 @@ fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Re
     }
     match answer {
         Ok(Some(control::Response::Error { kind, message })) => Err(match kind {
-            control::ErrorKind::NotFound => anyhow::Error::new(dr_state::Error::NotFound { query: message }),
+            control::ErrorKind::NotFound => anyhow::Error::new(Worded { code: exit::NOT_FOUND, message }),
             control::ErrorKind::Usage => usage(message),
             control::ErrorKind::Cannot => anyhow!(message),
         }),
@@ -237,15 +253,15 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             drive(env, &args.id, options, args.json).await
         }
         Command::Cancel(args) => {
-            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: args.reason }), ..Default::default() };
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Cancel { reason: args.reason, by: operator_name() }), ..Default::default() };
             operate(state_dir, &args.id, options, args.json).await
         }
         Command::Retry(args) => {
-            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: args.step }), ..Default::default() };
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Retry { step: args.step, by: operator_name() }), ..Default::default() };
             operate(state_dir, &args.id, options, args.json).await
         }
         Command::Approve(args) => {
-            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Approve { step: args.step }), ..Default::default() };
+            let options = DriveOptions { resume: true, operator: Some(OperatorCommand::Approve { step: args.step, by: operator_name() }), ..Default::default() };
             operate(state_dir, &args.id, options, args.json).await
         }
         Command::Skip(args) => {
@@ -254,7 +270,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             let options = DriveOptions {
                 resume: true,
-                operator: Some(OperatorCommand::Skip { step: args.step, reason: args.reason }),
+                operator: Some(OperatorCommand::Skip { step: args.step, reason: args.reason, by: operator_name() }),
                 ..Default::default()
             };
             operate(state_dir, &args.id, options, args.json).await
@@ -354,13 +370,17 @@ fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
-fn confirm(question: &str) -> anyhow::Result<bool> {
-    let mut err = std::io::stderr().lock();
-    write!(err, "{question} [y/N]: ")?;
-    err.flush()?;
-    let mut answer = String::new();
-    std::io::stdin().read_line(&mut answer)?;
-    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+/// Who is at the keyboard, as recorded with a decision: the user behind
+/// `sudo` when there is one, else the login user.
+fn operator_name() -> String {
+    ["SUDO_USER", "USER", "LOGNAME"]
+        .iter()
+        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .unwrap_or_else(|| format!("uid {}", {
+            #[allow(unsafe_code)]
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            unsafe { libc::geteuid() }
+        }))
 }
 
 async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
@@ -369,20 +389,9 @@ async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
         Some(raw) => Some(parse_detected_at(raw, env.clock.now_ms())?),
         None => None,
     };
-    let def = env.runner.catalog().build(&args.workflow, &params)?;
-    if def.level >= 4 && !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(usage(format!(
-                "{} is a level-{} recovery (full rebuild); confirm with --yes",
-                def.name, def.level
-            )));
-        }
-        if !confirm(&format!("Start {}, a level-{} full rebuild?", def.name, def.level))? {
-            eprintln!("dr: not started");
-            return Ok(exit::OK);
-        }
-    }
-    let run = env.runner.create(&args.workflow, params, incident_at).await?;
+    // Gates are steps of the workflow: they pause the run (exit 3) unless --yes approved them in advance.
+    let preapproved_by = args.yes.then(operator_name);
+    let run = env.runner.create(&args.workflow, params, incident_at, preapproved_by).await?;
     if !args.json {
         eprintln!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, &run.id.to_string()[..13]);
     }
@@ -615,10 +624,15 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
         None => {
             let open = store.open_runs()?;
             if open.is_empty() {
-                vec![store.resolve("@latest")?]
-            } else {
-                open
+                // Nothing unfinished is an answer, not an error.
+                if json {
+                    print_json(&serde_json::Value::Array(Vec::new()))?;
+                } else {
+                    eprintln!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
+                }
+                return Ok(exit::OK);
             }
+            open
         }
     };
     let mut runs = Vec::new();

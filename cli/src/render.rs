@@ -9,7 +9,7 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use dr_orchestrator::definition::Plan;
 use dr_orchestrator::runner::human_ms;
 use dr_orchestrator::{rto, Clock, Observer, Rto};
-use dr_state::{Event, EventRecord, Millis, RunRecord, RunStatus, RunSummary, StepStatus};
+use dr_state::{AfterFailure, Ending, Event, EventRecord, Millis, OperatorWait, RunRecord, RunStatus, RunSummary, SkipCause, StepRecord, StepState};
 use serde_json::{json, Value};
 
 pub fn rfc3339(ms: Millis) -> Value {
@@ -44,44 +44,66 @@ fn rto_json(rto: &Rto) -> Value {
     })
 }
 
+/// A step's output for JSON: its summary and its value (parsed back from the record).
+fn output_json(output: &dr_state::StepOutput) -> Value {
+    json!({
+        "summary": output.summary,
+        "value": serde_json::from_str::<Value>(&output.value).unwrap_or(Value::Null),
+    })
+}
+
+fn step_json(s: &StepRecord) -> Value {
+    let (error, output, skip) = match &s.state {
+        StepState::BackingOff { error, .. } | StepState::Failed { error, .. } => (Some(error.as_str()), Value::Null, Value::Null),
+        StepState::Succeeded { output, .. } => (None, output_json(output), Value::Null),
+        StepState::Skipped { reason, cause, .. } => {
+            let by = if *cause == SkipCause::Operator { "operator" } else { "condition" };
+            (None, Value::Null, json!({ "reason": reason, "by": by }))
+        }
+        _ => (None, Value::Null, Value::Null),
+    };
+    json!({
+        "id": s.id,
+        "status": s.state.as_str(),
+        "attempts": s.attempts,
+        "started_at": opt_time(s.first_started_at),
+        "finished_at": opt_time(s.state.finished_at()),
+        "waiting_for": waiting_for(s),
+        "error": error,
+        "output": output,
+        "skipped": skip,
+        "approved": s.approval.as_ref().map(|a| json!({ "by": a.by, "at": rfc3339(a.at) })),
+    })
+}
+
 /// The `dr status --json` object.
 pub fn status_json(run: &RunRecord, rto: &Rto) -> Value {
-    let steps: Vec<Value> = run
-        .steps
-        .iter()
-        .map(|s| {
-            json!({
-                "id": s.id,
-                "status": s.status.as_str(),
-                "attempts": s.attempts,
-                "started_at": opt_time(s.started_at),
-                "finished_at": opt_time(s.finished_at),
-                "waiting_for": waiting_for(s),
-                "last_error": s.last_error,
-                "output": s.output,
-                "skip_reason": s.skip_reason,
-            })
-        })
-        .collect();
+    let steps: Vec<Value> = run.steps.iter().map(step_json).collect();
     json!({
         "id": run.id.to_string(),
         "workflow": run.workflow,
         "level": run.level,
         "status": run.status.as_str(),
         "reason": run.reason,
+        "ending": run.ending.as_ref().map(Ending::as_str),
+        "gates_preapproved_by": run.gates_preapproved,
         "incident_at": rfc3339(run.incident_at),
         "started_at": rfc3339(run.started_at),
         "finished_at": opt_time(run.finished_at),
         "params": run.params,
+        "definition_hash": run.definition_hash,
+        "config_digest": run.config_digest,
         "rto": rto_json(rto),
         "steps": steps,
     })
 }
 
-fn waiting_for(s: &dr_state::StepRecord) -> Value {
-    match (s.status, s.awaiting_operator, s.wait_until) {
-        (StepStatus::Waiting, true, _) => json!("operator"),
-        (StepStatus::Waiting, false, Some(t)) => json!({ "retry_at": rfc3339(t) }),
+fn waiting_for(s: &StepRecord) -> Value {
+    match &s.state {
+        StepState::AwaitingOperator(OperatorWait::Gate { prompt }) => json!({ "confirmation": prompt }),
+        StepState::AwaitingOperator(OperatorWait::Interrupted { reason }) => json!({ "operator": reason }),
+        StepState::Failed { tolerated: false, .. } => json!({ "operator": "out of retries" }),
+        StepState::BackingOff { until, .. } => json!({ "retry_at": rfc3339(*until) }),
         _ => Value::Null,
     }
 }
@@ -126,59 +148,68 @@ pub fn rto_line(rto: &Rto, status: RunStatus, incident_at: Millis) -> String {
     }
 }
 
-fn step_duration(s: &dr_state::StepRecord, now: Millis) -> String {
-    match (s.started_at, s.finished_at, s.status) {
+fn step_duration(s: &StepRecord, now: Millis) -> String {
+    match (s.first_started_at, s.state.finished_at(), &s.state) {
         (Some(a), Some(b), _) => human_ms(u64::try_from(b - a).unwrap_or(0)),
-        (Some(a), None, StepStatus::Running) => format!("{}…", human_ms(u64::try_from(now - a).unwrap_or(0))),
+        (Some(a), None, state) if state.is_active() => format!("{}…", human_ms(u64::try_from(now - a).unwrap_or(0))),
         _ => String::new(),
     }
 }
 
-fn step_note(s: &dr_state::StepRecord, now: Millis) -> String {
-    match s.status {
-        StepStatus::Waiting if s.awaiting_operator => format!("needs operator: {}", s.last_error.clone().unwrap_or_default()),
-        StepStatus::Waiting => {
-            let wait = s.wait_until.map(|t| human_ms(u64::try_from(t - now).unwrap_or(0))).unwrap_or_default();
-            format!("retry in {wait}: {}", s.last_error.clone().unwrap_or_default())
+fn step_note(s: &StepRecord, now: Millis) -> String {
+    match &s.state {
+        StepState::AwaitingOperator(OperatorWait::Gate { prompt }) => format!("confirm: {prompt}"),
+        StepState::AwaitingOperator(OperatorWait::Interrupted { reason }) => format!("needs operator: {reason}"),
+        StepState::BackingOff { until, error } => format!("retry in {}: {error}", human_ms(u64::try_from(until - now).unwrap_or(0))),
+        StepState::Failed { error, tolerated: true, .. } => format!("failed (tolerated): {error}"),
+        StepState::Failed { error, .. } => error.clone(),
+        StepState::Skipped { reason, cause: SkipCause::Operator, .. } => format!("skipped by the operator: {reason}"),
+        StepState::Skipped { reason, .. } => format!("skipped: {reason}"),
+        StepState::Probing { .. } => "probing whether the interrupted attempt took effect".into(),
+        StepState::Succeeded { output, .. } => {
+            let approved = s.approval.as_ref().map(|a| format!(" (approved by {})", a.by)).unwrap_or_default();
+            format!("{}{approved}", output.summary.lines().next().unwrap_or_default())
         }
-        StepStatus::Failed => s.last_error.clone().unwrap_or_default(),
-        StepStatus::Skipped => format!("skipped: {}", s.skip_reason.clone().unwrap_or_default()),
-        StepStatus::Running if s.probing => "probing whether the interrupted attempt took effect".into(),
         _ => String::new(),
     }
 }
 
-fn icon(status: StepStatus) -> &'static str {
-    match status {
-        StepStatus::Pending => " ",
-        StepStatus::Running => ">",
-        StepStatus::Waiting => "~",
-        StepStatus::Succeeded => "+",
-        StepStatus::Failed => "!",
-        StepStatus::Skipped => "-",
+fn icon(state: &StepState) -> &'static str {
+    match state {
+        StepState::Pending => " ",
+        StepState::Running { .. } | StepState::Probing { .. } => ">",
+        StepState::BackingOff { .. } | StepState::AwaitingOperator(_) => "~",
+        StepState::Succeeded { .. } => "+",
+        StepState::Failed { tolerated: true, .. } => "x",
+        StepState::Failed { .. } => "!",
+        StepState::Skipped { .. } | StepState::Cancelled { .. } => "-",
     }
 }
 
 /// The human status view.
 pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis) -> String {
     let mut out = String::new();
-    let done = run.steps.iter().filter(|s| s.status.is_done()).count();
+    let done = run.steps.iter().filter(|s| s.state.is_settled()).count();
     let _ = writeln!(out, "Run       {}", run.id);
     let _ = writeln!(out, "Workflow  {} (level {})", run.workflow, run.level);
     let reason = run.reason.as_deref().map(|r| format!(" — {r}")).unwrap_or_default();
-    let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}", run.status.as_str(), run.steps.len());
+    let ending = match (&run.ending, run.status.is_terminal()) {
+        (Some(ending), false) => format!(" — ending ({}), cleaning up", ending.as_str()),
+        _ => String::new(),
+    };
+    let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}{ending}", run.status.as_str(), run.steps.len());
     let finished = run.finished_at.map(local_time).unwrap_or_else(|| "—".into());
     let _ = writeln!(out, "Incident  {}   started {}   finished {finished}", local_time(run.incident_at), local_time(run.started_at));
     let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status, run.incident_at));
     let _ = writeln!(out);
-    let width = run.steps.iter().map(|s| s.id.len()).max().unwrap_or(4).max(4);
-    let _ = writeln!(out, "  {:width$}  {:9}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
+    let width = run.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(4).max(4);
+    let _ = writeln!(out, "  {:width$}  {:14}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for s in &run.steps {
         let line = format!(
-            "{} {:width$}  {:9}  {:>8}  {:>9}  {}",
-            icon(s.status),
-            s.id,
-            s.status.as_str(),
+            "{} {:width$}  {:14}  {:>8}  {:>9}  {}",
+            icon(&s.state),
+            s.id.as_str(),
+            s.state.as_str(),
             s.attempts,
             step_duration(s, now),
             step_note(s, now)
@@ -195,10 +226,13 @@ pub fn next_steps(run: &RunRecord) -> Vec<String> {
     match run.status {
         RunStatus::Paused => {
             for s in &run.steps {
-                if s.awaiting_operator {
+                if let StepState::AwaitingOperator(OperatorWait::Gate { .. }) = s.state {
+                    hints.push(format!("dr approve {short} {}    # confirmed: run it", s.id));
+                    hints.push(format!("dr cancel {short}    # do not: stop the run (its cleanup steps run)", ));
+                } else if let StepState::AwaitingOperator(OperatorWait::Interrupted { .. }) = s.state {
                     hints.push(format!("dr approve {short} {}    # run it again", s.id));
                     hints.push(format!("dr skip {short} {} --reason \"...\"    # it is done, go on", s.id));
-                } else if s.status == StepStatus::Failed {
+                } else if let StepState::Failed { tolerated: false, .. } = s.state {
                     hints.push(format!("dr retry {short} {}    # try again now", s.id));
                     hints.push(format!("dr skip {short} {} --reason \"...\"    # done by hand, go on", s.id));
                 }
@@ -263,11 +297,25 @@ pub fn event_json(e: &EventRecord) -> Value {
     obj.insert("at".into(), rfc3339(e.at));
     obj.insert("kind".into(), json!(e.event.kind()));
     match &e.event {
-        Event::RunCreated { initial } => {
-            obj.insert("workflow".into(), json!(initial.workflow));
-            obj.insert("level".into(), json!(initial.level));
-            obj.insert("params".into(), json!(initial.params));
-            obj.insert("definition_hash".into(), json!(initial.definition_hash));
+        Event::RunCreated { header } => {
+            obj.insert("workflow".into(), json!(header.workflow));
+            obj.insert("level".into(), json!(header.level));
+            obj.insert("params".into(), json!(header.params));
+            obj.insert("definition_hash".into(), json!(header.definition_hash));
+            obj.insert("config_digest".into(), json!(header.config_digest));
+            obj.insert("steps".into(), json!(header.steps));
+        }
+        Event::StepSucceeded { step, attempt, duration_ms, output } => {
+            obj.insert("step".into(), json!(step));
+            obj.insert("attempt".into(), json!(attempt));
+            obj.insert("duration_ms".into(), json!(duration_ms));
+            obj.insert("output".into(), output_json(output));
+        }
+        Event::StepProbed { step, attempt, output } => {
+            obj.insert("step".into(), json!(step));
+            obj.insert("attempt".into(), json!(attempt));
+            obj.insert("took_effect".into(), json!(output.is_some()));
+            obj.insert("output".into(), output.as_ref().map_or(Value::Null, output_json));
         }
         other => {
             if let Ok(Value::Object(outer)) = serde_json::to_value(other) {
@@ -289,25 +337,38 @@ pub fn event_json(e: &EventRecord) -> Value {
 pub fn event_line(e: &EventRecord) -> String {
     let t = local_time(e.at);
     let detail = match &e.event {
-        Event::RunCreated { initial } => format!("run created: {} (level {}) {:?}", initial.workflow, initial.level, initial.params),
+        Event::RunCreated { header } => format!("run created: {} (level {}) {:?}", header.workflow, header.level, header.params),
+        Event::GatesPreApproved { by } => format!("every gate approved in advance by {by} (dr start --yes)"),
         Event::RunResumed { epoch, by } => format!("taken up by {by} (incarnation {epoch})"),
         Event::DefinitionReplaced { definition_hash, .. } => format!("continuing under changed definition {definition_hash}"),
         Event::StepStarted { step, attempt, .. } => format!("{step} started (attempt {attempt})"),
-        Event::StepSucceeded { step, attempt, duration_ms, .. } => format!("{step} succeeded in {} (attempt {attempt})", human_ms(*duration_ms)),
-        Event::StepFailed { step, attempt, error, retry_at } => match retry_at {
-            Some(t) => format!("{step} attempt {attempt} failed: {error}; retry at {}", clock_time(*t)),
-            None => format!("{step} attempt {attempt} failed: {error}; no attempt left"),
+        Event::StepSucceeded { step, attempt, duration_ms, output } => {
+            let summary = output.summary.lines().next().unwrap_or_default();
+            format!("{step} succeeded in {} (attempt {attempt}): {summary}", human_ms(*duration_ms))
+        }
+        Event::StepFailed { step, attempt, error, then } => match then {
+            AfterFailure::RetryAt(t) => format!("{step} attempt {attempt} failed: {error}; retry at {}", clock_time(*t)),
+            AfterFailure::Pause => format!("{step} attempt {attempt} failed: {error}; no attempt left"),
+            AfterFailure::Tolerate => format!("{step} attempt {attempt} failed: {error}; no attempt left, tolerated: the run goes on"),
         },
         Event::StepInterrupted { step, attempt } => format!("{step} attempt {attempt} was interrupted; it runs again"),
         Event::StepProbing { step, attempt, .. } => format!("{step}: probing whether attempt {attempt} took effect"),
-        Event::StepProbed { step, detail, .. } => format!("{step}: {detail}"),
+        Event::StepProbed { step, attempt, output: Some(_) } => format!("{step}: probe: attempt {attempt} had taken effect"),
+        Event::StepProbed { step, attempt, output: None } => format!("{step}: probe: attempt {attempt} had not taken effect; it runs again"),
         Event::StepAwaitingOperator { step, reason } => format!("{step} waits for an operator: {reason}"),
+        Event::StepGated { step, prompt } => format!("{step} waits for confirmation: {prompt}"),
+        Event::StepSkipped { step, reason } => format!("{step} skipped: {reason}"),
         Event::StepCancelled { step, attempt } => format!("{step} attempt {attempt} cancelled"),
-        Event::OperatorApproved { step } => format!("operator approved {step}"),
-        Event::OperatorSkipped { step, reason } => format!("operator skipped {step}: {reason}"),
-        Event::RetryRequested { step } => format!("operator asked to retry {step}"),
-        Event::CancelRequested { reason } => format!("cancel requested: {reason}"),
+        Event::OperatorApproved { step, by } => format!("{by} approved {step}"),
+        Event::OperatorSkipped { step, reason, by } => format!("{by} skipped {step}: {reason}"),
+        Event::RetryRequested { step, by } => format!("{by} asked to retry {step}"),
+        Event::CancelRequested { reason, by } => format!("{by} asked to cancel: {reason}"),
         Event::ProcessStopped { signal } => format!("process stopped ({signal}); the run is resumable"),
+        Event::RunEnding { ending } => match ending {
+            Ending::Succeeded => "every main step done; cleanup steps run".into(),
+            Ending::Failed { reason } => format!("main steps failed ({reason}); cleanup steps run"),
+            Ending::Cancelled { reason } => format!("cancelled ({reason}); cleanup steps run"),
+        },
         Event::RunPaused { reason } => format!("run paused: {reason}"),
         Event::RunSucceeded => "run succeeded".into(),
         Event::RunFailed { reason } => format!("run failed: {reason}"),
@@ -359,7 +420,7 @@ impl LiveView {
         // Keep the block within the terminal: show at most 20 steps around the active ones.
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() > 28 {
-            let first_active = run.steps.iter().position(|s| !s.status.is_done()).unwrap_or(0);
+            let first_active = run.steps.iter().position(|s| !s.state.is_settled()).unwrap_or(0);
             let start = first_active.saturating_sub(5).min(run.steps.len().saturating_sub(20));
             let head = &lines[..7];
             let body: Vec<&str> = lines[7..].iter().skip(start).take(20).copied().collect();

@@ -20,6 +20,8 @@ fn ctx(cancel: CancellationToken) -> ActionCtx {
         attempt: 1,
         cancel,
         deadline: None,
+        inputs: Default::default(),
+        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
     }
 }
 

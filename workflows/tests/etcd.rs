@@ -20,10 +20,12 @@ fn ctx() -> ActionCtx {
     ActionCtx {
         run_id: RunId::new_v7(1_700_000_000_000, u128::from(n) << 20 | u128::from(std::process::id()) | 1 << 100),
         workflow: "test".into(),
-        step: format!("step-{n}"),
+        step: format!("step-{n}").into(),
         attempt: 1,
         cancel: Default::default(),
         deadline: None,
+        inputs: Default::default(),
+        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
     }
 }
 
@@ -92,7 +94,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     lab.etcd().put("/dr-test/snapshot", "present").unwrap();
     let path = lab.temp_dir().join("snap.db");
     let save = EtcdSnapshotSave { etcd, path: path.clone() };
-    assert!(!save.probe(ctx()).await.unwrap());
+    assert!(save.probe(ctx()).await.unwrap().is_none());
     let summary = run(&save, ctx()).await.unwrap();
     assert!(summary.contains("hash check passed"), "{summary}");
     let info = etcd::verify_snapshot(&path).unwrap();
@@ -102,7 +104,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     let (_, revision, keys) = dr_tests::lab::etcd::snapshot_status(&path).unwrap();
     assert!(revision > 0 && keys > 0);
     assert!(summary.contains(&format!("revision {revision}")), "{summary} (etcdctl: {revision})");
-    assert!(save.probe(ctx()).await.unwrap());
+    assert!(save.probe(ctx()).await.unwrap().is_some());
 
     let data = std::fs::read(&path).unwrap();
     let truncated = lab.temp_dir().join("truncated.db");
@@ -114,7 +116,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     std::fs::write(&truncated, &flipped).unwrap();
     assert!(etcd::verify_snapshot(&truncated).is_err());
     let probe = EtcdSnapshotSave { etcd: connection(&lab), path: truncated };
-    assert!(!probe.probe(ctx()).await.unwrap());
+    assert!(probe.probe(ctx()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -165,7 +167,7 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     assert!(!err.retryable && err.message.contains("trial restore") && err.message.contains("left untouched"), "{}", err.message);
     assert!(!lab.journal("k8s-control-plane-1").iter().any(|l| l.contains("systemctl stop etcd")));
     assert_eq!(lab.etcd().get("/dr-test/after/0").unwrap().as_deref(), Some("late"));
-    assert!(!restore.probe(ctx.clone()).await.unwrap());
+    assert!(restore.probe(ctx.clone()).await.unwrap().is_none());
     let summary = run(&restore, ctx.clone()).await.unwrap();
     assert!(summary.contains("restored from snapshot") && summary.contains("etcdctl"), "{summary}");
 
@@ -176,7 +178,7 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     for i in 0..5 {
         assert_eq!(lab.etcd().get(&format!("/dr-test/after/{i}")).unwrap(), None, "after/{i} survived the restore");
     }
-    assert!(restore.probe(ctx.clone()).await.unwrap());
+    assert!(restore.probe(ctx.clone()).await.unwrap().is_some());
 
     // The procedure, from the node's journal: trial restore before anything destructive.
     let journal = lab.journal("k8s-control-plane-1");

@@ -19,6 +19,8 @@ fn ctx() -> ActionCtx {
         attempt: 1,
         cancel: CancellationToken::new(),
         deadline: None,
+        inputs: Default::default(),
+        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
     }
 }
 

@@ -207,11 +207,11 @@ async fn node_wait_returns_when_the_node_turns_ready_and_times_out_cleanly_when_
         })
     };
     let started = std::time::Instant::now();
-    assert!(!wait.probe(ctx(Duration::from_secs(5))).await.unwrap(), "not Ready yet");
+    assert!(wait.probe(ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not Ready yet");
     let report: NodeWaitReport = run(&wait, Duration::from_secs(60)).await.unwrap();
     let took = started.elapsed();
     control.await.unwrap();
-    assert!(wait.probe(ctx(Duration::from_secs(5))).await.unwrap());
+    assert!(wait.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
     assert!(report.ready && report.condition.contains("Ready=True"), "{report:?}");
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "returned as the node turned Ready: {took:?}");
 }
@@ -238,13 +238,13 @@ async fn cordon_and_uncordon_set_the_node_unschedulable_and_probe_tells() {
     let lab = Lab::start().await;
     let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-2".into(), cordon: true };
     let uncordon = Cordon { cordon: false, ..cordon.clone() };
-    assert!(!cordon.probe(ctx(Duration::from_secs(5))).await.unwrap());
+    assert!(cordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_none());
     let _: Value = run(&cordon, Duration::from_secs(5)).await.unwrap();
     assert_eq!(lab.object(&resources::NODES, "", "k8s-worker-2")["spec"]["unschedulable"], json!(true));
-    assert!(cordon.probe(ctx(Duration::from_secs(5))).await.unwrap());
+    assert!(cordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
     let _: Value = run(&uncordon, Duration::from_secs(5)).await.unwrap();
     assert_ne!(lab.object(&resources::NODES, "", "k8s-worker-2")["spec"]["unschedulable"], json!(true));
-    assert!(uncordon.probe(ctx(Duration::from_secs(5))).await.unwrap());
+    assert!(uncordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
 }
 
 fn pods_on(lab: &Lab, node: &str) -> Vec<Value> {
@@ -271,9 +271,9 @@ async fn drain_evicts_all_but_daemonset_pods() {
     let daemon = before.iter().filter(|p| p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet").count();
     assert!(daemon >= 1 && before.len() > daemon, "worker-1 runs daemonset and other pods: {}", before.len());
 
-    assert!(!drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap(), "not drained yet");
+    assert!(drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not drained yet");
     let report: DrainReport = run(&drain(&lab, node), Duration::from_secs(30)).await.unwrap();
-    assert!(drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap(), "the probe sees the drained node");
+    assert!(drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap().is_some(), "the probe sees the drained node");
     assert_eq!(report.daemonset_pods.len(), daemon, "{report:?}");
     assert_eq!(report.evicted.len(), before.len() - daemon, "{report:?}");
     assert!(report.blocked.is_empty());

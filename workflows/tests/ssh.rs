@@ -20,10 +20,12 @@ fn ctx() -> ActionCtx {
     ActionCtx {
         run_id: RunId::new_v7(1_700_000_000_000, u128::from(n) << 20 | u128::from(std::process::id())),
         workflow: "test".into(),
-        step: format!("step-{n}"),
+        step: format!("step-{n}").into(),
         attempt: 1,
         cancel: Default::default(),
         deadline: None,
+        inputs: Default::default(),
+        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
     }
 }
 
@@ -186,12 +188,12 @@ async fn upload_and_download_are_checked_by_sha256() {
     let expected = ssh::sha256_file(&local).unwrap();
 
     let upload = SshUpload { target: target(&lab, node), local: local.clone(), remote: "/tmp/dr-payload.bin".into(), mode: 0o600 };
-    assert!(!upload.probe(ctx.clone()).await.unwrap());
+    assert!(upload.probe(ctx.clone()).await.unwrap().is_none());
     let summary = run(&upload, ctx.clone()).await.unwrap();
     assert!(summary.contains(&expected) && summary.contains("300000 bytes"), "{summary}");
     let on_node = lab.node(node).unwrap().root.join("tmp/dr-payload.bin");
     assert_eq!(std::fs::read(&on_node).unwrap(), data);
-    assert!(upload.probe(ctx.clone()).await.unwrap());
+    assert!(upload.probe(ctx.clone()).await.unwrap().is_some());
 
     let back = lab.temp_dir().join("back.bin");
     let download = SshDownload { target: target(&lab, node), remote: "/tmp/dr-payload.bin".into(), local: back.clone() };

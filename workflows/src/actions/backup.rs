@@ -337,8 +337,8 @@ impl Action for BackupCheckAction {
     }
 
     /// Reading changes nothing: always run again.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
-        Box::pin(async { Ok(false) })
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

@@ -743,8 +743,9 @@ impl Action for EtcdSnapshotRestore {
 
     /// Done when this snapshot's restore completed (its marker beside the
     /// data dir, written after etcd started on the restored data) and etcd runs.
-    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let local = self.snapshot.clone();
             let checked = tokio::task::spawn_blocking(move || verify_snapshot(&local))
                 .await
@@ -761,6 +762,9 @@ impl Action for EtcdSnapshotRestore {
                 RunOptions { sudo: false, deadline: attempt_deadline(&ctx, None), cancel: ctx.cancel.clone(), secrets: Vec::new() };
             let result = ssh::run_command(ctx.run_id, &self.ssh, &command, options).await?;
             Ok(result.exit_status == 0)
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }
@@ -917,13 +921,17 @@ impl Action for EtcdSnapshotSave {
     }
 
     /// Done when the file exists and passes its check.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let path = self.path.clone();
             let ok = tokio::task::spawn_blocking(move || path.exists() && verify_snapshot(&path).is_ok())
                 .await
                 .unwrap_or(false);
             Ok(ok)
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }

@@ -176,8 +176,8 @@ impl Action for HttpCheckAction {
     }
 
     /// A check changes nothing: it is always safe to run again.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
-        Box::pin(async { Ok(false) })
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
+        Box::pin(async { Ok(None) })
     }
 }
 

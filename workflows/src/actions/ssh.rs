@@ -985,8 +985,9 @@ impl Action for SshUpload {
     }
 
     /// Done when the remote file exists with the local file's SHA-256.
-    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let deadline = attempt_deadline(&ctx, None);
             let local = sha256_file(&self.local)
                 .map_err(|e| ActionError::permanent(format!("cannot read {}: {e}", self.local.display())))?;
@@ -995,6 +996,9 @@ impl Action for SshUpload {
                 Err(e) if e.message.starts_with("cannot compute") => Ok(false),
                 Err(e) => Err(e),
             }
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }

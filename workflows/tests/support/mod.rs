@@ -48,6 +48,8 @@ pub fn ctx(timeout: Duration, step: &str) -> ActionCtx {
         attempt: 1,
         cancel: CancellationToken::new(),
         deadline: Some(now + timeout.as_millis() as i64),
+        inputs: Default::default(),
+        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
     }
 }
 

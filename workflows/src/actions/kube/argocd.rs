@@ -324,14 +324,18 @@ impl Action for ArgoSync {
 
     /// Done when every application is Synced and Healthy with no operation
     /// in progress.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let kube = self.connection.connect().await?;
             let apps = list_apps(&kube, &self.namespace).await?;
             let wanted = |a: &&DynamicObject| self.apps.is_empty() || self.apps.contains(&a.name_any());
             let selected: Vec<AppStatus> = apps.iter().filter(wanted).map(AppStatus::of).collect();
             let all_there = self.apps.is_empty() || selected.len() == self.apps.len();
             Ok(all_there && selected.iter().all(|a| a.healthy() && !a.operation_in_progress))
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }

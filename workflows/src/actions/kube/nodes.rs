@@ -98,12 +98,16 @@ impl Action for NodeWaitReady {
     }
 
     /// Done when the node is in the state waited for.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let kube = self.connection.connect().await?;
             let api: Api<Node> = Api::all(kube.client.clone());
             let node = api.get_opt(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
             Ok(node.is_some_and(|n| node_ready(&n).0 == self.ready))
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }
@@ -163,12 +167,16 @@ impl Action for Cordon {
     }
 
     /// Done when the node's `spec.unschedulable` is what this step sets.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let kube = self.connection.connect().await?;
             let api: Api<Node> = Api::all(kube.client.clone());
             let node = api.get(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
             Ok(node.spec.and_then(|s| s.unschedulable).unwrap_or(false) == self.cordon)
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }
@@ -419,8 +427,9 @@ impl Action for Drain {
 
     /// Done when the node is cordoned and only DaemonSet, mirror and
     /// finished pods are left on it.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<bool, ActionError>> {
+    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
         Box::pin(async move {
+            let took: Result<bool, ActionError> = async move {
             let kube = self.connection.connect().await?;
             let nodes: Api<Node> = Api::all(kube.client.clone());
             let node = nodes.get(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
@@ -435,6 +444,9 @@ impl Action for Drain {
             Ok(on_node.items.iter().all(|p| {
                 is_mirror(p) || finished(p) || controller_of(&p.metadata).is_some_and(|(kind, _)| kind == "DaemonSet")
             }))
+            }
+            .await;
+            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
         })
     }
 }
