@@ -342,6 +342,8 @@ fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
                             "id": s.id, "description": s.description, "action": s.action.kind(),
                             "depends_on": s.depends_on, "resume": s.resume.as_str(), "timeout_ms": s.timeout_ms,
                             "expected_ms": s.expected_ms, "max_attempts": s.retry.max_attempts, "fatal": s.fatal,
+                            "condition": s.condition.as_ref().map(dr_orchestrator::Condition::describe),
+                            "gate": s.gate, "tolerate_failure": s.tolerate_failure, "cleanup": s.cleanup,
                         })
                     })
                     .collect();
@@ -360,8 +362,25 @@ fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
                 }
                 text.push_str("\nSteps:\n");
                 for s in &def.steps {
-                    let deps = if s.depends_on.is_empty() { String::new() } else { format!(" after {}", s.depends_on.join(", ")) };
-                    text.push_str(&format!("  {:12} {} ({}, {} attempts){deps}\n", s.id, s.action.kind(), s.resume.as_str(), s.retry.max_attempts));
+                    let deps: Vec<&str> = s.depends_on.iter().map(|d| d.as_str()).collect();
+                    let deps = if deps.is_empty() { String::new() } else { format!(" after {}", deps.join(", ")) };
+                    let mut traits = vec![s.resume.as_str().to_owned(), format!("{} attempts", s.retry.max_attempts)];
+                    if s.cleanup {
+                        traits.push("cleanup: runs however the run ends".into());
+                    }
+                    if s.tolerate_failure {
+                        traits.push("failure tolerated".into());
+                    }
+                    if s.fatal {
+                        traits.push("fatal".into());
+                    }
+                    text.push_str(&format!("  {:12} {} ({}){deps}\n", s.id.as_str(), s.action.kind(), traits.join(", ")));
+                    if let Some(condition) = &s.condition {
+                        text.push_str(&format!("  {:12}   only when {}\n", "", condition.describe()));
+                    }
+                    if let Some(gate) = &s.gate {
+                        text.push_str(&format!("  {:12}   asks first: {gate}\n", ""));
+                    }
                 }
                 print_text(&text)?;
             }

@@ -82,7 +82,7 @@ fn confirm_steps_pause_for_the_operator_after_a_crash() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("dr approve"), "the next command is suggested");
     let status = b.status();
     assert_eq!(status["status"], "paused");
-    assert_eq!(status["steps"][1]["waiting_for"], "operator");
+    assert!(status["steps"][1]["waiting_for"]["operator"].as_str().unwrap().contains("interrupted"), "{status}");
     let out = b.run(&["approve", "@latest", "step-2"]);
     assert_eq!(code(&out), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(b.trace_counts()["step-2"], 2, "approve ran the step again");
@@ -98,7 +98,8 @@ fn confirm_steps_pause_for_the_operator_after_a_crash() {
     assert_eq!(code(&out), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let status = b.status();
     assert_eq!(status["steps"][3]["status"], "skipped");
-    assert_eq!(status["steps"][3]["skip_reason"], "checked by hand");
+    assert_eq!(status["steps"][3]["skipped"]["reason"], "checked by hand");
+    assert_eq!(status["steps"][3]["skipped"]["by"], "operator");
     assert_eq!(b.trace_counts()["step-4"], 1);
     b.assert_history_contiguous();
 }
