@@ -1,16 +1,20 @@
 //! The etcd actions against the lab's real etcd (TLS, client certificates):
 //! member list, health and alarms, etcd down, a snapshot that passes its
-//! hash check (and a truncated one that fails it), and a restore over SSH
-//! that brings back exactly the keys written before the snapshot.
+//! hash check (and a truncated one that fails it), a restore over SSH that
+//! brings back exactly the keys written before the snapshot, a second restore
+//! of the same snapshot that keeps the data dir it replaces, and restores
+//! interrupted inside the swap and run again.
 
 #![allow(clippy::unwrap_used)] // test helpers: a failed setup is a failed test
 
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
 use dr_tests::lab::testing::TestLab;
 use dr_workflows::actions::etcd::{
     self, EtcdAlarmList, EtcdConnection, EtcdEndpointHealth, EtcdMemberList, EtcdSnapshotRestore, EtcdSnapshotSave,
+    RestoreReport, SwapPhase,
 };
 use dr_workflows::actions::ssh::SshTarget;
 
@@ -42,6 +46,61 @@ fn connection(lab: &TestLab) -> EtcdConnection {
 
 async fn run(action: &dyn Action, ctx: ActionCtx) -> Result<String, ActionError> {
     action.run(ctx).await.map(|o| o.summary)
+}
+
+const CONTROL_PLANE: &str = "k8s-control-plane-1";
+
+/// The restore of `snapshot` onto the lab's control plane (staging in the
+/// node's /tmp: the lab maps /var/lib/etcd and /tmp into the node, not
+/// /var/lib's other entries).
+fn restore_action(lab: &TestLab, snapshot: &Path) -> EtcdSnapshotRestore {
+    let node = lab.node(CONTROL_PLANE).unwrap();
+    let ssh =
+        SshTarget::new(node.ssh_host.clone(), node.ssh_port, lab.user(), lab.known_hosts()).with_key(lab.ssh_key());
+    let peer = lab.etcd_peer_url().to_owned();
+    let mut restore =
+        EtcdSnapshotRestore::new(ssh, snapshot, CONTROL_PLANE, format!("{CONTROL_PLANE}={peer}"), "lab-etcd", peer);
+    restore.staging_dir = "/tmp".into();
+    restore
+}
+
+/// The report a restore's output carries after its summary line.
+async fn restore(action: &EtcdSnapshotRestore) -> RestoreReport {
+    let output = run(action, ctx()).await.unwrap();
+    let (_, json) = output.split_once('\n').unwrap();
+    serde_json::from_str(json).unwrap()
+}
+
+/// Where a node path lies on this machine.
+fn on_node(lab: &TestLab, path: &str) -> PathBuf {
+    lab.dir().join("nodes").join(CONTROL_PLANE).join(path.trim_start_matches('/'))
+}
+
+/// Serves etcd from the node directory `kept` and leaves the data dir it
+/// served before under that name (so calling it twice swaps back).
+fn serve_from(lab: &TestLab, kept: &str) {
+    let (live, kept) = (lab.etcd_data_dir(), on_node(lab, kept));
+    let between = live.with_file_name("etcd.test-swap");
+    lab.etcd_stop().unwrap();
+    std::fs::rename(&live, &between).unwrap();
+    std::fs::rename(&kept, &live).unwrap();
+    std::fs::rename(&between, &kept).unwrap();
+    lab.etcd_start().unwrap();
+}
+
+fn put_all(lab: &TestLab, prefix: &str, n: usize) {
+    for i in 0..n {
+        lab.etcd().put(&format!("{prefix}/{i}"), &format!("{prefix}-{i}")).unwrap();
+    }
+}
+
+/// Whether all (`true`) or none (`false`) of `put_all(prefix, n)`'s keys are live.
+fn assert_keys(lab: &TestLab, prefix: &str, n: usize, present: bool) {
+    for i in 0..n {
+        let value = lab.etcd().get(&format!("{prefix}/{i}")).unwrap();
+        let expected = present.then(|| format!("{prefix}-{i}"));
+        assert_eq!(value, expected, "{prefix}/{i}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -133,19 +192,7 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     }
     lab.etcd().put("/dr-test/before/0", "changed-later").unwrap();
 
-    let node = lab.node("k8s-control-plane-1").unwrap();
-    let ssh = SshTarget::new(node.ssh_host.clone(), node.ssh_port, lab.user(), lab.known_hosts()).with_key(lab.ssh_key());
-    let peer = lab.etcd_peer_url().to_owned();
-    let mut restore = EtcdSnapshotRestore::new(
-        ssh,
-        &path,
-        "k8s-control-plane-1",
-        format!("k8s-control-plane-1={peer}"),
-        "lab-etcd",
-        peer,
-    );
-    // The lab maps /var/lib/etcd and /tmp into the node, not /var/lib's other entries.
-    restore.staging_dir = "/tmp".into();
+    let restore = restore_action(&lab, &path);
     let ctx = ctx();
 
     // A snapshot failing its hash check never reaches the node.
@@ -190,10 +237,87 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     assert!(journal[trial].contains("--initial-cluster-token lab-etcd"), "{}", journal[trial]);
     let stop = position("systemctl stop etcd");
     assert!(trial < stop);
-    let swap = position("mv /var/lib/etcd /tmp/etcd-before-restore-");
+    let swap = position("mv -T /var/lib/etcd /tmp/etcd.before-");
     assert!(stop < swap && swap < position("chmod 700 /var/lib/etcd") && swap < position("systemctl start etcd"));
     assert!(swap < position("chown -R etcd:etcd /var/lib/etcd"));
     let data_dir = lab.etcd_data_dir();
     use std::os::unix::fs::PermissionsExt as _;
     assert_eq!(std::fs::metadata(&data_dir).unwrap().permissions().mode() & 0o777, 0o700);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_the_same_snapshot_twice_keeps_the_data_dir_it_replaces() {
+    let lab = TestLab::stub().unwrap();
+    put_all(&lab, "/dr-test/s", 10);
+    let path = lab.temp_dir().join("s.db");
+    run(&EtcdSnapshotSave { etcd: connection(&lab), path: path.clone() }, ctx()).await.unwrap();
+    let id = etcd::verify_snapshot(&path).unwrap().sha256[..16].to_owned();
+    put_all(&lab, "/dr-test/first", 3);
+    let action = restore_action(&lab, &path);
+
+    let first = restore(&action).await;
+    let kept = format!("/tmp/etcd.before-{id}");
+    assert_eq!(first.previous_data_dir.as_deref(), Some(kept.as_str()));
+    assert_keys(&lab, "/dr-test/s", 10, true);
+    assert_keys(&lab, "/dr-test/first", 3, false);
+
+    // Work done on the restored cluster, then the same snapshot again (an
+    // operator's second try, or a rerun): the data dir it replaces is kept
+    // beside the first one, which is untouched.
+    put_all(&lab, "/dr-test/between", 3);
+    let second = restore(&action).await;
+    let kept_again = format!("{kept}.1");
+    assert_eq!(second.previous_data_dir.as_deref(), Some(kept_again.as_str()));
+    assert_keys(&lab, "/dr-test/s", 10, true);
+    assert_keys(&lab, "/dr-test/between", 3, false);
+    assert!(!lab.journal(CONTROL_PLANE).iter().any(|l| l.contains(" rm ") && l.contains("/var/lib/etcd")));
+
+    // Each kept dir is a working data dir with what was live when it was replaced.
+    serve_from(&lab, &kept_again);
+    assert_keys(&lab, "/dr-test/between", 3, true);
+    assert_keys(&lab, "/dr-test/s", 10, true);
+    serve_from(&lab, &kept_again);
+    serve_from(&lab, &kept);
+    assert_keys(&lab, "/dr-test/first", 3, true);
+    assert_keys(&lab, "/dr-test/between", 3, false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_interrupted_inside_the_swap_ends_correct_when_run_again() {
+    let lab = TestLab::stub().unwrap();
+    put_all(&lab, "/dr-test/s", 10);
+    let path = lab.temp_dir().join("s.db");
+    run(&EtcdSnapshotSave { etcd: connection(&lab), path: path.clone() }, ctx()).await.unwrap();
+    let sha256 = etcd::verify_snapshot(&path).unwrap().sha256;
+    let kept = format!("/tmp/etcd.before-{}", &sha256[..16]);
+    let action = restore_action(&lab, &path);
+
+    check(&lab, &action, &[SwapPhase::Stop, SwapPhase::Keep], &kept).await;
+    check(&lab, &action, &[SwapPhase::Stop], &format!("{kept}.1")).await;
+    check(&lab, &action, &[SwapPhase::Stop, SwapPhase::Keep], &format!("{kept}.2")).await;
+}
+
+/// An attempt dies after the swap's first `phases`, leaving the node as those
+/// commands left it; the rerun restores the snapshot and keeps the data dir
+/// that was live before the attempt as `expect_kept`.
+async fn check(lab: &TestLab, action: &EtcdSnapshotRestore, phases: &[SwapPhase], expect_kept: &str) {
+    let sha256 = etcd::verify_snapshot(&action.snapshot).unwrap().sha256;
+    let live_only = format!("/dr-test/live-{expect_kept}");
+    put_all(lab, &live_only, 3);
+    for (step, phase) in action.swap_steps(&sha256).unwrap().iter().zip(phases) {
+        assert_eq!(step.phase, *phase);
+        let output = lab.ssh(CONTROL_PLANE, &step.command).unwrap();
+        assert!(output.status.success(), "{}: {}", step.command, String::from_utf8_lossy(&output.stderr));
+    }
+    assert!(!lab.etcd().healthy());
+    assert_eq!(lab.etcd_data_dir().exists(), !phases.contains(&SwapPhase::Keep));
+
+    let report = restore(action).await;
+    assert_eq!(report.previous_data_dir.as_deref(), Some(expect_kept), "{phases:?}");
+    assert_keys(lab, "/dr-test/s", 10, true);
+    assert_keys(lab, &live_only, 3, false);
+    serve_from(lab, expect_kept);
+    assert_keys(lab, &live_only, 3, true);
+    serve_from(lab, expect_kept);
+    assert_keys(lab, &live_only, 3, false);
 }

@@ -7,7 +7,9 @@
 //! Owns: talking to etcd and the restore procedure of the DR guide (trial
 //! restore first, then stop, swap data directories, ownership and mode 0700,
 //! start). Refuses: calling a snapshot good without checking its hash,
-//! touching the live data directory before a trial restore succeeded.
+//! touching the live data directory before a trial restore succeeded, and
+//! ever removing the live data directory or a kept one: the swap only renames,
+//! never onto a non-empty directory.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -505,8 +507,9 @@ pub struct RestoreReport {
     pub revision: Option<i64>,
     pub total_keys: Option<i64>,
     pub data_dir: String,
-    /// Where the previous data dir was kept (when there was one).
-    pub previous_data_dir: String,
+    /// Where the data dir etcd had before the restore is kept (none when
+    /// there was none).
+    pub previous_data_dir: Option<String>,
     pub bumped_revision: bool,
 }
 
@@ -515,9 +518,44 @@ struct Paths {
     remote_snapshot: String,
     trial: String,
     new: String,
-    old: String,
+    kept: String,
     marker: String,
 }
+
+/// The commands of the swap, in order (see [`EtcdSnapshotRestore::swap_steps`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SwapPhase {
+    Stop,
+    Keep,
+    Swap,
+    Own,
+    Start,
+    Mark,
+}
+
+impl std::fmt::Display for SwapPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SwapPhase::Stop => "stop",
+            SwapPhase::Keep => "keep",
+            SwapPhase::Swap => "swap",
+            SwapPhase::Own => "own",
+            SwapPhase::Start => "start",
+            SwapPhase::Mark => "mark",
+        })
+    }
+}
+
+/// One command of the swap.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwapStep {
+    pub phase: SwapPhase,
+    /// A shell command line for the node.
+    pub command: String,
+}
+
+/// What the `keep` step prints: the kept directory's path follows it.
+const KEPT: &str = "dr-kept=";
 
 impl EtcdSnapshotRestore {
     pub fn new(
@@ -545,18 +583,84 @@ impl EtcdSnapshotRestore {
         }
     }
 
-    fn paths(&self, sha256: &str) -> Paths {
+    /// The node paths of a restore of the snapshot with this SHA-256; the kept
+    /// data dir is `STAGING/NAME.before-ID` (`/var/lib/etcd.before-ID` by
+    /// default), ID the first 16 hex digits of the snapshot's SHA-256.
+    fn paths(&self, sha256: &str) -> Result<Paths, ActionError> {
         let id: String = sha256.chars().take(16).collect();
+        let data = self.data_dir.trim_end_matches('/');
         let staging = self.staging_dir.trim_end_matches('/');
         let tmp = self.remote_tmp.trim_end_matches('/');
-        Paths {
+        let refuse = |why: &str| {
+            ActionError::permanent(format!(
+                "etcd restore settings refused: {why} (data_dir {:?}, staging_dir {:?}, remote_tmp {:?})",
+                self.data_dir, self.staging_dir, self.remote_tmp
+            ))
+        };
+        let name = match data.rsplit_once('/') {
+            Some((_, name)) if data.starts_with('/') && !name.is_empty() && name != "." && name != ".." => name,
+            _ => return Err(refuse("data_dir must be an absolute path below /")),
+        };
+        let within = |dir: &str, parent: &str| dir == parent || dir.starts_with(&format!("{parent}/"));
+        if within(staging, data) || within(tmp, data) {
+            return Err(refuse("staging_dir and remote_tmp must lie outside data_dir"));
+        }
+        Ok(Paths {
             remote_snapshot: format!("{tmp}/dr-etcd-snapshot-{id}.db"),
             trial: format!("{tmp}/dr-etcd-trial-{id}"),
-            new: format!("{staging}/etcd-restore-{id}"),
-            old: format!("{staging}/etcd-before-restore-{id}"),
+            new: format!("{staging}/{name}.restore-{id}"),
+            kept: format!("{staging}/{name}.before-{id}"),
             marker: format!("{staging}/dr-etcd-restored-{id}"),
             id,
-        }
+        })
+    }
+
+    /// The destructive part of a restore of the snapshot with this SHA-256,
+    /// once the restored data dir is built: shell commands run in order, each
+    /// safe to run again after a crash before, during or after it, so a rerun
+    /// of the whole restore from any point ends with the snapshot's data live
+    /// and every earlier data dir kept.
+    ///
+    /// - `stop`: stop etcd.
+    /// - `keep`: if the data dir exists, rename it to the first free name of
+    ///   `KEPT`, `KEPT.1`, `KEPT.2`, … (`KEPT` named by the snapshot's hash): a
+    ///   second restore of the same snapshot, or a rerun after the swap, keeps
+    ///   the data dir it finds beside the first one instead of replacing
+    ///   either. Prints the kept path (the newest kept one when the data dir
+    ///   was already moved by an interrupted attempt).
+    /// - `swap`: rename the restored dir to the data dir; when it is gone
+    ///   already (a rerun), the data dir must hold a member.
+    /// - `own`, `start`, `mark` (the marker the probe looks for).
+    ///
+    /// Nothing is removed; `mv -T` never renames onto a non-empty directory,
+    /// so a wrong existence check fails the step instead of losing data.
+    pub fn swap_steps(&self, snapshot_sha256: &str) -> Result<Vec<SwapStep>, ActionError> {
+        let paths = self.paths(snapshot_sha256)?;
+        let s = self.sudo();
+        let (data, kept, new) = (shell_quote(&self.data_dir), shell_quote(&paths.kept), shell_quote(&paths.new));
+        let exists = |path: &str| format!("{s}ls -d {path} >/dev/null 2>&1");
+        let step = |phase, command: String| SwapStep { phase, command };
+        Ok(vec![
+            step(SwapPhase::Stop, format!("{s}systemctl stop {}", shell_quote(&self.service))),
+            step(
+                SwapPhase::Keep,
+                format!(
+                    "last=; next={kept}; i=0; \
+                     while {next_exists}; do last=$next; i=$((i+1)); next={kept}.$i; done; \
+                     if {data_exists}; then {s}mv -T {data} \"$next\" && echo \"{KEPT}$next\"; \
+                     elif [ -n \"$last\" ]; then echo \"{KEPT}$last\"; fi",
+                    next_exists = exists("\"$next\""),
+                    data_exists = exists(&data),
+                ),
+            ),
+            step(
+                SwapPhase::Swap,
+                format!("if {}; then {s}mv -T {new} {data}; else {s}ls -d {data}/member; fi", exists(&new)),
+            ),
+            step(SwapPhase::Own, format!("{s}chown -R {} {data} && {s}chmod 700 {data}", shell_quote(&self.owner))),
+            step(SwapPhase::Start, format!("{s}systemctl start {}", shell_quote(&self.service))),
+            step(SwapPhase::Mark, format!("{s}touch {}", shell_quote(&paths.marker))),
+        ])
     }
 
     fn sudo(&self) -> &'static str {
@@ -603,7 +707,7 @@ impl EtcdSnapshotRestore {
         let checked = tokio::task::spawn_blocking(move || verify_snapshot(&local))
             .await
             .map_err(|e| ActionError::retryable(format!("snapshot check did not finish: {e}")))??;
-        let paths = self.paths(&checked.sha256);
+        let paths = self.paths(&checked.sha256)?;
         sh(format!("{s}rm -f {}", q(&paths.marker))).await?;
 
         // 2. Upload (checksummed).
@@ -648,29 +752,42 @@ impl EtcdSnapshotRestore {
         sh(format!("{s}rm -rf {}", q(&paths.new))).await?;
         sh(self.restore_command(&tool, &paths.remote_snapshot, &paths.new)).await?;
 
-        // 7. Stop etcd, swap directories (the old one is kept), ownership, mode, start.
-        sh(format!("{s}systemctl stop {}", q(&self.service))).await?;
-        let (data, old, new) = (q(&self.data_dir), q(&paths.old), q(&paths.new));
-        sh(format!(
-            "if {s}ls -d {old} >/dev/null 2>&1; then {s}rm -rf {data}; \
-             elif {s}ls -d {data} >/dev/null 2>&1; then {s}mv {data} {old}; fi && {s}mv {new} {data}"
-        ))
-        .await
-        .map_err(|e| {
-            ActionError::retryable(format!(
-                "swapping etcd data directories on {host} failed ({}); etcd is STOPPED; the previous data dir is \
-                 {} if it was moved; fix and retry the step",
-                e.message, paths.old
-            ))
-        })?;
-        sh(format!("{s}chown -R {} {data} && {s}chmod 700 {data}", q(&self.owner))).await?;
-        sh(format!("{s}systemctl start {}", q(&self.service))).await.map_err(|e| {
-            ActionError::retryable(format!(
-                "etcd did not start on {host} after the restore: {}; check `journalctl -u {}`; the previous data dir is kept in {}",
-                e.message, self.service, paths.old
-            ))
-        })?;
-        sh(format!("{s}touch {}", q(&paths.marker))).await?;
+        // 7. Stop etcd, keep the data dir under a name of its own, swap the
+        // restored one in, ownership, mode, start, marker: renames only, each
+        // command safe to rerun (see `swap_steps`).
+        let mut previous_data_dir = None;
+        for step in self.swap_steps(&checked.sha256)? {
+            let result = sh(step.command).await.map_err(|e| {
+                let kept = previous_data_dir.clone().unwrap_or_else(|| format!("{}*", paths.kept));
+                ActionError::retryable(match step.phase {
+                    SwapPhase::Stop => format!(
+                        "could not stop etcd on {host} ({}); this attempt moved no data dir; check \
+                         `systemctl status {}` and retry the step",
+                        e.message, self.service
+                    ),
+                    SwapPhase::Keep | SwapPhase::Swap => format!(
+                        "swapping etcd data directories on {host} failed at `{}` ({}); etcd is STOPPED; nothing was \
+                         removed: the data dir before the restore is {} or kept in {kept}; retry the step, it is safe \
+                         to rerun",
+                        step.phase, e.message, self.data_dir
+                    ),
+                    SwapPhase::Start => format!(
+                        "etcd did not start on {host} after the restore: {}; check `journalctl -u {}`; the previous \
+                         data dir is kept in {kept}",
+                        e.message, self.service
+                    ),
+                    SwapPhase::Own | SwapPhase::Mark => format!(
+                        "etcd restore on {host} failed at `{}` ({}); the previous data dir is kept in {kept}; retry \
+                         the step, it is safe to rerun",
+                        step.phase, e.message
+                    ),
+                })
+            })?;
+            if step.phase == SwapPhase::Keep {
+                let kept = result.stdout.text.lines().find_map(|line| line.trim().strip_prefix(KEPT));
+                previous_data_dir = kept.map(str::to_owned);
+            }
+        }
         tracing::info!(host = %host, snapshot = %paths.id, ?revision, "etcd restored from snapshot");
         Ok(RestoreReport {
             host,
@@ -681,7 +798,7 @@ impl EtcdSnapshotRestore {
             revision,
             total_keys,
             data_dir: self.data_dir.clone(),
-            previous_data_dir: paths.old,
+            previous_data_dir,
         })
     }
 }
@@ -726,13 +843,16 @@ impl Action for EtcdSnapshotRestore {
                 let report = cancellable(&ctx, "etcd snapshot restore", self.restore(&ctx)).await?;
                 Ok(output(
                     format!(
-                        "etcd on {} restored from snapshot {} (revision {}, {} with {}); previous data in {}",
+                        "etcd on {} restored from snapshot {} (revision {}, {} with {}); {}",
                         report.host,
                         &report.snapshot_sha256[..16.min(report.snapshot_sha256.len())],
                         report.revision.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
                         report.tool.program,
                         if report.bumped_revision { "revision bumped" } else { "revision kept" },
-                        report.previous_data_dir
+                        report.previous_data_dir.as_deref().map_or_else(
+                            || "there was no previous data dir".to_owned(),
+                            |dir| format!("previous data in {dir}")
+                        )
                     ),
                     &report,
                 ))
@@ -750,7 +870,7 @@ impl Action for EtcdSnapshotRestore {
             let checked = tokio::task::spawn_blocking(move || verify_snapshot(&local))
                 .await
                 .map_err(|e| ActionError::retryable(format!("snapshot check did not finish: {e}")))??;
-            let paths = self.paths(&checked.sha256);
+            let paths = self.paths(&checked.sha256)?;
             let s = self.sudo();
             let command = format!(
                 "{s}ls {} >/dev/null && {s}ls -d {}/member >/dev/null && {s}systemctl is-active {}",
@@ -966,6 +1086,38 @@ mod tests {
         std::fs::write(&path, &data[..data.len() - 100]).unwrap();
         let err = verify_snapshot(&path).unwrap_err();
         assert!(!err.retryable && err.message.contains("fails its check"), "{}", err.message);
+    }
+
+    #[test]
+    fn the_swap_only_renames_and_keeps_the_data_dir_under_the_snapshots_hash() {
+        let target = SshTarget::new("h", 22, "root", "/kh");
+        let peer = "https://10.0.0.1:2380";
+        let r = EtcdSnapshotRestore::new(target, "/s.db", "cp-1", format!("cp-1={peer}"), "tok", peer);
+        let sha = "0123456789abcdef".repeat(4);
+        let steps = r.swap_steps(&sha).unwrap();
+        let phases: Vec<SwapPhase> = steps.iter().map(|s| s.phase).collect();
+        use SwapPhase::*;
+        assert_eq!(phases, [Stop, Keep, Swap, Own, Start, Mark]);
+        for step in &steps {
+            assert!(!step.command.contains("rm "), "{}", step.command);
+        }
+        let keep = &steps[1].command;
+        assert!(keep.contains("next=/var/lib/etcd.before-0123456789abcdef;"), "{keep}");
+        assert!(keep.contains("mv -T /var/lib/etcd \"$next\""), "{keep}");
+        let swap = &steps[2].command;
+        assert!(swap.contains("mv -T /var/lib/etcd.restore-0123456789abcdef /var/lib/etcd;"), "{swap}");
+
+        let refused = [
+            ("/var/lib/etcd", "/var/lib/etcd/staging"),
+            ("/var/lib/etcd/", "/var/lib/etcd"),
+            ("/", "/var/lib"),
+            ("etcd", "/var/lib"),
+        ];
+        for (data_dir, staging_dir) in refused {
+            let r = EtcdSnapshotRestore { data_dir: data_dir.into(), staging_dir: staging_dir.into(), ..r.clone() };
+            let err = r.swap_steps(&sha).unwrap_err();
+            assert!(!err.retryable && err.message.contains("settings refused"), "{}", err.message);
+        }
     }
 
     #[test]
