@@ -408,7 +408,7 @@ fn unknown_key_message(pattern: &str, key: &str, value: &Tree, known: &[&str]) -
     };
     let mut message = format!("unknown {what} in {table}");
     if let Some(close) = suggestion(key, known) {
-        message.push_str(&format!("; did you mean `{close}`?"));
+        message.push_str(&format!(" (did you mean `{close}`?)"));
     }
     message.push_str(&format!("; expected one of: {}", known.join(", ")));
     message

@@ -52,7 +52,13 @@ fn at(keys: &[&str], index: usize, field: &str) -> Vec<Seg> {
 }
 
 fn node_names(config: &Config) -> String {
-    config.nodes.iter().map(|n| n.name.as_str()).collect::<Vec<_>>().join(", ")
+    let mut names: Vec<&str> = Vec::new();
+    for node in &config.nodes {
+        if !names.contains(&node.name.as_str()) {
+            names.push(&node.name);
+        }
+    }
+    names.join(", ")
 }
 
 fn nodes(config: &Config, out: &mut Problems<'_, '_>) {
