@@ -434,7 +434,9 @@ impl Config {
             return Err(ConfigError::Invalid(Problems(problems)));
         }
         config.path = path.to_owned();
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        // Absolute, so the resolved paths (and the digest) do not depend on the working directory.
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+        let base = absolute.parent().map(Path::to_path_buf).unwrap_or_default();
         config.resolve_paths(&base);
         Ok(config)
     }

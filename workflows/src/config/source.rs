@@ -370,11 +370,15 @@ fn descend(tree: &Tree, offset: usize, path: &mut Vec<Seg>) -> bool {
                 if contains(entry.key_span.as_ref()) {
                     return true;
                 }
+                // Inside the value: the deepest key there, else this one. A value
+                // without a span (an implicit table) may still hold it.
                 let value_span = entry.value.span();
-                if value_span.is_none() || contains(value_span) {
-                    if descend(&entry.value, offset, path) || contains(value_span) {
-                        return true;
-                    }
+                if contains(value_span) {
+                    descend(&entry.value, offset, path);
+                    return true;
+                }
+                if value_span.is_none() && descend(&entry.value, offset, path) {
+                    return true;
                 }
                 path.pop();
             }
@@ -383,10 +387,12 @@ fn descend(tree: &Tree, offset: usize, path: &mut Vec<Seg>) -> bool {
         Tree::Array { items, .. } => {
             for (i, item) in items.iter().enumerate() {
                 path.push(Seg::Index(i));
-                if contains(item.span()) || item.span().is_none() {
-                    if descend(item, offset, path) || contains(item.span()) {
-                        return true;
-                    }
+                if contains(item.span()) {
+                    descend(item, offset, path);
+                    return true;
+                }
+                if item.span().is_none() && descend(item, offset, path) {
+                    return true;
                 }
                 path.pop();
             }
