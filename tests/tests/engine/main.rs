@@ -4,5 +4,6 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 mod cli;
+mod config;
 mod crash;
 mod support;
