@@ -164,3 +164,12 @@ async fn the_labs_dr_toml_loads_and_every_probe_answers() {
     let error = probes.iter().find(|p| !p.ok).and_then(|p| p.error.clone()).unwrap();
     assert!(error.contains(":1"), "the error names the address: {error}");
 }
+
+#[test]
+fn the_example_in_docs_config_md_is_valid() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md")).unwrap();
+    let example = doc.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```toml block");
+    let config = Config::parse(example, "/etc/dr/dr.toml").unwrap_or_else(|e| panic!("docs/CONFIG.md's example: {e}"));
+    assert_eq!(config.ssh.key.as_deref(), Some(Path::new("/etc/dr/ssh/id_ed25519")));
+    assert_eq!(config.targets.minutes(3), Some(120));
+}
