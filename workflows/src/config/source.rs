@@ -43,8 +43,7 @@ pub(super) fn dotted(path: &[Seg]) -> String {
     out
 }
 
-/// A key path from literal parts (`&["nodes", "1"]` style is not used:
-/// indices are [`Seg::Index`]).
+/// A key path of table keys (`&["etcd", "node"]`); push a [`Seg::Index`] for an array item.
 pub(super) fn path(keys: &[&str]) -> Vec<Seg> {
     keys.iter().map(|k| Seg::Key((*k).to_owned())).collect()
 }
@@ -244,18 +243,16 @@ impl<'a> Source<'a> {
                 let keys = keys_at(pattern);
                 for entry in entries {
                     path.push(Seg::Key(entry.key.clone()));
-                    let known = match &keys {
-                        Some(Keys::Fixed(fields)) => fields.contains(&entry.key.as_str()),
-                        Some(Keys::Free) | None => true,
-                    };
+                    // A declared field is never a secret (`key` is a path); any other key may be.
+                    let declared = matches!(&keys, Some(Keys::Fixed(fields)) if fields.contains(&entry.key.as_str()));
                     let at = entry.key_span.as_ref().map_or(0, |s| s.start);
-                    if !known && is_secret_key(pattern, &entry.key) {
+                    if !declared && is_secret_key(pattern, &entry.key) {
                         let message = format!(
                             "secrets are not written in dr.toml; put it in a file only root can read and set `{}` to its path",
                             secret_file_key(&entry.key)
                         );
                         problems.push(self.problem_at(at, dotted(path), message));
-                    } else if let (false, Some(Keys::Fixed(fields))) = (known, &keys) {
+                    } else if let (false, Some(Keys::Fixed(fields))) = (declared, &keys) {
                         problems.push(self.problem_at(at, dotted(path), unknown_key_message(pattern, &entry.key, &entry.value, fields)));
                     } else {
                         let before = pattern.len();
@@ -465,5 +462,45 @@ fn guess_key(text: &str, offset: usize) -> String {
         (true, false) => key,
         (false, true) => header,
         (false, false) => format!("{header}.{key}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typos_suggest_the_closest_known_key_and_strangers_suggest_nothing() {
+        let known = ["name", "role", "ssh_host", "ssh_port"];
+        assert_eq!(suggestion("ssh_prot", &known), Some("ssh_port"));
+        assert_eq!(suggestion("SSH_HOST", &known), Some("ssh_host"));
+        assert_eq!(suggestion("host", &known), Some("ssh_host"));
+        assert_eq!(suggestion("colour", &known), None);
+    }
+
+    #[test]
+    fn lines_and_columns_count_from_one_in_characters() {
+        let text = "a = 1\nné = \"x\"\n";
+        assert_eq!(line_column(text, 0), (1, 1));
+        assert_eq!(line_column(text, 6), (2, 1));
+        assert_eq!(line_column(text, text.rfind('=').unwrap()), (2, 4), "the second line's `=`, after a two-byte é");
+        assert_eq!(line_column(text, 10_000), (3, 1));
+    }
+
+    #[test]
+    fn key_paths_quote_what_is_not_a_bare_key() {
+        let p = vec![Seg::Key("nodes".into()), Seg::Index(1), Seg::Key("ssh_port".into())];
+        assert_eq!(dotted(&p), "nodes[1].ssh_port");
+        assert_eq!(dotted(&path(&["verify", "urls", "my site"])), "verify.urls.\"my site\"");
+    }
+
+    #[test]
+    fn secret_looking_keys_are_recognised_but_file_keys_are_not() {
+        for key in ["token", "password", "bot_token", "webhook_url", "API_KEY"] {
+            assert!(is_secret_key("", key), "{key}");
+        }
+        assert!(is_secret_key("notify.routes[]", "url"));
+        assert!(!is_secret_key("verify", "url"));
+        assert!(!is_secret_key("notify.routes[]", "token_file"));
     }
 }

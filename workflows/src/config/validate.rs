@@ -271,8 +271,12 @@ pub(super) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
     if authority.as_str().contains('@') {
         return Err("the URL carries credentials; dr.toml holds none (keep them in files)".to_owned());
     }
-    if authority.port().is_some_and(|p| p.as_u16() == 0) {
-        return Err(format!("port 0; {expected}"));
+    // `Authority::port` is None for a port that is not a u16: read what is written.
+    let written_port = authority.as_str().rsplit_once(':').map(|(_, port)| port).filter(|port| !port.contains(']'));
+    if let Some(port) = written_port {
+        if !matches!(port.parse::<u16>(), Ok(1..)) {
+            return Err(format!("port {port} is not 1-65535; {expected}"));
+        }
     }
     Ok(())
 }
@@ -289,6 +293,9 @@ mod tests {
         assert!(check_url("127.0.0.1:2379", &["https"]).is_err());
         assert!(check_url("https://", &["https"]).is_err());
         assert!(check_url("https://h:99999/", &["https"]).is_err());
+        assert!(check_url("https://h:0/", &["https"]).is_err());
+        assert!(check_url("https://[::1]:2379", &["https"]).is_ok());
+        assert!(check_url("https://[::1]/", &["https"]).is_ok());
         assert!(check_url("not a url", &["https"]).is_err());
         let with_password = check_url("https://u:hunter2@h/", &["https"]).unwrap_err();
         assert!(!with_password.contains("hunter2"), "{with_password}");
