@@ -450,9 +450,10 @@ impl Config {
     /// paths resolved), not the text — comments, order and whitespace do
     /// not change it; any value does.
     pub fn digest(&self) -> String {
-        // PROOF: the configuration is plain data (strings, numbers, maps with
-        // string keys); serde_json cannot fail on it.
-        let canonical = serde_json::to_vec(self).expect("a configuration serializes to JSON");
+        // Plain data with string keys: JSON fails only on a path that is not
+        // UTF-8 (a config file under such a directory); then the Debug form,
+        // which is as deterministic, stands in.
+        let canonical = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
         let digest = Sha256::digest(&canonical);
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
