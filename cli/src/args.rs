@@ -62,6 +62,30 @@ pub enum Command {
     Skip(SkipArgs),
     /// List the workflows dr knows, or show one
     Workflows(WorkflowsArgs),
+    /// Check the configuration file (dr.toml; see --config)
+    Config(ConfigArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigArgs {
+    #[command(subcommand)]
+    pub command: ConfigCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate dr.toml: exit 0 when valid, 2 when not (each problem as FILE:LINE:COL: KEY: message); with --connect also reach the API server, etcd, every node over ssh, the backups and terraform (exit 1 when one fails)
+    Check(ConfigCheckArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ConfigCheckArgs {
+    /// Also try each endpoint the file names and report each result with its latency
+    #[arg(long)]
+    pub connect: bool,
+    /// Print one JSON object: valid, path, digest, errors, checks
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -6,6 +6,7 @@
 //! details, which live in `dr-orchestrator`, `dr-workflows` and `dr-state`.
 
 mod args;
+mod config_cmd;
 mod render;
 
 use std::collections::BTreeMap;
@@ -243,6 +244,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     let state_dir = cli.global.state_dir.clone();
     match cli.command {
         Command::Workflows(args) => workflows(args),
+        Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Start(args) => {
             let env = open(state_dir)?;
             start(env, args).await

@@ -1,13 +1,15 @@
 //! The catalog of `dr` workflows and the actions they are made of.
 //!
 //! Owns: [`DrCatalog`] (the [`dr_orchestrator::Catalog`] the `dr` binary
-//! uses), one module per workflow, and the actions implementing
-//! [`dr_orchestrator::Action`].
+//! uses), one module per workflow, the actions implementing
+//! [`dr_orchestrator::Action`], and the typed configuration `dr.toml`
+//! ([`config::Config`]) they are built from.
 //!
 //! Refuses: persistence and scheduling. Actions do one attempt of a side
 //! effect and report; retries, timeouts and resumption are the engine's.
 
 pub mod actions;
+pub mod config;
 mod params;
 pub mod synthetic;
 

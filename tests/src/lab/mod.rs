@@ -532,7 +532,7 @@ impl Lab {
         }
         out.push_str(&format!("[ssh]\nuser = {}\nkey = {}\nknown_hosts = {}\n\n", toml_string(&self.user), q(&self.ssh_key()), q(&self.known_hosts())));
         out.push_str(&format!(
-            "[etcd]\nendpoints = [{}]\ncacert = {}\ncert = {}\nkey = {}\nname = {}\ninitial_cluster = {}\ninitial_advertise_peer_urls = {}\n# as seen on the control-plane node (node commands map it into the node root)\ndata_dir = \"/var/lib/etcd\"\nnode = {}\n\n",
+            "[etcd]\nendpoints = [{}]\ncacert = {}\ncert = {}\nkey = {}\nname = {}\ninitial_cluster = {}\ninitial_cluster_token = \"lab-etcd\"\ninitial_advertise_peer_urls = {}\n# as seen on the control-plane node (node commands map it into the node root)\ndata_dir = \"/var/lib/etcd\"\nnode = {}\n\n",
             toml_string(&self.etcd.endpoint),
             q(&self.etcd.cacert),
             q(&self.etcd.cert),
@@ -548,6 +548,11 @@ impl Lab {
             q(&self.dir.join("terraform")),
             q(&self.dir.join("bin/terraform"))
         ));
+        out.push_str("[terraform.node_targets]\n");
+        for node in self.nodes.iter().filter(|n| n.role != "control-plane") {
+            out.push_str(&format!("{} = {}\n", toml_string(&node.name), toml_string(&format!("libvirt_domain.{}", node.name))));
+        }
+        out.push('\n');
         out.push_str(&format!(
             "[scripts]\nhost_setup_dir = {}\nplatform_dir = {}\nrestore = {}\n\n",
             q(&self.dir.join("host-setup")),

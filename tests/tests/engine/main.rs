@@ -4,6 +4,7 @@
 #![allow(clippy::disallowed_methods, clippy::unwrap_used)]
 
 mod cli;
+mod config;
 mod crash;
 mod model;
 mod support;
