@@ -172,7 +172,7 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
-    let runner = Runner::new(Arc::new(store), Arc::new(DrCatalog::new()), Arc::clone(&clock), options);
+    let runner = Runner::new(Arc::new(store), Arc::new(catalog()), Arc::clone(&clock), options);
     Ok(Access::Local(Env { runner, clock, dir }))
 }
 
@@ -240,8 +240,17 @@ fn print_text(text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--config` (or `DR_CONFIG`), set once at start.
+static CONFIG_PATH: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+
+/// The catalog, reading the configuration from `--config` when a workflow needs it.
+fn catalog() -> DrCatalog {
+    DrCatalog::with_config(CONFIG_PATH.get().cloned().flatten())
+}
+
 async fn run(cli: Cli) -> anyhow::Result<u8> {
     let state_dir = cli.global.state_dir.clone();
+    let _ = CONFIG_PATH.set(cli.global.config.clone());
     match cli.command {
         Command::Workflows(args) => workflows(args),
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
@@ -316,7 +325,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
 }
 
 fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
-    let catalog = DrCatalog::new();
+    let catalog = catalog();
     match args.show {
         None => {
             let infos = catalog.workflows();

@@ -482,4 +482,7 @@ pub enum CatalogError {
     UnknownParam { workflow: String, param: String, known: Vec<String> },
     #[error("workflow {workflow} is invalid: {detail}")]
     Invalid { workflow: String, detail: String },
+    /// The workflow reads the configuration (`dr.toml`), which is missing or wrong.
+    #[error("workflow {workflow} needs the configuration: {detail}")]
+    Config { workflow: String, detail: String },
 }
