@@ -278,7 +278,7 @@ mod tests {
         assert!(err.contains("1 to 3"), "{err}");
         let err = build(&params(&[("stepz", "3")])).unwrap_err().to_string();
         assert!(err.contains("unknown parameter") && err.contains("steps"), "{err}");
-        let err = crate::DrCatalog.build("nope", &BTreeMap::new()).unwrap_err().to_string();
+        let err = crate::DrCatalog::new().build("nope", &BTreeMap::new()).unwrap_err().to_string();
         assert!(err.contains("synthetic"), "{err}");
     }
 

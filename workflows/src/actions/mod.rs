@@ -7,6 +7,7 @@ pub mod backup;
 pub mod command;
 pub mod http;
 pub mod kube;
+pub mod kubeadm;
 pub mod output;
 pub mod etcd;
 pub mod ssh;

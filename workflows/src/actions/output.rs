@@ -178,11 +178,13 @@ impl Redactor {
 pub struct LineRedactor {
     redactor: Redactor,
     in_private_key: bool,
+    /// The line before said a certificate key follows (kubeadm `--upload-certs`).
+    certificate_key_next: bool,
 }
 
 impl LineRedactor {
     pub fn new(redactor: Redactor) -> Self {
-        LineRedactor { redactor, in_private_key: false }
+        LineRedactor { redactor, in_private_key: false, certificate_key_next: false }
     }
 
     /// One line (without its newline), redacted.
@@ -197,6 +199,10 @@ impl LineRedactor {
         if line.contains("-----BEGIN") && line.contains("PRIVATE KEY-----") && !ends_key(line) {
             self.in_private_key = true;
         }
+        if std::mem::take(&mut self.certificate_key_next) && line.trim().chars().all(|c| c.is_ascii_hexdigit()) && !line.trim().is_empty() {
+            return REDACTED.to_owned();
+        }
+        self.certificate_key_next = line.trim_end().ends_with("Using certificate key:");
         self.redactor.redact(line)
     }
 }
@@ -213,6 +219,8 @@ struct Patterns {
     bearer: Regex,
     assignment: Regex,
     url_password: Regex,
+    secret_flag: Regex,
+    certificate_key_line: Regex,
 }
 
 fn patterns() -> &'static Patterns {
@@ -233,6 +241,10 @@ fn patterns() -> &'static Patterns {
                 r#"(?i)\b([A-Za-z0-9_.-]*(?:password|passwd|passphrase|token|secret|api[_-]?key|access[_-]?key)[A-Za-z0-9_.-]*)(\s*[=:]\s*)("[^"]*"|'[^']*'|[^\s"'&;,]+)"#,
             ),
             url_password: build(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+:)[^/\s@]+@"),
+            // kubeadm prints `--token abc.def` and `--certificate-key K` as separate words.
+            secret_flag: build(r"(--(?:token|certificate-key|discovery-token|tls-bootstrap-token|password|secret)(?:\s+|=))[^\s'\x22]+"),
+            // `kubeadm init --upload-certs` prints the certificate key alone on its line after this header.
+            certificate_key_line: build(r"(Using certificate key:\s*\n?\s*)[0-9a-f]{32,}"),
         }
     })
 }
@@ -251,6 +263,8 @@ fn redact_patterns(text: &str) -> String {
         format!("{}{scheme}{REDACTED}", &caps[1])
     });
     let text = p.bearer.replace_all(&text, format!("${{1}}{REDACTED}"));
+    let text = p.secret_flag.replace_all(&text, format!("${{1}}{REDACTED}"));
+    let text = p.certificate_key_line.replace_all(&text, format!("${{1}}{REDACTED}"));
     let text = p.assignment.replace_all(&text, |caps: &regex::Captures<'_>| {
         if &caps[3] == REDACTED {
             caps[0].to_owned()
@@ -290,6 +304,19 @@ mod tests {
         check("x\n-----BEGIN RSA PRIVATE KEY-----\nAAAA", &[], "x\n-----BEGIN RSA PRIVATE KEY-----[REDACTED]");
         check("AAAA\n-----END PRIVATE KEY-----\nok", &[], "[REDACTED]\nok");
         check("webhook https://hooks.example/T0/B1/xyz done", &["https://hooks.example/T0/B1/xyz"], "webhook [REDACTED] done");
+        // kubeadm's join command and certificate key, as it prints them.
+        check(
+            "kubeadm join 10.0.0.1:6443 --token abcdef.0123456789abcdef --discovery-token-ca-cert-hash sha256:00ff",
+            &[],
+            "kubeadm join 10.0.0.1:6443 --token [REDACTED] --discovery-token-ca-cert-hash sha256:00ff",
+        );
+        check("kubeadm join x --token=abcdef.0123456789abcdef", &[], "kubeadm join x --token=[REDACTED]");
+        check("  --control-plane --certificate-key 0123abcd", &[], "  --control-plane --certificate-key [REDACTED]");
+        check(
+            "[upload-certs] Using certificate key:\n9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\nnext",
+            &[],
+            "[upload-certs] Using certificate key:\n[REDACTED]\nnext",
+        );
     }
 
     #[test]
@@ -326,6 +353,15 @@ mod tests {
             .map(|l| lines.line(l))
             .collect();
         assert_eq!(out, ["a [REDACTED]", "-----BEGIN EC PRIVATE KEY-----[REDACTED]", "[REDACTED]", "[REDACTED]", "b"]);
+    }
+
+    #[test]
+    fn line_redaction_hides_kubeadm_s_certificate_key_on_the_line_after_its_header() {
+        let mut lines = LineRedactor::new(Redactor::default());
+        let key = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let out: Vec<String> =
+            ["[upload-certs] Using certificate key:", key, key, "  --token abc.def"].iter().map(|l| lines.line(l)).collect();
+        assert_eq!(out, ["[upload-certs] Using certificate key:", "[REDACTED]", key, "  --token [REDACTED]"]);
     }
 
     #[test]
