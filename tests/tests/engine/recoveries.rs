@@ -64,3 +64,57 @@ fn network_recovery_restarts_kube_proxy_and_coredns_and_dns_answers_again() {
     assert_eq!(step(&status, "verify-dns")["status"], "succeeded");
     assert_eq!(status["config_digest"].as_str().map(str::len), Some(64), "the config is pinned to the run");
 }
+
+const WORKER: &str = dr_tests::lab::WORKERS[0];
+
+fn node_schedulable(health: &Value, node: &str) -> bool {
+    let nodes = health["nodes"].as_array().cloned().unwrap_or_default();
+    nodes.iter().any(|n| n["name"] == node && n["ready"] == true && n["unschedulable"] != true)
+}
+
+#[test]
+fn worker_node_recovery_brings_a_stopped_kubelet_back_and_uncordons() {
+    let scene = Scene::new();
+    scene.fault("worker-down", Some(WORKER));
+    let status = scene.recover("worker-node-recovery", &[&format!("node={WORKER}")]);
+    assert_eq!(step(&status, "wait-ready")["status"], "succeeded");
+    assert_eq!(step(&status, "recreate-destroy")["status"], "skipped", "the restart path sufficed: {status}");
+    assert_eq!(step(&status, "uncordon")["status"], "succeeded");
+    assert!(node_schedulable(&scene.health(), WORKER), "{}", scene.health());
+    let journal = scene.lab.journal(WORKER).join("\n");
+    let containerd = journal.find("systemctl restart containerd").expect("containerd restarted");
+    let kubelet = journal.find("systemctl restart kubelet").expect("kubelet restarted");
+    assert!(containerd < kubelet, "containerd first, then the kubelet: {journal}");
+    assert!(!scene.lab.bastion_journal().iter().any(|l| l.contains("destroy")), "nothing destroyed");
+}
+
+#[test]
+fn worker_node_recovery_recreates_a_dead_worker_only_after_confirmation() {
+    let scene = Scene::new();
+    scene.fault("worker-dead", Some(WORKER));
+    // Without --yes the run stops at the gate: nothing is destroyed.
+    let out = scene.dr(&["start", "worker-node-recovery", "-p", &format!("node={WORKER}")]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("Re-create its VM"), "the gate says what it will do: {}", stderr(&out));
+    let status = scene.bastion.status();
+    assert_eq!(step(&status, "recreate-destroy")["status"], "gated");
+    assert!(!scene.lab.bastion_journal().iter().any(|l| l.contains("destroy")), "nothing destroyed before the approval");
+
+    // Approved: the VM is re-created, its new host key trusted, the node joins with a fresh token and comes back.
+    let out = scene.dr(&["approve", "@latest", "recreate-destroy"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let status = scene.bastion.status();
+    for id in ["recreate-destroy", "recreate-apply", "trust-host-key", "join", "wait-ready-new", "uncordon"] {
+        assert_eq!(step(&status, id)["status"], "succeeded", "{id}: {status}");
+    }
+    assert_eq!(scene.health()["healthy"], true, "{}", scene.health());
+    assert!(node_schedulable(&scene.health(), WORKER), "{}", scene.health());
+    // The bootstrap token never reaches the store's view of the run.
+    let history = scene.bastion.run(&["history", "@latest", "--json"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(!text.contains("--token ") || text.contains("--token [REDACTED]"), "{text}");
+    let tokens = std::fs::read_to_string(scene.lab.dir().join("nodes").join(dr_tests::lab::CONTROL_PLANE).join("etc/kubernetes/lab-tokens")).unwrap_or_default();
+    for token in tokens.lines().filter(|t| !t.is_empty()) {
+        assert!(!text.contains(token), "a bootstrap token is in the history");
+    }
+}

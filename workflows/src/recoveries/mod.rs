@@ -15,9 +15,10 @@ use dr_orchestrator::RetryPolicy;
 use crate::Recovery;
 
 pub mod network;
+pub mod worker_node;
 
 /// Every recovery of the guide, in the order `dr workflows` lists them.
-pub(crate) const ALL: &[Recovery] = &[network::RECOVERY];
+pub(crate) const ALL: &[Recovery] = &[network::RECOVERY, worker_node::RECOVERY];
 
 /// A check that waits for the cluster to converge: tried every few seconds
 /// for up to about `within`.
