@@ -202,5 +202,8 @@ pub enum WorkflowsCommand {
         /// Parameters, as for `dr start`, to show the steps they produce
         #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
         params: Vec<String>,
+        /// `text` (default), or `mermaid`: the step graph as a Mermaid flowchart (gates, conditions, cleanup marked)
+        #[arg(long, value_name = "FORMAT", default_value = "text", value_parser = ["text", "mermaid"])]
+        format: String,
     },
 }

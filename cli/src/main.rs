@@ -339,9 +339,13 @@ fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {
                 print_text(&text)?;
             }
         }
-        Some(args::WorkflowsCommand::Show { name, params }) => {
+        Some(args::WorkflowsCommand::Show { name, params, format }) => {
             let params = parse_params(&params)?;
             let def = catalog.build(&name, &params)?;
+            if format == "mermaid" && !args.json {
+                print_text(&render::mermaid(&def))?;
+                return Ok(exit::OK);
+            }
             let info = catalog.workflows().into_iter().find(|w| w.name == name);
             let target = dr_orchestrator::default_target_secs(def.level);
             if args.json {

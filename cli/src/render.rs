@@ -290,6 +290,40 @@ pub fn list_text(rows: &[(RunSummary, Rto)]) -> String {
     out
 }
 
+/// A workflow's step graph as a Mermaid flowchart: one node per step (its
+/// action and resume class), an edge per dependency labelled with the
+/// condition it carries; gates as hexagons, cleanup steps dashed, tolerated
+/// failures marked.
+pub fn mermaid(def: &dr_orchestrator::WorkflowDef) -> String {
+    let node_id = |id: &str| format!("s_{}", id.replace(|c: char| !c.is_ascii_alphanumeric(), "_"));
+    let quote = |text: &str| text.replace('"', "#quot;");
+    let mut out = format!("---\ntitle: {} (level {})\n---\nflowchart TD\n", def.name, def.level);
+    for s in &def.steps {
+        let mut label = format!("{}<br/><small>{} · {}</small>", s.id, s.action.kind(), s.resume.as_str());
+        if s.tolerate_failure {
+            label.push_str("<br/><small>failure tolerated</small>");
+        }
+        let label = quote(&label);
+        let shape = match (&s.gate, s.cleanup) {
+            (Some(_), _) => format!("{{{{\"{label}<br/><small>asks first</small>\"}}}}"),
+            (None, true) => format!("[/\"{label}<br/><small>cleanup</small>\"/]"),
+            (None, false) => format!("[\"{label}\"]"),
+        };
+        let _ = writeln!(out, "    {}{shape}", node_id(s.id.as_str()));
+    }
+    for s in &def.steps {
+        let when = s.condition.as_ref().map(|c| format!("|\"{}\"|", quote(&c.describe()))).unwrap_or_default();
+        for dep in &s.depends_on {
+            let _ = writeln!(out, "    {} -->{when} {}", node_id(dep.as_str()), node_id(s.id.as_str()));
+        }
+    }
+    let cleanup: Vec<String> = def.steps.iter().filter(|s| s.cleanup).map(|s| node_id(s.id.as_str())).collect();
+    if !cleanup.is_empty() {
+        let _ = writeln!(out, "    classDef cleanup stroke-dasharray: 5 5\n    class {} cleanup", cleanup.join(","));
+    }
+    out
+}
+
 /// One history event as JSON: `seq`, `at`, `kind`, then its fields.
 pub fn event_json(e: &EventRecord) -> Value {
     let mut obj = serde_json::Map::new();

@@ -273,3 +273,36 @@ fn status_watch_follows_a_run_another_process_drives_until_it_ends() {
     assert!(done.windows(2).all(|w| w[0] <= w[1]), "progress only grows: {done:?}");
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(0));
 }
+
+#[test]
+fn workflows_show_lists_gates_conditions_and_cleanup_and_draws_the_graph() {
+    let b = Bastion::new();
+    let args = ["workflows", "show", "synthetic", "-p", "steps=3", "-p", "gate_at=2", "-p", "tolerate_at=3", "-p", "cleanup=true"];
+    let out = b.run(&args);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("asks first: synthetic step 2: go ahead?"), "{text}");
+    assert!(text.contains("failure tolerated") && text.contains("cleanup: runs however the run ends"), "{text}");
+
+    let mut json_args = args.to_vec();
+    json_args.push("--json");
+    let v: Value = serde_json::from_slice(&b.run(&json_args).stdout).unwrap();
+    let steps = v["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 4);
+    assert!(steps[1]["gate"].as_str().unwrap().contains("go ahead"));
+    assert_eq!(steps[2]["tolerate_failure"], true);
+    assert_eq!(steps[3]["cleanup"], true);
+    assert_eq!(steps[1]["depends_on"], serde_json::json!(["step-1"]));
+
+    let mut mermaid = args.to_vec();
+    mermaid.extend(["--format", "mermaid"]);
+    let out = b.run(&mermaid);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let graph = String::from_utf8_lossy(&out.stdout);
+    assert!(graph.contains("flowchart TD"), "{graph}");
+    assert!(graph.contains("s_step_2{{"), "a gate is a hexagon: {graph}");
+    assert!(graph.contains("s_step_1 --> s_step_2") && graph.contains("s_step_2 --> s_step_3"), "{graph}");
+    assert!(graph.contains("class s_cleanup cleanup"), "{graph}");
+    let out = b.run(&["workflows", "show", "synthetic", "--format", "dot"]);
+    assert_eq!(code(&out), Some(2), "an unknown format is a usage error");
+}
