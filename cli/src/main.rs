@@ -66,10 +66,12 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("DR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
-        )
+        .with_env_filter(log_filter(std::env::var("DR_LOG").ok().as_deref()))
         .with_writer(std::io::stderr)
+        // Colours only for a terminal; a closed or full stderr is not an error worth dying for
+        // (tracing would otherwise eprintln! about it, which panics on a broken pipe).
+        .with_ansi(std::io::stderr().is_terminal())
+        .log_internal_errors(false)
         .init();
     // One run per process: a single-threaded runtime (actions that block use
     // the blocking pool, the store has its own writer thread).
@@ -88,6 +90,27 @@ fn main() -> ExitCode {
             ExitCode::from(exit_code_for(&e))
         }
     }
+}
+
+/// `DR_LOG`: a bare level (`info`, `debug`) shows dr's own events at that
+/// level and only warnings from libraries (sled, hyper, kube); a full filter
+/// (`info,sled=debug`) is taken as written. Unset or invalid: nothing.
+fn log_filter(value: Option<&str>) -> tracing_subscriber::EnvFilter {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return tracing_subscriber::EnvFilter::new("off");
+    };
+    let levels = ["error", "warn", "info", "debug", "trace", "off"];
+    let directives = if levels.contains(&value.to_ascii_lowercase().as_str()) {
+        ["dr", "dr_cli", "dr_orchestrator", "dr_workflows", "dr_state"]
+            .iter()
+            .fold("warn".to_owned(), |acc, target| format!("{acc},{target}={value}"))
+    } else {
+        value.to_owned()
+    };
+    tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
+        eprintln!("dr: DR_LOG={value:?} is not a log filter ({e}); logging nothing. Use a level (info, debug) or directives like info,sled=debug");
+        tracing_subscriber::EnvFilter::new("off")
+    })
 }
 
 /// The reader of our output went away (`dr list | head`): end quietly.

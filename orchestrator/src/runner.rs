@@ -621,14 +621,15 @@ impl Driver {
         let token = cancel.clone();
         let handle = tokio::spawn(
             async move {
-                let action = &def.steps[step].action;
+                let action = Arc::clone(&def.steps[step].action);
                 let step_id = ctx.step.clone();
                 let limit = deadline.map(|d| Duration::from_millis(u64::try_from(d - clock.now_ms()).unwrap_or(0)));
                 let timed_out = || ActionError::retryable(format!("timed out after {}", crate::runner::human_ms(timeout_ms)));
                 if probe {
+                    let work = isolated("the probe", async move { action.probe(ctx).await });
                     let result = match limit {
-                        Some(limit) => tokio::time::timeout(limit, action.probe(ctx)).await.unwrap_or_else(|_| Err(timed_out())),
-                        None => action.probe(ctx).await,
+                        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(timed_out())),
+                        None => work.await,
                     };
                     token.cancel();
                     let result = result
@@ -637,9 +638,10 @@ impl Driver {
                     let _ = tx.send(Input::ProbeDone { step, attempt, result });
                 } else {
                     info!("step attempt started");
+                    let work = isolated("the action", async move { action.run(ctx).await });
                     let result = match limit {
-                        Some(limit) => tokio::time::timeout(limit, action.run(ctx)).await.unwrap_or_else(|_| Err(timed_out())),
-                        None => action.run(ctx).await,
+                        Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| Err(timed_out())),
+                        None => work.await,
                     };
                     token.cancel();
                     match &result {
@@ -654,6 +656,37 @@ impl Driver {
             .instrument(span),
         );
         self.inflight.insert(step, InFlight { attempt, cancel, handle });
+    }
+}
+
+/// Runs an action's future in a task of its own, so that a panic in it (a
+/// bug) fails the attempt — recorded, retried or paused like any failure —
+/// instead of silently losing it and leaving the run waiting forever. The task
+/// is aborted when this future is dropped (timeout, stop).
+async fn isolated<T: Send + 'static>(
+    what: &'static str,
+    work: impl std::future::Future<Output = Result<T, ActionError>> + Send + 'static,
+) -> Result<T, ActionError> {
+    struct AbortOnDrop<T>(JoinHandle<T>);
+    impl<T> Drop for AbortOnDrop<T> {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let mut task = AbortOnDrop(tokio::spawn(work));
+    match (&mut task.0).await {
+        Ok(result) => result,
+        Err(e) if e.is_panic() => {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            warn!(panic = %message, "{what} panicked");
+            Err(ActionError::permanent(format!("{what} panicked (a bug in dr; please report it): {message}")))
+        }
+        Err(e) => Err(ActionError::retryable(format!("{what} was stopped before it finished: {e}"))),
     }
 }
 

@@ -287,3 +287,42 @@ async fn a_changed_configuration_is_refused_unless_allowed() {
     let out = r.drive(run.id, allowed).await.unwrap();
     assert_eq!(out.run.config_digest.as_deref(), Some("aaaa"));
 }
+
+/// An action with a bug: it panics.
+struct Panicking;
+
+impl Action for Panicking {
+    fn kind(&self) -> &'static str {
+        "test.panic"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn run(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        Box::pin(async { panic!("index out of bounds") })
+    }
+}
+
+struct PanicCatalog;
+
+impl Catalog for PanicCatalog {
+    fn workflows(&self) -> Vec<WorkflowInfo> {
+        vec![]
+    }
+    fn build(&self, name: &str, _params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
+        let step = StepDef { retry: RetryPolicy::none(), ..StepDef::new("boom", "", Arc::new(Panicking)) };
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps: vec![step], config_digest: None })
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_action_fails_its_step_instead_of_hanging_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(dr_state::SledStore::open(dir.path()).unwrap());
+    let r = Runner::new(store, Arc::new(PanicCatalog), Arc::new(SystemClock), RunnerOptions::default());
+    let run = r.create("w", BTreeMap::new(), None, None).await.unwrap();
+    let out = tokio::time::timeout(Duration::from_secs(10), r.drive(run.id, DriveOptions::default())).await.expect("no hang").unwrap();
+    assert_eq!(out.run.status, RunStatus::Paused);
+    let StepState::Failed { error, .. } = &out.run.steps[0].state else { panic!("failed: {:?}", out.run.steps[0].state) };
+    assert!(error.contains("panicked") && error.contains("index out of bounds"), "{error}");
+}

@@ -306,3 +306,34 @@ fn workflows_show_lists_gates_conditions_and_cleanup_and_draws_the_graph() {
     let out = b.run(&["workflows", "show", "synthetic", "--format", "dot"]);
     assert_eq!(code(&out), Some(2), "an unknown format is a usage error");
 }
+
+#[test]
+fn a_reader_that_goes_away_never_hangs_the_run_even_with_logs_on() {
+    for level in ["info", "debug"] {
+        let b = Bastion::new();
+        let mut child = b
+            .dr()
+            .args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=50"])
+            .env("DR_LOG", level)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader reads one line, then goes away (`| head -1`).
+        let mut stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut stderr, &mut line).unwrap();
+        drop(stderr);
+        drop(child.stdout.take());
+        let began = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            assert!(began.elapsed() < Duration::from_secs(10), "DR_LOG={level}: dr hangs once its reader is gone");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let status = b.status();
+        assert_eq!(status["status"], "succeeded", "DR_LOG={level}: the run was saved and finished: {status}");
+    }
+}
