@@ -73,7 +73,7 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(lab_processes(&dir), Vec::<String>::new());
     for pid in pids {
-        assert!(!dr_tests::lab::process::pid_alive(pid), "pid {pid} still runs");
+        assert!(!dr_lab::lab::process::pid_alive(pid), "pid {pid} still runs");
     }
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");

@@ -1,4 +1,4 @@
-//! `dr-lab`: runs the lab (see `dr_tests::lab` and `docs/LAB.md`) for the demo
+//! `dr-lab`: runs the lab (see `dr_lab::lab` and `docs/LAB.md`) for the demo
 //! and the operator. `up` starts a detached supervisor that owns the lab and
 //! returns once every part is healthy; `status`, `fault` and `down` act on the
 //! lab through its directory (pid files, `lab.json`, the lab scripts).
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dr_tests::lab::process::{pid_alive, read_pid, terminate};
-use dr_tests::lab::{self, ApiChoice, Lab, LabOptions, Pace, Summary};
+use dr_lab::lab::process::{pid_alive, read_pid, terminate};
+use dr_lab::lab::{self, ApiChoice, Lab, LabOptions, Pace, Summary};
 use serde_json::json;
 
 #[derive(Parser, Debug)]
