@@ -6,8 +6,11 @@
 //! Kubernetes-side faults, plus a `/lab/v1/...` control API for the other lab
 //! parts.
 //!
-//! Owns: the object store, controllers, faults, the HTTP surface, its TLS.
-//! Refuses: real etcd, ssh, terraform, backups (other lab modules do those).
+//! Owns: the object store, controllers, faults, the HTTP surface, its TLS,
+//! and keeping the objects in the lab's etcd once attached
+//! (`ApiServer::attach_etcd`, `persist.rs`: written before the API answers,
+//! 500 while etcd is down, reloaded when etcd's data was replaced).
+//! Refuses: running etcd, ssh, terraform, backups (other lab modules do those).
 //!
 //! One port serves plain HTTP always and HTTPS too with `KubeOptions::tls`
 //! (lab CA; the kubeconfig then carries `certificate-authority-data`).
@@ -16,7 +19,7 @@
 //! surfaces at once.
 //!
 //! Control routes (JSON bodies, answers JSON; errors are `Status` objects):
-//! - `GET /lab/v1/health`: nodes, kube-system, argocd, apps, faults; `healthy`.
+//! - `GET /lab/v1/health`: etcd, nodes, kube-system, argocd, apps, faults; `healthy`.
 //! - `GET|POST /lab/v1/cluster/state`: the cluster's objects (as etcd holds
 //!   them) / make the cluster hold exactly those (an etcd restore).
 //! - `POST /lab/v1/nodes/{node}/kubelet {"state":"running|stopped|dead"}`

@@ -1,10 +1,12 @@
 //! The lab: a simulated homelab that `dr` recovers. [`Lab::start`] brings up,
 //! under one directory, the control API (the simulated Kubernetes API server
-//! of `crate::kube`, or the recording [`StubApi`]), a real TLS etcd, one real
+//! of `crate::kube`, whose objects it keeps in the etcd, or the recording
+//! [`StubApi`]), a real TLS etcd, one real
 //! unprivileged sshd per node on its own loopback address, the bastion tools
 //! (terraform stand-in, host-setup and platform scripts), real tar.gz backups
 //! and the ingress endpoint; writes `dr.toml` and `kubeconfig`; and tears it
-//! all down on drop. Faults are injected with [`Lab::fault`].
+//! all down on drop. Faults are injected with [`Lab::fault`]; [`Lab::status`]
+//! reports whether the platform is healthy.
 //!
 //! Owns every process it starts (by pid file under the lab dir) and nothing
 //! outside its directory, except `/run/sshd` (sshd's privilege-separation dir)
