@@ -52,7 +52,8 @@ fn a_created_object_is_in_etcd_before_the_api_answers() {
 #[test]
 fn with_etcd_stopped_the_api_and_kubectl_fail_and_answer_again_once_it_runs() {
     let lab = TestLab::simulated().expect("lab starts");
-    assert!(kubectl(&lab, &["get", "nodes"]).status.success());
+    let get = kubectl(&lab, &["get", "nodes"]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
     lab.etcd_stop().expect("etcd stops");
 
     let get = kubectl(&lab, &["get", "nodes"]);
@@ -118,4 +119,24 @@ fn restoring_an_older_backup_over_ssh_goes_back_further() {
     assert!(restore.status.success(), "{}", text(&restore.stderr));
     assert_eq!(config_map_code(&lab, "made-after-the-backups"), 404);
     assert_eq!(lab.status()["etcd_marker"], json!(oldest.marker));
+}
+
+#[test]
+fn after_etcd_corrupt_the_api_fails_until_a_backup_is_restored() {
+    let lab = TestLab::simulated().expect("lab starts");
+    create_config_map(&lab, "made-after-the-backups");
+    lab.fault("etcd-corrupt", None).expect("fault");
+    let get = kubectl(&lab, &["get", "nodes"]);
+    assert!(!get.status.success(), "{}", text(&get.stdout));
+    assert_eq!(lab.status()["healthy"], false);
+    assert_eq!(lab.status()["etcd_marker"], Value::Null, "no etcd, no marker");
+
+    let newest = lab.backups().last().expect("a backup").clone();
+    let restore = Command::new(lab.dir().join("bin/k8s-restore.sh")).arg(&newest.path).output().expect("k8s-restore.sh runs");
+    assert!(restore.status.success(), "{}", text(&restore.stderr));
+    let get = kubectl(&lab, &["get", "nodes", "-o", "name"]);
+    assert!(get.status.success(), "{}", text(&get.stderr));
+    assert_eq!(config_map_code(&lab, "made-after-the-backups"), 404);
+    assert_eq!(lab.status()["etcd_marker"], json!(newest.marker));
+    assert!(wait_until(Duration::from_secs(20), || lab.status()["healthy"] == true), "healthy again: {:#}", lab.status());
 }

@@ -35,7 +35,8 @@ pub const REGISTRY_PREFIX: &str = "/registry/";
 pub const STAMP_KEY: &str = "/lab/apiserver/stamp";
 /// etcd refuses transactions of more than 128 operations by default.
 const OPS_PER_TXN: usize = 100;
-const CONNECT_TIMEOUT: Duration = Duration::from_millis(800);
+// Generous: a busy test machine can take a while for a TLS handshake; a stopped etcd refuses at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// How to reach the lab's etcd (client certificate auth over TLS).
@@ -154,7 +155,14 @@ impl Io<'_> {
         if !self.enabled() {
             return Ok(());
         }
-        let stamp = match self.read_prefix(STAMP_KEY, false).await {
+        let had_client = self.inner.client.is_some();
+        let mut read = self.read_prefix(STAMP_KEY, false).await;
+        if read.is_err() && had_client {
+            // A connection from before an etcd restart: try once more on a new one.
+            self.inner.client = None;
+            read = self.read_prefix(STAMP_KEY, false).await;
+        }
+        let stamp = match read {
             Ok(kvs) => kvs.into_iter().next().map(|(_, v)| v),
             Err(e) => return Err(self.broken(shared, e)),
         };
