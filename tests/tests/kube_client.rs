@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use dr_tests::kube::{ApiServer, KubeOptions};
+use dr_lab::kube::{ApiServer, KubeOptions};
 use futures::TryStreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Event, Namespace, Node, Pod, Service};

@@ -7,8 +7,8 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use dr_tests::kube::resources::{APPLICATIONS, ENDPOINTS, NODES, PODS};
-use dr_tests::kube::{ApiServer, KubeOptions};
+use dr_lab::kube::resources::{APPLICATIONS, ENDPOINTS, NODES, PODS};
+use dr_lab::kube::{ApiServer, KubeOptions};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -129,7 +129,7 @@ fn pod_crash_fault_crashloops_one_deployment_until_a_rollout_restart() {
     assert_eq!(unhealthy.len(), 1, "{unhealthy:?}");
     assert_eq!(unhealthy[0]["name"], "web");
     assert_eq!(unhealthy[0]["health"], "Degraded");
-    let events = server.shared().lock().store.list(&dr_tests::kube::resources::EVENTS, Some("demo"));
+    let events = server.shared().lock().store.list(&dr_lab::kube::resources::EVENTS, Some("demo"));
     assert!(events.iter().any(|e| e["reason"] == "BackOff" && e["type"] == "Warning"));
 
     // Deleting a pod is not the repair: its replacement crashes too.

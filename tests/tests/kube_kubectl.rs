@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use dr_tests::kube::resources::{NODES, PODS};
-use dr_tests::kube::{ApiServer, KubeOptions};
+use dr_lab::kube::resources::{NODES, PODS};
+use dr_lab::kube::{ApiServer, KubeOptions};
 use serde_json::Value;
 
 struct Fixture {

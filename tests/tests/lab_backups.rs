@@ -7,13 +7,13 @@
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use dr_tests::lab::etcd::snapshot_status;
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::etcd::snapshot_status;
+use dr_lab::lab::testing::TestLab;
 
 #[test]
 fn backups_exist_with_the_chosen_ages_and_hold_a_valid_snapshot() {
     let lab = TestLab::start(|options| {
-        options.api = dr_tests::lab::ApiChoice::Stub;
+        options.api = dr_lab::lab::ApiChoice::Stub;
         options.backup_ages = vec![Duration::from_secs(30 * 3600), Duration::from_secs(2 * 3600)];
     })
     .expect("lab starts");
@@ -58,7 +58,7 @@ fn the_ingress_answers_only_while_the_platform_is_healthy_and_scripts_record_the
     let lab = TestLab::stub().expect("lab starts");
     let url = lab.ingress_url();
     assert!(url.starts_with("http://127.0.0.100:"), "{url}");
-    let status = |url: &str| dr_tests::lab::http::request("GET", url, None).expect("ingress answers").0;
+    let status = |url: &str| dr_lab::lab::http::request("GET", url, None).expect("ingress answers").0;
     assert_eq!(status(&url), 200);
     lab.fault("control-plane-lost", None).expect("fault");
     assert_eq!(status(&url), 503);

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use dr_tests::lab::testing::TestLab;
-use dr_tests::lab::CONTROL_PLANE;
+use dr_lab::lab::testing::TestLab;
+use dr_lab::lab::CONTROL_PLANE;
 
 fn stub_lab() -> TestLab {
     TestLab::stub().expect("lab starts")
@@ -59,7 +59,7 @@ fn systemctl_stop_etcd_over_ssh_stops_the_real_etcd_and_start_brings_it_back_wit
     let stop = lab.ssh(CONTROL_PLANE, "sudo systemctl stop etcd").expect("ssh");
     assert!(stop.status.success(), "{}", String::from_utf8_lossy(&stop.stderr));
     assert!(lab.etcd_pid().is_none());
-    assert!(!dr_tests::lab::process::pid_alive(pid), "the etcd process is gone");
+    assert!(!dr_lab::lab::process::pid_alive(pid), "the etcd process is gone");
     assert!(!lab.etcd().healthy());
     let inactive = lab.ssh(CONTROL_PLANE, "systemctl is-active etcd").expect("ssh");
     assert_eq!(String::from_utf8_lossy(&inactive.stdout).trim(), "inactive");

@@ -3,8 +3,8 @@
 
 use std::process::Command;
 
-use dr_tests::lab::testing::TestLab;
-use dr_tests::lab::{CONTROL_PLANE, WORKERS};
+use dr_lab::lab::testing::TestLab;
+use dr_lab::lab::{CONTROL_PLANE, WORKERS};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -2,8 +2,8 @@
 //! node-side commands run and journal, they reach the lab control API, and a
 //! node re-created by terraform has a new host key.
 
-use dr_tests::lab::testing::TestLab;
-use dr_tests::lab::{CONTROL_PLANE, WORKERS};
+use dr_lab::lab::testing::TestLab;
+use dr_lab::lab::{CONTROL_PLANE, WORKERS};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -82,7 +82,7 @@ fn a_node_recreated_by_terraform_has_a_new_host_key_that_ssh_refuses_until_trust
     let destroy = lab.terraform(&["destroy", "-auto-approve", "-target=libvirt_domain.k8s-worker-2"]).expect("terraform");
     assert!(destroy.status.success(), "{}", text(&destroy.stderr));
     assert!(lab.sshd_pid(worker).is_none());
-    assert!(!dr_tests::lab::process::pid_alive(old_pid));
+    assert!(!dr_lab::lab::process::pid_alive(old_pid));
     let down = lab.ssh(worker, "true").expect("ssh");
     assert!(!down.status.success());
     assert!(text(&down.stderr).contains("Connection refused"), "{}", text(&down.stderr));

@@ -5,9 +5,9 @@
 use std::process::Command;
 use std::time::Duration;
 
-use dr_tests::lab::process::wait_until;
-use dr_tests::lab::testing::TestLab;
-use dr_tests::lab::{Lab, CONTROL_PLANE, WORKERS};
+use dr_lab::lab::process::wait_until;
+use dr_lab::lab::testing::TestLab;
+use dr_lab::lab::{Lab, CONTROL_PLANE, WORKERS};
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
@@ -20,7 +20,7 @@ fn kubectl(lab: &Lab, args: &[&str]) -> String {
 }
 
 fn ingress_status(lab: &Lab) -> u16 {
-    dr_tests::lab::http::request("GET", &lab.ingress_url(), None).map(|(code, _)| code).unwrap_or(0)
+    dr_lab::lab::http::request("GET", &lab.ingress_url(), None).map(|(code, _)| code).unwrap_or(0)
 }
 
 fn node_ready(lab: &Lab, node: &str) -> bool {
@@ -95,7 +95,7 @@ fn the_guides_etcdctl_command_works_on_the_control_plane() {
         .expect("ssh");
     assert!(save.status.success(), "{}", text(&save.stderr));
     let saved = lab.node(CONTROL_PLANE).expect("node").root.join("tmp/emergency-backup.db");
-    let (_, revision, _) = dr_tests::lab::etcd::snapshot_status(&saved).expect("a valid snapshot");
+    let (_, revision, _) = dr_lab::lab::etcd::snapshot_status(&saved).expect("a valid snapshot");
     assert!(revision > 0);
 }
 

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::backup::{
     BackupCheckAction, BackupCheckOutput, BackupCheckParams, BackupExtractAction, BackupExtractOutput,
     BackupExtractParams, Checksum,

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionCtx, RunId};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::command::{group_alive, CommandAction, CommandOutput, CommandParams, EnvVar};
 use dr_workflows::actions::output::DEFAULT_LIMIT;
 use tokio_util::sync::CancellationToken;

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::config::{probe::probe, Config, ConfigError, Role};
 
 fn corpus() -> PathBuf {

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::etcd::{
     self, EtcdAlarmList, EtcdConnection, EtcdEndpointHealth, EtcdMemberList, EtcdSnapshotRestore, EtcdSnapshotSave,
     RestoreReport, SwapPhase,
@@ -160,7 +160,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     assert!(summary.contains(&info.sha256) && summary.contains(&format!("{} bytes", info.size)), "{summary}");
     assert!(!path.with_extension("partial").exists());
     // The real etcdctl agrees it is a snapshot with our key's revision in it.
-    let (_, revision, keys) = dr_tests::lab::etcd::snapshot_status(&path).unwrap();
+    let (_, revision, keys) = dr_lab::lab::etcd::snapshot_status(&path).unwrap();
     assert!(revision > 0 && keys > 0);
     assert!(summary.contains(&format!("revision {revision}")), "{summary} (etcdctl: {revision})");
     assert!(save.probe(ctx()).await.unwrap().is_some());

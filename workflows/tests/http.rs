@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionCtx, RunId};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::command::{CommandAction, CommandParams};
 use dr_workflows::actions::http::{HttpCheckAction, HttpCheckOutput, HttpCheckParams, HttpMethod};
 use tokio_util::sync::CancellationToken;

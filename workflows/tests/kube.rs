@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionCtx, ActionError};
-use dr_tests::kube::{resources, ResourceType};
+use dr_lab::kube::{resources, ResourceType};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;

@@ -10,7 +10,7 @@ mod support;
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionError};
-use dr_tests::kube::resources;
+use dr_lab::kube::resources;
 use dr_workflows::actions::kube::argocd::{AppStatus, ArgoApps, ArgoSync, SyncOutcome};
 use dr_workflows::actions::kube::pods::{DeletePods, DeletePodsReport};
 use serde::de::DeserializeOwned;

@@ -12,7 +12,7 @@ mod support;
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionCtx, ActionError};
-use dr_tests::kube::{ApiServer, KubeOptions};
+use dr_lab::kube::{ApiServer, KubeOptions};
 use dr_workflows::actions::kube::health::{
     ClusterHealth, ClusterReport, DnsCheck, DnsReport, EndpointsReport, EndpointsUnready, EventInfo, RecentEvents,
 };

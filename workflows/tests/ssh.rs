@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::ssh::{self, SshCommand, SshDownload, SshTarget, SshTrustHostKey, SshUpload};
 use sha2::{Digest, Sha256};
 

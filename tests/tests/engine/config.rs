@@ -6,7 +6,7 @@
 use serde_json::Value;
 
 use crate::support::{code, stderr, Bastion};
-use dr_tests::lab::testing::TestLab;
+use dr_lab::lab::testing::TestLab;
 
 #[test]
 fn config_check_connect_passes_against_the_lab_and_fails_on_a_dead_node() {

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
-use dr_tests::kube::{ApiServer, KubeOptions};
+use dr_lab::kube::{ApiServer, KubeOptions};
 use dr_workflows::actions::kube::KubeConnection;
 use serde::de::DeserializeOwned;
 use tempfile::TempDir;

@@ -120,11 +120,18 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     let path = uri.path().trim_end_matches('/').to_string();
     let query = Query::parse(&uri);
     if let Some(rest) = path.strip_prefix("/lab/v1/") {
-        return lab_route(&st, &method, rest, &body);
+        return lab_route(&st, &method, rest, &body).await;
     }
     match path.as_str() {
         "/healthz" | "/readyz" | "/livez" => {
-            return if st.shared.lock().sim.api_up { (StatusCode::OK, "ok").into_response() } else { StatusCode::SERVICE_UNAVAILABLE.into_response() };
+            if !st.shared.lock().sim.api_up {
+                return StatusCode::SERVICE_UNAVAILABLE.into_response();
+            }
+            let etcd = st.shared.persist.begin().await.ensure(&st.shared).await;
+            return match etcd {
+                Ok(()) => (StatusCode::OK, "ok").into_response(),
+                Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, format!("[-]etcd failed: reason withheld\n{} check failed\n", path.trim_start_matches('/'))).into_response(),
+            };
         }
         _ => {}
     }
@@ -186,8 +193,18 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
     if content_type.starts_with("application/vnd.kubernetes.protobuf") {
         return error_response(&ApiError::new(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json, application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json, application/apply-patch+yaml"));
     }
+    // Every resource request reads or writes etcd: it must answer, and what a request changed is
+    // written there before the answer (see `persist.rs`).
+    let mut io = st.shared.persist.begin().await;
+    if let Err(e) = io.ensure(&st.shared).await {
+        return error_response(&e);
+    }
+    let writes = !matches!(method, Method::GET | Method::HEAD);
     let result = match (method, name, sub.as_deref()) {
-        (Method::GET, None, _) if query.flag("watch") => return watch_handler(&st, rt, ns, &query, wants_table(&accept)),
+        (Method::GET, None, _) if query.flag("watch") => {
+            drop(io);
+            return watch_handler(&st, rt, ns, &query, wants_table(&accept));
+        }
         (Method::GET, None, _) => list(&st, &rt, ns.as_deref(), &query, &accept),
         (Method::GET | Method::PUT | Method::PATCH, Some(n), Some("scale")) => scale(&st, &rt, &ns_str, &n, &body),
         (Method::GET, Some(n), _) => get(&st, &rt, &ns_str, &n, &query, &accept),
@@ -199,17 +216,30 @@ async fn handle(State(st): State<AppState>, method: Method, uri: Uri, headers: H
         (Method::DELETE, None, None) => delete_collection(&st, &rt, ns.as_deref(), &query),
         _ => Err(ApiError::new(405, "MethodNotAllowed", "the server does not allow this method on the requested resource")),
     };
+    if writes {
+        if let Err(e) = io.flush(&st.shared).await {
+            return error_response(&e);
+        }
+    }
+    drop(io);
     match result {
         Ok((code, v)) => json_response(code, &v),
         Err(e) => error_response(&e),
     }
 }
 
-fn lab_route(st: &AppState, method: &Method, rest: &str, body: &Bytes) -> Response {
-    if *method == Method::GET && rest.trim_matches('/') == "health" {
+async fn lab_route(st: &AppState, method: &Method, rest: &str, body: &Bytes) -> Response {
+    let route = rest.trim_matches('/');
+    let mut io = st.shared.persist.begin().await;
+    // Health reports etcd too; routes that read or write the cluster's objects need etcd.
+    let etcd = io.ensure(&st.shared).await;
+    if *method == Method::GET && route == "health" {
         return ok(&lab::health(&st.shared.lock()));
     }
-    if *method == Method::GET && rest.trim_matches('/') == "cluster/state" {
+    if let (true, Err(e)) = (lab::needs_etcd(route), etcd) {
+        return error_response(&e);
+    }
+    if *method == Method::GET && route == "cluster/state" {
         return ok(&lab::state(&st.shared.lock()));
     }
     if *method != Method::POST {
@@ -218,6 +248,12 @@ fn lab_route(st: &AppState, method: &Method, rest: &str, body: &Bytes) -> Respon
     let body: Value = if body.is_empty() { json!({}) } else { serde_json::from_slice(body).unwrap_or(json!({})) };
     let result = lab::control(&mut st.shared.lock(), rest, &body);
     st.shared.changed.notify_one();
+    if lab::needs_etcd(route) {
+        if let Err(e) = io.flush(&st.shared).await {
+            return error_response(&e);
+        }
+    }
+    drop(io);
     match result {
         Ok(v) => ok(&v),
         Err(e) => error_response(&e),

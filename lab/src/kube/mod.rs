@@ -6,8 +6,11 @@
 //! Kubernetes-side faults, plus a `/lab/v1/...` control API for the other lab
 //! parts.
 //!
-//! Owns: the object store, controllers, faults, the HTTP surface, its TLS.
-//! Refuses: real etcd, ssh, terraform, backups (other lab modules do those).
+//! Owns: the object store, controllers, faults, the HTTP surface, its TLS,
+//! and keeping the objects in the lab's etcd once attached
+//! (`ApiServer::attach_etcd`, `persist.rs`: written before the API answers,
+//! 500 while etcd is down, reloaded when etcd's data was replaced).
+//! Refuses: running etcd, ssh, terraform, backups (other lab modules do those).
 //!
 //! One port serves plain HTTP always and HTTPS too with `KubeOptions::tls`
 //! (lab CA; the kubeconfig then carries `certificate-authority-data`).
@@ -16,7 +19,7 @@
 //! surfaces at once.
 //!
 //! Control routes (JSON bodies, answers JSON; errors are `Status` objects):
-//! - `GET /lab/v1/health`: nodes, kube-system, argocd, apps, faults; `healthy`.
+//! - `GET /lab/v1/health`: etcd, nodes, kube-system, argocd, apps, faults; `healthy`.
 //! - `GET|POST /lab/v1/cluster/state`: the cluster's objects (as etcd holds
 //!   them) / make the cluster hold exactly those (an etcd restore).
 //! - `POST /lab/v1/nodes/{node}/kubelet {"state":"running|stopped|dead"}`
@@ -39,6 +42,7 @@
 mod controllers;
 mod http;
 mod lab;
+pub mod persist;
 mod proto;
 pub mod resources;
 mod seed;
@@ -58,6 +62,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 
 pub use resources::ResourceType;
+pub use persist::EtcdConfig;
 pub use store::{ApiError, Store};
 
 /// Errors of the simulated API server.
@@ -201,6 +206,8 @@ pub(crate) struct Sim {
     /// The earliest time-based transition the last reconcile saw coming (pod or node turning
     /// Ready, a crash restart, a sync finishing): the controllers wake then.
     pub next_wake: Option<Instant>,
+    /// Why the last attempt to reach etcd failed (`None`: it answered, or the store is not kept in etcd).
+    pub etcd_error: Option<String>,
 }
 
 /// The store, the simulation and the options, under one lock.
@@ -231,6 +238,7 @@ impl World {
 pub struct Shared {
     world: Arc<Mutex<World>>,
     changed: Arc<Notify>,
+    persist: Arc<persist::Persist>,
 }
 
 impl Shared {
@@ -251,6 +259,8 @@ pub struct ApiServer {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     token: String,
     tls: Option<tls::TlsMaterial>,
+    /// The runtime serving the API (for blocking callers).
+    runtime: tokio::runtime::Handle,
 }
 
 impl ApiServer {
@@ -264,7 +274,8 @@ impl ApiServer {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(http::serve(listener, shared.clone(), addr, rx, tls.as_ref().map(|t| t.config.clone())));
         let controller = tokio::spawn(controllers::run(shared.clone()));
-        Ok(Self { addr, shared, shutdown: Some(tx), thread: None, tasks: vec![server, controller], token: opts.token, tls })
+        let runtime = tokio::runtime::Handle::current();
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: None, tasks: vec![server, controller], token: opts.token, tls, runtime })
     }
 
     /// Start on a background thread with its own runtime (for blocking callers and `dr-lab`).
@@ -281,6 +292,7 @@ impl ApiServer {
             .thread_name("dr-lab-kube")
             .build()
             .map_err(Error::Runtime)?;
+        let handle = runtime.handle().clone();
         let (tx, rx) = tokio::sync::oneshot::channel();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread_shared = shared.clone();
@@ -300,7 +312,7 @@ impl ApiServer {
             })
             .map_err(Error::Runtime)?;
         ready_rx.recv().map_err(|_| Error::ThreadStart)?;
-        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread), tasks: Vec::new(), token: opts.token, tls })
+        Ok(Self { addr, shared, shutdown: Some(tx), thread: Some(thread), tasks: Vec::new(), token: opts.token, tls, runtime: handle })
     }
 
     fn build_world(opts: KubeOptions) -> Shared {
@@ -317,6 +329,7 @@ impl ApiServer {
                 api_up: false,
                 instant: false,
                 next_wake: None,
+                etcd_error: None,
             },
             opts,
         };
@@ -324,7 +337,7 @@ impl ApiServer {
         if seed_it {
             seed::standard_cluster(&mut world);
         }
-        Shared { world: Arc::new(Mutex::new(world)), changed }
+        Shared { world: Arc::new(Mutex::new(world)), changed, persist: Arc::default() }
     }
 
     /// `https://127.0.0.1:PORT` with TLS on, else `http://127.0.0.1:PORT`.
@@ -377,6 +390,23 @@ impl ApiServer {
     /// The same JSON that `GET /lab/v1/health` answers.
     pub fn health(&self) -> Value {
         lab::health(&self.shared.lock())
+    }
+
+    /// Keep the objects in etcd from now on (see `persist.rs`): what `/registry/` holds is loaded,
+    /// or, when it holds nothing, every object is saved there. From then on every change is
+    /// written to etcd before the API answers, and the API fails while etcd does.
+    pub async fn attach_etcd(&self, config: EtcdConfig) -> std::result::Result<(), ApiError> {
+        let mut io = self.shared.persist.begin().await;
+        io.attach(&self.shared, config).await
+    }
+
+    /// [`ApiServer::attach_etcd`] for blocking callers (not on the server's runtime).
+    pub fn attach_etcd_blocking(&self, config: EtcdConfig) -> std::result::Result<(), ApiError> {
+        let shared = self.shared.clone();
+        self.runtime.block_on(async move {
+            let mut io = shared.persist.begin().await;
+            io.attach(&shared, config).await
+        })
     }
 
     /// The same JSON that `GET /lab/v1/cluster/state` answers (what etcd would hold).

@@ -57,6 +57,13 @@ fn require_api(world: &World) -> Result<(), ApiError> {
     }
 }
 
+/// Whether a control route reads or writes the cluster's objects (and so needs etcd): all but
+/// health, kubelet states, re-creation and wipe, which act on the machines.
+pub fn needs_etcd(route: &str) -> bool {
+    let segs: Vec<&str> = route.split('/').collect();
+    !matches!(segs.as_slice(), ["health"] | ["nodes", _, "kubelet" | "recreate"] | ["cluster", "wipe"] | ["faults", "worker-down" | "worker-dead" | "clear"])
+}
+
 /// Apply one control action; `path` is what follows `/lab/v1/`.
 pub fn control(world: &mut World, path: &str, body: &Value) -> Result<Value, ApiError> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
@@ -193,28 +200,38 @@ pub fn state(world: &World) -> Value {
 /// an etcd snapshot restore); controllers then reconcile pods, nodes and apps from there.
 fn restore_state(world: &mut World, body: &Value) -> Result<Value, ApiError> {
     let objects = body.get("objects").and_then(Value::as_array).ok_or_else(|| ApiError::bad_request("body needs \"objects\""))?;
-    let mut wanted = std::collections::HashSet::new();
-    for entry in objects {
-        let t = entry.get("type").and_then(Value::as_str).unwrap_or_default();
-        let o = &entry["object"];
-        wanted.insert((t.to_string(), meta(o, "namespace"), meta(o, "name")));
-    }
+    let objects: Vec<(String, Value)> = objects
+        .iter()
+        .map(|entry| (entry.get("type").and_then(Value::as_str).unwrap_or_default().to_string(), entry["object"].clone()))
+        .collect();
+    let restored = replace_objects(world, objects);
+    Ok(json!({"restored": restored}))
+}
+
+/// The cluster's objects (events aside) become exactly `objects` (type key, object): what an etcd
+/// holds after a snapshot restore. Objects held as they are stay untouched; the simulated pods and
+/// syncs start over when anything changed. Returns how many objects were put back.
+pub(crate) fn replace_objects(world: &mut World, objects: Vec<(String, Value)>) -> usize {
+    let before = world.store.resource_version();
+    let wanted: std::collections::HashSet<(String, String, String)> =
+        objects.iter().map(|(t, o)| (t.clone(), meta(o, "namespace"), meta(o, "name"))).collect();
     for (t, o) in world.store.dump() {
         if t != r::EVENTS.key() && !wanted.contains(&(t.clone(), meta(&o, "namespace"), meta(&o, "name"))) {
             world.store.remove(&t, &meta(&o, "namespace"), &meta(&o, "name"));
         }
     }
     let mut restored = 0;
-    for entry in objects {
-        let t = entry.get("type").and_then(Value::as_str).unwrap_or_default();
+    for (t, o) in objects {
         if r::ALL.iter().any(|rt| rt.key() == t) {
-            world.store.restore(t, entry["object"].clone());
+            world.store.restore(&t, o);
             restored += 1;
         }
     }
-    world.sim.pods.clear();
-    world.sim.syncs.clear();
-    Ok(json!({"restored": restored}))
+    if world.store.resource_version() != before {
+        world.sim.pods.clear();
+        world.sim.syncs.clear();
+    }
+    restored
 }
 
 /// The health summary (`GET /lab/v1/health`).
@@ -263,8 +280,14 @@ pub fn health(world: &World) -> Value {
         "network": f.network.as_ref().map(|(c, k)| json!({"coredns_restarted": c.is_none(), "kube_proxy_restarted": k.is_none()})),
         "argocd-down": !f.argocd_down.is_empty(),
     });
+    let etcd = match &world.sim.etcd_error {
+        None => json!({"healthy": true}),
+        Some(error) => json!({"healthy": false, "error": error}),
+    };
+    let etcd_ok = world.sim.etcd_error.is_none();
     json!({
-        "healthy": api_up && nodes_ready && kube_system_ready && argocd && apps_healthy,
+        "healthy": api_up && etcd_ok && nodes_ready && kube_system_ready && argocd && apps_healthy,
+        "etcd": etcd,
         "api_up": api_up, "nodes_ready": nodes_ready, "kube_system_ready": kube_system_ready, "argocd_ready": argocd,
         "apps_healthy": apps_healthy, "nodes": nodes, "apps": apps, "unready_pods": unready_pods, "faults": faults,
         "resource_version": world.store.resource_version().to_string(),

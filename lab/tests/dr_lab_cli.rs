@@ -52,12 +52,19 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     assert_eq!(status["etcd"]["healthy"], true);
     assert_eq!(status["ingress"]["status"], 200);
     assert!(status["nodes"].as_array().expect("nodes").iter().all(|n| n["up"] == true), "{status}");
+    assert_eq!(status["healthy"], true, "{status}");
+    assert!(status["etcd_marker"].as_str().is_some_and(|m| m.starts_with("backup-")), "{status}");
+    let text = Command::new(DR_LAB).args(["status", "--dir"]).arg(&dir).output().expect("status");
+    let text = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(text.contains("platform healthy") && text.contains("etcd marker  backup-"), "{text}");
 
     let fault = Command::new(DR_LAB).args(["fault", "--dir"]).arg(&dir).arg("control-plane-lost").output().expect("fault");
     assert!(fault.status.success(), "{}", String::from_utf8_lossy(&fault.stderr));
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
     assert_eq!(status["etcd"]["healthy"], false);
+    assert_eq!(status["healthy"], false, "{status}");
+    assert_eq!(status["checks"]["api"]["ok"], false, "{status}");
     assert_eq!(status["api"]["healthy"], false);
     assert_eq!(status["ingress"]["status"], 503);
     assert_eq!(status["nodes"][0]["up"], false);
@@ -73,7 +80,7 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     assert!(down.status.success(), "{}", String::from_utf8_lossy(&down.stderr));
     assert_eq!(lab_processes(&dir), Vec::<String>::new());
     for pid in pids {
-        assert!(!dr_tests::lab::process::pid_alive(pid), "pid {pid} still runs");
+        assert!(!dr_lab::lab::process::pid_alive(pid), "pid {pid} still runs");
     }
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");

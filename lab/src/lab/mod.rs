@@ -1,10 +1,12 @@
 //! The lab: a simulated homelab that `dr` recovers. [`Lab::start`] brings up,
 //! under one directory, the control API (the simulated Kubernetes API server
-//! of `crate::kube`, or the recording [`StubApi`]), a real TLS etcd, one real
+//! of `crate::kube`, whose objects it keeps in the etcd, or the recording
+//! [`StubApi`]), a real TLS etcd, one real
 //! unprivileged sshd per node on its own loopback address, the bastion tools
 //! (terraform stand-in, host-setup and platform scripts), real tar.gz backups
 //! and the ingress endpoint; writes `dr.toml` and `kubeconfig`; and tears it
-//! all down on drop. Faults are injected with [`Lab::fault`].
+//! all down on drop. Faults are injected with [`Lab::fault`]; [`Lab::status`]
+//! reports whether the platform is healthy.
 //!
 //! Owns every process it starts (by pid file under the lab dir) and nothing
 //! outside its directory, except `/run/sshd` (sshd's privilege-separation dir)
@@ -16,6 +18,7 @@ pub mod http;
 pub mod pki;
 pub mod process;
 pub mod scripts;
+pub mod status;
 pub mod stub_api;
 pub mod testing;
 
@@ -277,6 +280,9 @@ impl Lab {
         let mut sans = vec!["DNS:localhost".to_string(), format!("DNS:{CONTROL_PLANE}"), "IP:127.0.0.1".to_string()];
         sans.push(format!("IP:{}", self.nodes[0].ssh_host));
         pki::generate_etcd_pki(&dir.join("pki/etcd"), CONTROL_PLANE, &sans)?;
+        // The cluster CA the control plane was initialised with (the bastion keeps a copy, the
+        // PKI backup a rebuild restores before `kubeadm init` to keep the CA).
+        pki::generate_cluster_ca(&dir.join("pki"))?;
         // The operator's ssh key.
         let key = dir.join("ssh/id_ed25519");
         if !key.exists() {
@@ -313,7 +319,19 @@ impl Lab {
         }
         self.etcd_start()?;
         self.etcd.put("/lab/seed/created-by", "dr-lab")?;
-        self.etcd.put("/registry/namespaces/default", "{\"kind\":\"Namespace\"}")?;
+        match &self.api {
+            // From here on the API server's objects live in etcd (and so in every backup).
+            Some(ApiBackend::Kube(server)) => server
+                .attach_etcd_blocking(crate::kube::EtcdConfig {
+                    endpoint: self.etcd.endpoint.clone(),
+                    cacert: self.etcd.cacert.clone(),
+                    // as a kube-apiserver does: its own etcd client certificate
+                    cert: self.dir.join("pki/etcd/apiserver-etcd-client.crt"),
+                    key: self.dir.join("pki/etcd/apiserver-etcd-client.key"),
+                })
+                .map_err(|e| anyhow::anyhow!("keeping the API server's objects in etcd: {}", e.message))?,
+            _ => self.etcd.put("/registry/namespaces/default", "{\"kind\":\"Namespace\"}")?,
+        }
         self.backups = backups::write_backups(&dir.join("backup"), &self.etcd, &options.backup_ages)?;
         self.etcd.put("/lab/seed/after-backups", "written after the newest backup")?;
         self.ingress = Some(start_ingress(api_url.to_string())?);
@@ -363,6 +381,20 @@ impl Lab {
 
     pub fn backups(&self) -> &[backups::Backup] {
         &self.backups
+    }
+
+    /// Takes a backup now (as the nightly job does): marker set, etcd snapshot, archive; it
+    /// becomes the newest in the backup dir and in [`Lab::backups`].
+    pub fn backup_now(&mut self) -> Result<backups::Backup> {
+        let taken = backups::write_backups(&self.backup_dir(), &self.etcd, &[Duration::ZERO])?;
+        let backup = taken.into_iter().next().context("no backup written")?;
+        self.backups.push(backup.clone());
+        Ok(backup)
+    }
+
+    /// The platform health report (what `dr-lab status --json` prints).
+    pub fn status(&self) -> serde_json::Value {
+        status::report(&self.dir)
     }
 
     pub fn ssh_key(&self) -> PathBuf {

@@ -1,5 +1,6 @@
 //! The lab's backup directory: real `backup-YYYYmmdd-HHMMSS.tar.gz` archives
-//! holding `etcd-snapshot.db` (a snapshot of the lab's etcd) and
+//! holding `etcd-snapshot.db` (a snapshot of the lab's etcd, so of the
+//! cluster's objects the API server keeps there) and
 //! `test-resources.yaml`, `.sha256` sidecars, modification times set to chosen
 //! ages, plus `latest/` (the newest, unpacked) and `test-resources.yaml`, as
 //! the guide's `/backup` holds them. Owns only files under the backup dir.

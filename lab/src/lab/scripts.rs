@@ -1,4 +1,4 @@
-//! The lab's shell scripts (sources in `tests/lab-bin/`), embedded in the
+//! The lab's shell scripts (sources in `lab/lab-bin/`), embedded in the
 //! binary and written into a lab dir with the lab's path baked in: the lab
 //! machinery (`bin/lab-common.sh`, `bin/lab-node`, `bin/lab-fault`,
 //! `etcd/run.sh`), the bastion tools (`bin/terraform`, `bin/k8s-restore.sh`, `host-setup/*.sh`,

@@ -121,6 +121,8 @@ pub struct Store {
     history_limit: usize,
     tx: broadcast::Sender<Arc<Change>>,
     changed: Arc<Notify>,
+    /// Changes not yet written to etcd, while the store is kept there (`persist.rs`).
+    pending: Option<Vec<Arc<Change>>>,
 }
 
 fn meta_str<'a>(obj: &'a Value, field: &str) -> &'a str {
@@ -150,7 +152,23 @@ fn spec_part(obj: &Value) -> Value {
 impl Store {
     pub fn new(history_limit: usize, changed: Arc<Notify>) -> Self {
         let (tx, _) = broadcast::channel(4096);
-        Self { rv: 1, counter: 0, objects: BTreeMap::new(), history: VecDeque::new(), history_limit, tx, changed }
+        Self { rv: 1, counter: 0, objects: BTreeMap::new(), history: VecDeque::new(), history_limit, tx, changed, pending: None }
+    }
+
+    /// From now on, collect every change for etcd ([`Store::take_pending`]); the objects already
+    /// held are the first pending changes.
+    pub(crate) fn start_persisting(&mut self) {
+        let all: Vec<Arc<Change>> = self
+            .dump()
+            .into_iter()
+            .map(|(type_key, obj)| Arc::new(Change { rv: self.rv, change: ChangeType::Added, type_key, old: None, new: obj }))
+            .collect();
+        self.pending = Some(all);
+    }
+
+    /// The changes not yet written to etcd (empty when the store is not kept there).
+    pub(crate) fn take_pending(&mut self) -> Vec<Arc<Change>> {
+        self.pending.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// The current global resourceVersion.
@@ -185,6 +203,9 @@ impl Store {
         self.history.push_back(c.clone());
         while self.history.len() > self.history_limit {
             self.history.pop_front();
+        }
+        if let Some(pending) = self.pending.as_mut() {
+            pending.push(c.clone());
         }
         let _ = self.tx.send(c);
         self.changed.notify_one();
@@ -334,16 +355,20 @@ impl Store {
     }
 
     /// Put an object back verbatim (uid, timestamps, owners kept; a new resourceVersion), as an
-    /// etcd restore does. Watches see ADDED or MODIFIED.
+    /// etcd restore does. Watches see ADDED or MODIFIED; an object held as it is stays untouched.
     pub fn restore(&mut self, type_key: &str, mut obj: Value) {
         let ns = meta_str(&obj, "namespace").to_string();
         let name = meta_str(&obj, "name").to_string();
         if name.is_empty() {
             return;
         }
+        let key = (ns, name);
+        if self.objects.get(type_key).and_then(|m| m.get(&key)).is_some_and(|held| comparable(held) == comparable(&obj)) {
+            return;
+        }
         self.rv += 1;
         obj["metadata"]["resourceVersion"] = json!(self.rv.to_string());
-        let old = self.objects.entry(type_key.to_string()).or_default().insert((ns, name), obj.clone());
+        let old = self.objects.entry(type_key.to_string()).or_default().insert(key, obj.clone());
         let change = if old.is_some() { ChangeType::Modified } else { ChangeType::Added };
         self.record(change, type_key, old, obj);
     }

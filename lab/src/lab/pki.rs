@@ -1,7 +1,9 @@
-//! The lab's certificates, made with the `openssl` command: an etcd CA and the
-//! leaf certificates kubeadm keeps in `/etc/kubernetes/pki/etcd/` (server,
-//! peer, healthcheck-client) plus `apiserver-etcd-client`. ECDSA P-256 keys,
-//! ten years. Owns file generation only.
+//! The lab's certificates, made with the `openssl` command: the cluster CA
+//! (`/etc/kubernetes/pki/ca.{crt,key}`, whose public key the join commands'
+//! `--discovery-token-ca-cert-hash` pins), an etcd CA and the leaf
+//! certificates kubeadm keeps in `/etc/kubernetes/pki/etcd/` (server, peer,
+//! healthcheck-client) plus `apiserver-etcd-client`. ECDSA P-256 keys, ten
+//! years. Owns file generation only.
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +13,16 @@ use anyhow::Result;
 use super::process::run;
 
 const CURVE: &str = "ec_paramgen_curve:prime256v1";
+
+/// Writes the cluster CA `ca.{crt,key}` (CN `kubernetes`) into `dir`.
+pub fn generate_cluster_ca(dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    run(Command::new("openssl")
+        .current_dir(dir)
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", CURVE, "-nodes"])
+        .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "3650", "-subj", "/CN=kubernetes"]))?;
+    Ok(())
+}
 
 /// Writes `ca.{crt,key}`, `server.*`, `peer.*`, `healthcheck-client.*` and
 /// `apiserver-etcd-client.*` into `dir`. Server and peer certificates name

@@ -19,12 +19,24 @@ use super::{KubeletState, Shared, SimPod, World};
 pub async fn run(shared: Shared) {
     loop {
         let wait = {
-            let mut world = shared.lock();
-            world.sim.next_wake = None;
-            reconcile(&mut world);
-            let idle = world.opts.tick;
-            let now = Instant::now();
-            world.sim.next_wake.map_or(idle, |at| at.saturating_duration_since(now).min(idle)).max(std::time::Duration::from_millis(1))
+            // Controllers act through the API: while etcd cannot be reached they wait, and what
+            // they change is written to etcd before the next pass.
+            let mut io = shared.persist.begin().await;
+            match io.ensure(&shared).await {
+                Err(_) => shared.lock().opts.tick,
+                Ok(()) => {
+                    let wait = {
+                        let mut world = shared.lock();
+                        world.sim.next_wake = None;
+                        reconcile(&mut world);
+                        let idle = world.opts.tick;
+                        let now = Instant::now();
+                        world.sim.next_wake.map_or(idle, |at| at.saturating_duration_since(now).min(idle)).max(std::time::Duration::from_millis(1))
+                    };
+                    let _ = io.flush(&shared).await;
+                    wait
+                }
+            }
         };
         tokio::select! {
             () = shared.changed.notified() => {}

@@ -1,4 +1,4 @@
-//! `dr-lab`: runs the lab (see `dr_tests::lab` and `docs/LAB.md`) for the demo
+//! `dr-lab`: runs the lab (see `dr_lab::lab` and `docs/LAB.md`) for the demo
 //! and the operator. `up` starts a detached supervisor that owns the lab and
 //! returns once every part is healthy; `status`, `fault` and `down` act on the
 //! lab through its directory (pid files, `lab.json`, the lab scripts).
@@ -16,9 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
-use dr_tests::lab::process::{pid_alive, read_pid, terminate};
-use dr_tests::lab::{self, ApiChoice, Lab, LabOptions, Pace, Summary};
-use serde_json::json;
+use dr_lab::lab::process::{pid_alive, read_pid, terminate};
+use dr_lab::lab::{self, ApiChoice, Lab, LabOptions, Pace};
 
 #[derive(Parser, Debug)]
 #[command(name = "dr-lab", about = "A simulated homelab (Kubernetes API, real etcd, sshd nodes) for dr")]
@@ -39,7 +38,8 @@ enum Cmd {
         #[arg(long)]
         stub_api: bool,
     },
-    /// Show whether each part of the lab runs.
+    /// Show whether each part of the lab runs, whether the platform is healthy (one line per
+    /// check) and which backup etcd's data came from.
     Status {
         #[arg(long)]
         dir: PathBuf,
@@ -228,56 +228,11 @@ fn down(dir: &Path) -> Result<()> {
 }
 
 fn status(dir: &Path, as_json: bool) -> Result<()> {
-    let dir = canonical(dir);
-    let summary: Option<Summary> =
-        std::fs::read_to_string(dir.join("lab.json")).ok().and_then(|t| serde_json::from_str(&t).ok());
-    let supervisor = supervisor_pid(&dir);
-    let etcd_pid = read_pid(&dir.join("etcd/etcd.pid")).filter(|p| pid_alive(*p));
-    let etcd_healthy = etcd_pid.is_some()
-        && Command::new(dir.join("etcd/run.sh")).arg("health").stdin(Stdio::null()).status().map(|s| s.success()).unwrap_or(false);
-    let mut nodes = Vec::new();
-    if let Some(summary) = &summary {
-        for node in &summary.nodes {
-            let pid = read_pid(&dir.join("sshd").join(&node.name).join("sshd.pid")).filter(|p| pid_alive(*p));
-            nodes.push(json!({ "name": node.name, "ssh_host": node.ssh_host, "ssh_port": node.ssh_port, "sshd_pid": pid, "up": pid.is_some() }));
-        }
-    }
-    let (api_url, ingress_url) = summary.as_ref().map(|s| (s.api_url.clone(), s.ingress_url.clone())).unwrap_or_default();
-    let api_healthy = supervisor.is_some() && !api_url.is_empty() && lab::platform_healthy(&api_url);
-    let ingress_status = if supervisor.is_some() && !ingress_url.is_empty() {
-        lab::http::request("GET", &ingress_url, None).map(|(code, _)| code).unwrap_or(0)
-    } else {
-        0
-    };
-    let report = json!({
-        "dir": dir,
-        "running": supervisor.is_some(),
-        "supervisor_pid": supervisor,
-        "api": { "url": api_url, "healthy": api_healthy },
-        "etcd": { "pid": etcd_pid, "healthy": etcd_healthy },
-        "nodes": nodes,
-        "ingress": { "url": ingress_url, "status": ingress_status },
-    });
+    let report = lab::status::report(&canonical(dir));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-        return Ok(());
+    } else {
+        print!("{}", lab::status::render_text(&report));
     }
-    println!("lab {}: {}", dir.display(), if supervisor.is_some() { "running" } else { "stopped" });
-    println!("  api      {} {}", api_url, if api_healthy { "healthy" } else { "unhealthy" });
-    println!("  etcd     {}", match etcd_pid {
-        Some(pid) if etcd_healthy => format!("pid {pid} healthy"),
-        Some(pid) => format!("pid {pid} unhealthy"),
-        None => "stopped".to_string(),
-    });
-    for node in &nodes {
-        println!(
-            "  {:<20} {}:{} {}",
-            node["name"].as_str().unwrap_or_default(),
-            node["ssh_host"].as_str().unwrap_or_default(),
-            node["ssh_port"],
-            if node["up"].as_bool().unwrap_or(false) { "up" } else { "down" }
-        );
-    }
-    println!("  ingress  {ingress_url} {ingress_status}");
     Ok(())
 }
