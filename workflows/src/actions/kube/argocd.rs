@@ -15,7 +15,7 @@ use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::{default_true, status_code, wait_for, Kube, KubeConnection};
+use super::{default_true, listed, status_code, wait_for, Kube, KubeConnection};
 
 /// Who dr's sync operations say initiated them.
 pub const INITIATED_BY: &str = "dr";
@@ -121,8 +121,7 @@ impl TypedAction for ArgoApps {
 
     fn summary(&self, apps: &Vec<AppStatus>) -> String {
         let bad = not_healthy(apps);
-        let listed = if bad.is_empty() { String::new() } else { format!(": {}", bad.join(", ")) };
-        format!("{} applications, {} not Synced/Healthy{listed}", apps.len(), bad.len())
+        format!("{} applications, {} not Synced/Healthy{}", apps.len(), bad.len(), listed(&bad))
     }
 
     async fn run(&self, ctx: &ActionCtx) -> Result<Vec<AppStatus>, ActionError> {

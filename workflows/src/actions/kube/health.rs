@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::nodes::node_ready;
 use super::pods::{pod_healthy, unhealthy_pods, UnhealthyPod};
-use super::{Kube, KubeConnection};
+use super::{listed, Kube, KubeConnection};
 
 // ---------------------------------------------------------------------------
 // kube.endpoints-unready
@@ -44,6 +44,13 @@ pub struct UnreadyEndpoints {
 pub struct EndpointsReport {
     pub checked: usize,
     pub unready: Vec<UnreadyEndpoints>,
+}
+
+impl EndpointsReport {
+    /// `namespace/name` of each Endpoints object without a ready address.
+    pub fn names(&self) -> Vec<String> {
+        self.unready.iter().map(|e| format!("{}/{}", e.namespace, e.name)).collect()
+    }
 }
 
 /// (ready, not ready) addresses of an Endpoints object.
@@ -80,9 +87,8 @@ impl TypedAction for EndpointsUnready {
     }
 
     fn summary(&self, report: &EndpointsReport) -> String {
-        let names: Vec<String> = report.unready.iter().map(|e| format!("{}/{}", e.namespace, e.name)).collect();
-        let listed = if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) };
-        format!("{} of {} endpoints without ready addresses{listed}", names.len(), report.checked)
+        let names = report.names();
+        format!("{} of {} endpoints without ready addresses{}", names.len(), report.checked, listed(&names))
     }
 
     async fn run(&self, ctx: &ActionCtx) -> Result<EndpointsReport, ActionError> {
@@ -93,7 +99,7 @@ impl TypedAction for EndpointsUnready {
             })
             .await?;
         if self.fail_if_any && !report.unready.is_empty() {
-            let names: Vec<String> = report.unready.iter().map(|e| format!("{}/{}", e.namespace, e.name)).collect();
+            let names = report.names();
             return Err(ActionError::retryable(format!(
                 "endpoints without ready addresses: {}; check the pods behind these services",
                 names.join(", ")

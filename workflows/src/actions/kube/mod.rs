@@ -140,6 +140,15 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
+/// `": a, b"` to follow a count in a summary, or nothing when `names` is empty.
+pub(crate) fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
+}
+
 /// Milliseconds since `started`.
 pub fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)

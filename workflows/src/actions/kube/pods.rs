@@ -18,7 +18,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{default_true, elapsed_ms, now_rfc3339, wait_for, Kube, KubeConnection, ObjectRef};
+use super::{default_true, elapsed_ms, listed, now_rfc3339, wait_for, Kube, KubeConnection, ObjectRef};
 
 // ---------------------------------------------------------------------------
 // Pod state
@@ -120,6 +120,13 @@ pub struct UnhealthyPodsReport {
     pub restart: Vec<ObjectRef>,
 }
 
+impl UnhealthyPodsReport {
+    /// `namespace/name` of each unhealthy pod.
+    pub fn names(&self) -> Vec<String> {
+        self.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect()
+    }
+}
+
 pub async fn unhealthy_pods(kube: &Kube, namespace: Option<&str>) -> Result<UnhealthyPodsReport, ActionError> {
     let (pods, replicasets): (Api<Pod>, Api<ReplicaSet>) = match namespace {
         Some(ns) => (Api::namespaced(kube.client.clone(), ns), Api::namespaced(kube.client.clone(), ns)),
@@ -178,9 +185,8 @@ impl TypedAction for UnhealthyPods {
     }
 
     fn summary(&self, report: &UnhealthyPodsReport) -> String {
-        let names: Vec<String> = report.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
-        let listed = if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) };
-        format!("{} of {} pods unhealthy{listed}", names.len(), report.checked)
+        let names = report.names();
+        format!("{} of {} pods unhealthy{}", names.len(), report.checked, listed(&names))
     }
 
     async fn run(&self, ctx: &ActionCtx) -> Result<UnhealthyPodsReport, ActionError> {
@@ -191,7 +197,7 @@ impl TypedAction for UnhealthyPods {
             })
             .await?;
         if self.fail_if_any && !report.unhealthy.is_empty() {
-            let names: Vec<String> = report.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+            let names = report.names();
             return Err(ActionError::retryable(format!(
                 "{} unhealthy pods: {}; restart their owners: {}",
                 names.len(),
