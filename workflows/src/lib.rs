@@ -2,7 +2,8 @@
 //!
 //! Owns: [`DrCatalog`] (the [`dr_orchestrator::Catalog`] the `dr` binary
 //! uses), one module per workflow, the actions implementing
-//! [`dr_orchestrator::Action`], and the typed configuration `dr.toml`
+//! [`dr_orchestrator::TypedAction`] (the engine runs them as
+//! [`dr_orchestrator::Typed`]), and the typed configuration `dr.toml`
 //! ([`config::Config`]) they are built from.
 //!
 //! Refuses: persistence and scheduling. Actions do one attempt of a side

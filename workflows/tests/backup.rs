@@ -7,35 +7,25 @@
 
 use std::path::{Path, PathBuf};
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
+use std::sync::Arc;
+
+use dr_orchestrator::{ActionCtx, ActionError, SystemClock, TypedAction};
 use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::backup::{
     BackupCheckAction, BackupCheckOutput, BackupCheckParams, BackupExtractAction, BackupExtractOutput,
     BackupExtractParams, Checksum,
 };
-use tokio_util::sync::CancellationToken;
 
 fn ctx() -> ActionCtx {
-    ActionCtx {
-        run_id: RunId::new_v7(0, 0),
-        workflow: "test".into(),
-        step: "backup".into(),
-        attempt: 1,
-        cancel: CancellationToken::new(),
-        deadline: None,
-        inputs: Default::default(),
-        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
-    }
+    ActionCtx::detached("backup", Arc::new(SystemClock))
 }
 
 async fn check(params: BackupCheckParams) -> Result<BackupCheckOutput, ActionError> {
-    let output = BackupCheckAction::new(params).run(ctx()).await?;
-    Ok(serde_json::from_str(&output.summary).expect("the summary is a BackupCheckOutput"))
+    BackupCheckAction::new(params).run(&ctx()).await
 }
 
 async fn extract(params: BackupExtractParams) -> Result<BackupExtractOutput, ActionError> {
-    let output = BackupExtractAction::new(params).run(ctx()).await?;
-    Ok(serde_json::from_str(&output.summary).expect("the summary is a BackupExtractOutput"))
+    BackupExtractAction::new(params).run(&ctx()).await
 }
 
 /// Copies a backup (and its sidecar) keeping the modification time.

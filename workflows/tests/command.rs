@@ -6,23 +6,16 @@
 use std::path::Path;
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, RunId};
+use std::sync::Arc;
+
+use dr_orchestrator::{Action, ActionCtx, SystemClock, Typed, TypedAction};
 use dr_lab::lab::testing::TestLab;
-use dr_workflows::actions::command::{group_alive, CommandAction, CommandOutput, CommandParams, EnvVar};
+use dr_workflows::actions::command::{group_alive, CommandAction, CommandParams, EnvVar};
 use dr_workflows::actions::output::DEFAULT_LIMIT;
 use tokio_util::sync::CancellationToken;
 
 fn ctx(cancel: CancellationToken) -> ActionCtx {
-    ActionCtx {
-        run_id: RunId::new_v7(0, 0),
-        workflow: "test".into(),
-        step: "command".into(),
-        attempt: 1,
-        cancel,
-        deadline: None,
-        inputs: Default::default(),
-        clock: std::sync::Arc::new(dr_orchestrator::SystemClock),
-    }
+    ActionCtx { cancel, ..ActionCtx::detached("command", Arc::new(SystemClock)) }
 }
 
 fn sh(script: &str) -> CommandParams {
@@ -82,7 +75,7 @@ async fn a_command_that_outlives_its_timeout_leaves_no_process_behind() {
     let pidfile = dir.path().join("pid");
     let script = format!("echo $$ > {}; echo started; sleep 300 & sleep 300", pidfile.display());
     let action = CommandAction::new(sh(&script).timeout(Duration::from_secs(2)).kill_grace(Duration::from_secs(5)));
-    let run = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
+    let run = tokio::spawn(async move { action.run(&ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
     wait_for_members(pgid, 2).await;
     let err = run.await.unwrap().unwrap_err();
@@ -100,7 +93,7 @@ async fn a_group_that_ignores_sigterm_gets_sigkill_after_the_grace_period() {
     let script = format!("trap '' TERM; echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
     let action = CommandAction::new(sh(&script).timeout(Duration::from_millis(1500)).kill_grace(Duration::from_millis(500)));
     let started = std::time::Instant::now();
-    let run = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
+    let run = tokio::spawn(async move { action.run(&ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
     wait_for_members(pgid, 2).await;
     let err = run.await.unwrap().unwrap_err();
@@ -118,7 +111,7 @@ async fn cancellation_kills_the_group() {
     let cancel = CancellationToken::new();
     let run = tokio::spawn({
         let cancel = cancel.clone();
-        async move { action.run(ctx(cancel)).await }
+        async move { action.run(&ctx(cancel)).await }
     });
     let pgid = read_pgid(&pidfile).await;
     wait_for_members(pgid, 2).await;
@@ -134,7 +127,7 @@ async fn dropping_the_attempt_kills_the_group() {
     let pidfile = dir.path().join("pid");
     let script = format!("echo $$ > {}; sleep 300 & sleep 300", pidfile.display());
     let action = CommandAction::new(sh(&script));
-    let attempt = tokio::spawn(async move { action.run(ctx(CancellationToken::new())).await });
+    let attempt = tokio::spawn(async move { action.run(&ctx(CancellationToken::new())).await });
     let pgid = read_pgid(&pidfile).await;
     wait_for_members(pgid, 2).await;
     // What the runner does when a step times out: drop the attempt's future.
@@ -151,7 +144,7 @@ async fn the_step_deadline_stops_the_command_too() {
     let mut ctx = ctx(CancellationToken::new());
     ctx.deadline = Some(now + 800);
     let started = std::time::Instant::now();
-    let err = action.run(ctx).await.unwrap_err();
+    let err = action.run(&ctx).await.unwrap_err();
     assert!(err.message.contains("did not finish within"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10), "the 600 s timeout did not apply");
 }
@@ -159,7 +152,7 @@ async fn the_step_deadline_stops_the_command_too() {
 #[tokio::test]
 async fn a_non_zero_exit_shows_the_code_and_the_output_tail() {
     let action = CommandAction::new(sh("echo first line; for i in $(seq 1 400); do echo line $i; done; echo boom >&2; exit 3"));
-    let err = action.run(ctx(CancellationToken::new())).await.unwrap_err();
+    let err = action.run(&ctx(CancellationToken::new())).await.unwrap_err();
     assert!(err.message.contains("exited with code 3"), "{err}");
     assert!(err.message.contains("line 400") && err.message.contains("boom"), "{err}");
     assert!(!err.message.contains("\nline 1\n"), "only the tail is quoted: {err}");
@@ -169,8 +162,7 @@ async fn a_non_zero_exit_shows_the_code_and_the_output_tail() {
 #[tokio::test]
 async fn output_over_64_kib_is_cut_to_its_last_64_kib() {
     let action = CommandAction::new(sh("echo BEGIN; head -c 200000 /dev/zero | tr '\\0' a; echo; echo END"));
-    let output = action.run(ctx(CancellationToken::new())).await.unwrap();
-    let output: CommandOutput = serde_json::from_str(&output.summary).unwrap();
+    let output = action.run(&ctx(CancellationToken::new())).await.unwrap();
     assert_eq!(output.exit_code, 0);
     assert!(output.output.truncated);
     assert_eq!(output.output.total_bytes, 6 + 200_000 + 1 + 4);
@@ -184,32 +176,34 @@ async fn secrets_in_env_and_output_are_redacted() {
     let params = sh("echo token is $DR_TOKEN; echo password=hunter2; echo 'Authorization: Bearer abc.def'; echo ok")
         .env(EnvVar::secret("DR_TOKEN", "s3cr3t-value-xyz"))
         .env(EnvVar::plain("DR_MODE", "test"));
-    let action = CommandAction::new(params.clone());
+    let action = Typed(CommandAction::new(params.clone()));
     let shown = action.params().to_string();
     assert!(!shown.contains("s3cr3t-value-xyz") && shown.contains("DR_TOKEN"), "{shown}");
+    // What the engine records: the summary line and the output value.
     let output = action.run(ctx(CancellationToken::new())).await.unwrap();
+    let recorded = format!("{}\n{}", output.summary, output.value);
     for secret in ["s3cr3t-value-xyz", "hunter2", "abc.def"] {
-        assert!(!output.summary.contains(secret), "{secret} in {}", output.summary);
+        assert!(!recorded.contains(secret), "{secret} in {recorded}");
     }
-    assert!(output.summary.contains("token is [REDACTED]") && output.summary.contains("password=[REDACTED]"), "{}", output.summary);
+    assert!(recorded.contains("token is [REDACTED]") && recorded.contains("password=[REDACTED]"), "{recorded}");
     // A failing command's error does not show it either.
     let failing = CommandAction::new(
         CommandParams::new("sh")
             .args(["-c", "echo using $DR_TOKEN; exit 1"])
             .env(EnvVar::secret("DR_TOKEN", "s3cr3t-value-xyz")),
     );
-    let err = failing.run(ctx(CancellationToken::new())).await.unwrap_err();
+    let err = failing.run(&ctx(CancellationToken::new())).await.unwrap_err();
     assert!(err.message.contains("using [REDACTED]") && !err.message.contains("s3cr3t"), "{err}");
 }
 
 #[tokio::test]
 async fn a_missing_program_is_a_permanent_error_naming_it_and_path() {
     let action = CommandAction::new(CommandParams::new("tofu-not-installed-here").args(["apply"]));
-    let err = action.run(ctx(CancellationToken::new())).await.unwrap_err();
+    let err = action.run(&ctx(CancellationToken::new())).await.unwrap_err();
     assert!(!err.retryable, "{err}");
     assert!(err.message.contains("tofu-not-installed-here not found") && err.message.contains("PATH"), "{err}");
     let missing_dir = CommandAction::new(CommandParams::new("true").cwd("/nonexistent/terraform"));
-    let err = missing_dir.run(ctx(CancellationToken::new())).await.unwrap_err();
+    let err = missing_dir.run(&ctx(CancellationToken::new())).await.unwrap_err();
     assert!(!err.retryable && err.message.contains("/nonexistent/terraform does not exist"), "{err}");
 }
 
@@ -225,16 +219,15 @@ async fn the_labs_terraform_applies_through_the_action_and_refuses_without_appro
     assert!(lab.sshd_pid("k8s-worker-1").is_none(), "the worker's VM is gone");
 
     // Without -auto-approve terraform waits for "yes"; standard input is empty.
-    let err = CommandAction::new(terraform(&["apply", target])).run(ctx(CancellationToken::new())).await.unwrap_err();
+    let err = CommandAction::new(terraform(&["apply", target])).run(&ctx(CancellationToken::new())).await.unwrap_err();
     assert!(err.message.contains("exited with code 1") && err.message.contains("cancelled"), "{err}");
     assert!(err.message.contains("Only 'yes' will be accepted"), "the tail shows the prompt: {err}");
     assert!(lab.sshd_pid("k8s-worker-1").is_none(), "nothing was created");
 
     let output = CommandAction::new(terraform(&["apply", "-auto-approve", target]))
-        .run(ctx(CancellationToken::new()))
+        .run(&ctx(CancellationToken::new()))
         .await
         .unwrap();
-    let output: CommandOutput = serde_json::from_str(&output.summary).unwrap();
     assert_eq!(output.exit_code, 0);
     assert!(output.output.text.contains("libvirt_domain.k8s-worker-1: Creation complete"), "{}", output.output.text);
     assert!(output.command.ends_with("terraform apply -auto-approve -target=libvirt_domain.k8s-worker-1"), "{}", output.command);
@@ -244,6 +237,6 @@ async fn the_labs_terraform_applies_through_the_action_and_refuses_without_appro
     // Approval on standard input works too.
     lab.terraform(&["destroy", "-auto-approve", target]).unwrap();
     let approved = terraform(&["apply", target]).stdin("yes\n");
-    CommandAction::new(approved).run(ctx(CancellationToken::new())).await.unwrap();
+    CommandAction::new(approved).run(&ctx(CancellationToken::new())).await.unwrap();
     assert!(lab.sshd_pid("k8s-worker-1").is_some());
 }

@@ -10,7 +10,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
+use dr_orchestrator::{Action, ActionCtx, ActionError, RunId, Typed, TypedAction};
 use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::etcd::{
     self, EtcdAlarmList, EtcdConnection, EtcdEndpointHealth, EtcdMemberList, EtcdSnapshotRestore, EtcdSnapshotSave,
@@ -44,8 +44,9 @@ fn connection(lab: &TestLab) -> EtcdConnection {
     }
 }
 
-async fn run(action: &dyn Action, ctx: ActionCtx) -> Result<String, ActionError> {
-    action.run(ctx).await.map(|o| o.summary)
+/// One attempt, to its summary line.
+async fn run<A: TypedAction>(action: &A, ctx: ActionCtx) -> Result<String, ActionError> {
+    action.run(&ctx).await.map(|output| action.summary(&output))
 }
 
 const CONTROL_PLANE: &str = "k8s-control-plane-1";
@@ -64,11 +65,9 @@ fn restore_action(lab: &TestLab, snapshot: &Path) -> EtcdSnapshotRestore {
     restore
 }
 
-/// The report a restore's output carries after its summary line.
+/// A restore's report.
 async fn restore(action: &EtcdSnapshotRestore) -> RestoreReport {
-    let output = run(action, ctx()).await.unwrap();
-    let (_, json) = output.split_once('\n').unwrap();
-    serde_json::from_str(json).unwrap()
+    action.run(&ctx()).await.unwrap()
 }
 
 /// Where a node path lies on this machine.
@@ -110,9 +109,11 @@ async fn member_list_health_and_alarms_over_tls_and_a_clear_error_when_etcd_is_d
     let endpoint = etcd.endpoints[0].clone();
     assert!(endpoint.starts_with("https://"), "{endpoint}");
 
-    let summary = run(&EtcdMemberList { etcd: etcd.clone() }, ctx()).await.unwrap();
+    let members = EtcdMemberList { etcd: etcd.clone() };
+    let list = members.run(&ctx()).await.unwrap();
+    let summary = members.summary(&list);
     assert!(summary.starts_with("1 etcd members") && summary.contains("k8s-control-plane-1"), "{summary}");
-    assert!(summary.contains(lab.etcd_peer_url()), "{summary}");
+    assert_eq!(list.members[0].peer_urls, [lab.etcd_peer_url()], "{list:?}");
 
     let summary = run(&EtcdEndpointHealth { etcd: etcd.clone() }, ctx()).await.unwrap();
     assert!(summary.starts_with("1 etcd endpoints healthy"), "{summary}");
@@ -131,9 +132,10 @@ async fn member_list_health_and_alarms_over_tls_and_a_clear_error_when_etcd_is_d
     assert!(!err.retryable && err.message.contains("etcd.cacert"), "{}", err.message);
 
     lab.etcd_stop().unwrap();
-    for action in [&EtcdMemberList { etcd: etcd.clone() } as &dyn Action, &EtcdEndpointHealth { etcd: etcd.clone() }] {
+    // Through the engine's side (`Typed`), as a workflow runs them.
+    for action in [&Typed(EtcdMemberList { etcd: etcd.clone() }) as &dyn Action, &Typed(EtcdEndpointHealth { etcd: etcd.clone() })] {
         let started = std::time::Instant::now();
-        let err = run(action, ctx()).await.unwrap_err();
+        let err = action.run(ctx()).await.unwrap_err();
         assert!(err.retryable, "{}", err.message);
         assert!(err.message.contains(&endpoint), "{}", err.message);
         assert!(started.elapsed() < std::time::Duration::from_secs(15), "{:?}", started.elapsed());
@@ -153,7 +155,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     lab.etcd().put("/dr-test/snapshot", "present").unwrap();
     let path = lab.temp_dir().join("snap.db");
     let save = EtcdSnapshotSave { etcd, path: path.clone() };
-    assert!(save.probe(ctx()).await.unwrap().is_none());
+    assert!(save.probe(&ctx()).await.unwrap().is_none());
     let summary = run(&save, ctx()).await.unwrap();
     assert!(summary.contains("hash check passed"), "{summary}");
     let info = etcd::verify_snapshot(&path).unwrap();
@@ -163,7 +165,8 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     let (_, revision, keys) = dr_lab::lab::etcd::snapshot_status(&path).unwrap();
     assert!(revision > 0 && keys > 0);
     assert!(summary.contains(&format!("revision {revision}")), "{summary} (etcdctl: {revision})");
-    assert!(save.probe(ctx()).await.unwrap().is_some());
+    let found = save.probe(&ctx()).await.unwrap().expect("the probe finds the saved snapshot");
+    assert_eq!((found.sha256, found.size), (info.sha256.clone(), info.size));
 
     let data = std::fs::read(&path).unwrap();
     let truncated = lab.temp_dir().join("truncated.db");
@@ -175,7 +178,7 @@ async fn a_saved_snapshot_passes_its_hash_check_and_a_truncated_copy_fails_it() 
     std::fs::write(&truncated, &flipped).unwrap();
     assert!(etcd::verify_snapshot(&truncated).is_err());
     let probe = EtcdSnapshotSave { etcd: connection(&lab), path: truncated };
-    assert!(probe.probe(ctx()).await.unwrap().is_none());
+    assert!(probe.probe(&ctx()).await.unwrap().is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -214,8 +217,9 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     assert!(!err.retryable && err.message.contains("trial restore") && err.message.contains("left untouched"), "{}", err.message);
     assert!(!lab.journal("k8s-control-plane-1").iter().any(|l| l.contains("systemctl stop etcd")));
     assert_eq!(lab.etcd().get("/dr-test/after/0").unwrap().as_deref(), Some("late"));
-    assert!(restore.probe(ctx.clone()).await.unwrap().is_none());
-    let summary = run(&restore, ctx.clone()).await.unwrap();
+    assert!(restore.probe(&ctx).await.unwrap().is_none());
+    let report = restore.run(&ctx).await.unwrap();
+    let summary = restore.summary(&report);
     assert!(summary.contains("restored from snapshot") && summary.contains("etcdctl"), "{summary}");
 
     for i in 0..20 {
@@ -225,7 +229,9 @@ async fn restore_over_ssh_brings_back_the_keys_written_before_the_snapshot() {
     for i in 0..5 {
         assert_eq!(lab.etcd().get(&format!("/dr-test/after/{i}")).unwrap(), None, "after/{i} survived the restore");
     }
-    assert!(restore.probe(ctx.clone()).await.unwrap().is_some());
+    let found = restore.probe(&ctx).await.unwrap().expect("the probe sees the restore done");
+    assert_eq!((&found.host, &found.tool, &found.snapshot_sha256), (&report.host, &report.tool, &report.snapshot_sha256));
+    assert_eq!(found.previous_data_dir, report.previous_data_dir, "the probe finds the data dir the restore kept");
 
     // The procedure, from the node's journal: trial restore before anything destructive.
     let journal = lab.journal("k8s-control-plane-1");

@@ -14,12 +14,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError};
+use dr_orchestrator::{Action, ActionCtx, ActionError, Typed, TypedAction};
 use dr_lab::kube::{resources, ResourceType};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use dr_workflows::actions::kube::nodes::{Cordon, Drain, DrainReport, NodeWaitReady, NodeWaitReport};
+use dr_workflows::actions::kube::nodes::{Cordon, Drain, DrainReport, NodeWaitReady, NodeWaitReport, Uncordon};
 use dr_workflows::actions::kube::pods::{
     DeletePods, DeletePodsReport, RolloutReport, RolloutRestart, UnhealthyPods, UnhealthyPodsReport, WorkloadKind,
 };
@@ -79,7 +79,7 @@ fn ctx(timeout: Duration) -> ActionCtx {
     support::ctx(timeout, "kube")
 }
 
-async fn run<T: DeserializeOwned>(action: &dyn Action, timeout: Duration) -> Result<T, ActionError> {
+async fn run<A: TypedAction>(action: &A, timeout: Duration) -> Result<A::Output, ActionError> {
     support::run_report(action, ctx(timeout)).await
 }
 
@@ -162,7 +162,7 @@ async fn a_crash_loop_is_found_with_its_deployment_and_a_rollout_restart_clears_
 
     // As a verification step it fails, naming the pods and what to restart.
     let strict = UnhealthyPods { fail_if_any: true, ..unhealthy(&lab) };
-    let error = strict.run(ctx(Duration::from_secs(10))).await.unwrap_err();
+    let error = strict.run(&ctx(Duration::from_secs(10))).await.unwrap_err();
     assert!(error.retryable && error.message.contains("deployment/api -n demo"), "{error:?}");
 
     let restart = RolloutRestart {
@@ -176,7 +176,7 @@ async fn a_crash_loop_is_found_with_its_deployment_and_a_rollout_restart_clears_
     assert!(rollout.complete, "{rollout:?}");
     let report: UnhealthyPodsReport = run(&unhealthy(&lab), Duration::from_secs(10)).await.unwrap();
     assert!(report.unhealthy.is_empty(), "the restart cleared the crash loop: {report:?}");
-    strict.run(ctx(Duration::from_secs(10))).await.unwrap();
+    strict.run(&ctx(Duration::from_secs(10))).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -187,11 +187,11 @@ async fn node_wait_returns_when_the_node_turns_ready_and_times_out_cleanly_when_
 
     lab.server.control(&format!("nodes/{node}/kubelet"), json!({"state": "stopped"})).unwrap();
     let not_ready = NodeWaitReady { ready: false, ..wait.clone() };
-    let _: NodeWaitReport = run(&not_ready, Duration::from_secs(20)).await.unwrap();
+    let _ = run(&not_ready, Duration::from_secs(20)).await.unwrap();
 
     // Never Ready while the kubelet is stopped: a clean, retryable timeout naming the node.
     let started = std::time::Instant::now();
-    let error = run::<NodeWaitReport>(&wait, Duration::from_millis(800)).await.unwrap_err();
+    let error = run(&wait, Duration::from_millis(800)).await.unwrap_err();
     let took = started.elapsed();
     assert!(error.retryable, "{error:?}");
     assert!(error.message.contains(node) && error.message.contains("deadline"), "{error:?}");
@@ -207,11 +207,11 @@ async fn node_wait_returns_when_the_node_turns_ready_and_times_out_cleanly_when_
         })
     };
     let started = std::time::Instant::now();
-    assert!(wait.probe(ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not Ready yet");
+    assert!(wait.probe(&ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not Ready yet");
     let report: NodeWaitReport = run(&wait, Duration::from_secs(60)).await.unwrap();
     let took = started.elapsed();
     control.await.unwrap();
-    assert!(wait.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
+    assert!(wait.probe(&ctx(Duration::from_secs(5))).await.unwrap().is_some());
     assert!(report.ready && report.condition.contains("Ready=True"), "{report:?}");
     assert!(took >= Duration::from_millis(450) && took < Duration::from_secs(5), "returned as the node turned Ready: {took:?}");
 }
@@ -236,15 +236,20 @@ async fn post(url: &str, body: Value) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cordon_and_uncordon_set_the_node_unschedulable_and_probe_tells() {
     let lab = Lab::start().await;
-    let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-2".into(), cordon: true };
-    let uncordon = Cordon { cordon: false, ..cordon.clone() };
-    assert!(cordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_none());
-    let _: Value = run(&cordon, Duration::from_secs(5)).await.unwrap();
+    let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-2".into() };
+    let uncordon = Uncordon { connection: lab.connection(), node: "k8s-worker-2".into() };
+    assert!(cordon.probe(&ctx(Duration::from_secs(5))).await.unwrap().is_none());
+    // Through the engine's side: the kind, the summary line and the JSON value.
+    let typed = Typed(cordon.clone());
+    assert_eq!((typed.kind(), Typed(uncordon.clone()).kind()), ("kube.cordon", "kube.uncordon"));
+    let output = typed.run(ctx(Duration::from_secs(5))).await.unwrap();
+    assert_eq!(output.summary, "node k8s-worker-2 cordoned");
+    assert_eq!(output.value, json!({"node": "k8s-worker-2", "unschedulable": true}));
     assert_eq!(lab.object(&resources::NODES, "", "k8s-worker-2")["spec"]["unschedulable"], json!(true));
-    assert!(cordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
-    let _: Value = run(&uncordon, Duration::from_secs(5)).await.unwrap();
+    assert!(cordon.probe(&ctx(Duration::from_secs(5))).await.unwrap().is_some_and(|found| found.unschedulable));
+    assert!(!run(&uncordon, Duration::from_secs(5)).await.unwrap().unschedulable);
     assert_ne!(lab.object(&resources::NODES, "", "k8s-worker-2")["spec"]["unschedulable"], json!(true));
-    assert!(uncordon.probe(ctx(Duration::from_secs(5))).await.unwrap().is_some());
+    assert!(uncordon.probe(&ctx(Duration::from_secs(5))).await.unwrap().is_some());
 }
 
 fn pods_on(lab: &Lab, node: &str) -> Vec<Value> {
@@ -271,9 +276,9 @@ async fn drain_evicts_all_but_daemonset_pods() {
     let daemon = before.iter().filter(|p| p["metadata"]["ownerReferences"][0]["kind"] == "DaemonSet").count();
     assert!(daemon >= 1 && before.len() > daemon, "worker-1 runs daemonset and other pods: {}", before.len());
 
-    assert!(drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not drained yet");
+    assert!(drain(&lab, node).probe(&ctx(Duration::from_secs(5))).await.unwrap().is_none(), "not drained yet");
     let report: DrainReport = run(&drain(&lab, node), Duration::from_secs(30)).await.unwrap();
-    assert!(drain(&lab, node).probe(ctx(Duration::from_secs(5))).await.unwrap().is_some(), "the probe sees the drained node");
+    assert!(drain(&lab, node).probe(&ctx(Duration::from_secs(5))).await.unwrap().is_some(), "the probe sees the drained node");
     assert_eq!(report.daemonset_pods.len(), daemon, "{report:?}");
     assert_eq!(report.evicted.len(), before.len() - daemon, "{report:?}");
     assert!(report.blocked.is_empty());
@@ -299,7 +304,7 @@ async fn a_pdb_blocked_eviction_is_retried_until_the_budget_allows_it_or_the_dea
     let node = web_nodes.iter().next().unwrap().clone();
 
     // The deadline passes: a retryable error naming the blocked pods and the budget.
-    let error = run::<DrainReport>(&drain(&lab, &node), Duration::from_millis(1500)).await.unwrap_err();
+    let error = run(&drain(&lab, &node), Duration::from_millis(1500)).await.unwrap_err();
     assert!(error.retryable, "{error:?}");
     assert!(error.message.contains("blocked") && error.message.contains("demo/web-"), "{error:?}");
     assert!(error.message.contains("disruption budget web"), "names the PDB: {error:?}");
@@ -332,7 +337,7 @@ async fn drain_refuses_pods_without_a_controller_unless_forced() {
             "spec": {"nodeName": node, "containers": [{"name": "c", "image": "busybox"}]}})).unwrap();
         api.create(&kube::api::PostParams::default(), &pod).await.unwrap();
     }
-    let error = run::<DrainReport>(&drain(&lab, node), Duration::from_secs(10)).await.unwrap_err();
+    let error = run(&drain(&lab, node), Duration::from_secs(10)).await.unwrap_err();
     assert!(!error.retryable && error.message.contains("default/bare") && error.message.contains("force"), "{error:?}");
     assert!(pods_on(&lab, node).iter().any(|p| p["metadata"]["name"] == "bare"), "nothing evicted");
 
@@ -360,14 +365,14 @@ async fn the_api_server_down_is_a_retryable_error_naming_it() {
     let mut lab = Lab::start().await;
     let url = lab.server.url();
     lab.server.shutdown();
-    let error = run::<UnhealthyPodsReport>(&unhealthy(&lab), Duration::from_secs(10)).await.unwrap_err();
+    let error = run(&unhealthy(&lab), Duration::from_secs(10)).await.unwrap_err();
     assert!(error.retryable, "{error:?}");
     assert!(error.message.contains(&url) || error.message.contains(url.trim_start_matches("http://")), "names the server {url}: {error:?}");
     assert!(error.message.contains("cannot reach"), "{error:?}");
 
     // A wait on a down server ends at the deadline, naming the watch error.
     let wait = NodeWaitReady { connection: lab.connection(), node: "k8s-worker-1".into(), ready: true };
-    let error = run::<NodeWaitReport>(&wait, Duration::from_millis(700)).await.unwrap_err();
+    let error = run(&wait, Duration::from_millis(700)).await.unwrap_err();
     assert!(error.retryable && error.message.contains("deadline"), "{error:?}");
 }
 
@@ -402,12 +407,12 @@ async fn an_api_server_answering_500_is_a_retryable_error_naming_it() {
     .unwrap();
     let connection = KubeConnection { kubeconfig: Some(kubeconfig), context: None };
     let action = UnhealthyPods { connection: connection.clone(), namespace: None, fail_if_any: false };
-    let error = run::<UnhealthyPodsReport>(&action, Duration::from_secs(10)).await.unwrap_err();
+    let error = run(&action, Duration::from_secs(10)).await.unwrap_err();
     assert!(error.retryable, "{error:?}");
     assert!(error.message.contains(&addr.to_string()) && error.message.contains("500"), "{error:?}");
 
     let restart = RolloutRestart { connection, namespace: "demo".into(), workload: WorkloadKind::Deployment, name: "web".into(), wait: true };
-    let error = run::<RolloutReport>(&restart, Duration::from_secs(10)).await.unwrap_err();
+    let error = run(&restart, Duration::from_secs(10)).await.unwrap_err();
     assert!(error.retryable && error.message.contains("500") && error.message.contains("deployment/web"), "{error:?}");
 }
 
@@ -423,7 +428,7 @@ async fn a_cancelled_wait_or_drain_stops_promptly() {
         cancel.cancel();
     });
     let started = std::time::Instant::now();
-    let error = wait.run(context).await.unwrap_err();
+    let error = wait.run(&context).await.unwrap_err();
     assert!(error.retryable && error.message.contains("cancelled"), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
@@ -437,7 +442,7 @@ async fn a_cancelled_wait_or_drain_stops_promptly() {
         cancel.cancel();
     });
     let started = std::time::Instant::now();
-    let error = drain(&lab, &node).run(context).await.unwrap_err();
+    let error = drain(&lab, &node).run(&context).await.unwrap_err();
     assert!(error.retryable && error.message.contains("cancelled") && error.message.contains("demo/web-"), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 }
@@ -452,12 +457,12 @@ async fn a_missing_node_or_workload_is_a_permanent_error() {
         name: "nope".into(),
         wait: true,
     };
-    let error = run::<RolloutReport>(&restart, Duration::from_secs(5)).await.unwrap_err();
+    let error = run(&restart, Duration::from_secs(5)).await.unwrap_err();
     assert!(!error.retryable && error.message.contains("404") && error.message.contains("deployment/nope -n demo"), "{error:?}");
-    let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-9".into(), cordon: true };
-    let error = run::<Value>(&cordon, Duration::from_secs(5)).await.unwrap_err();
+    let cordon = Cordon { connection: lab.connection(), node: "k8s-worker-9".into() };
+    let error = run(&cordon, Duration::from_secs(5)).await.unwrap_err();
     assert!(!error.retryable && error.message.contains("k8s-worker-9"), "{error:?}");
     let missing = KubeConnection { kubeconfig: Some(PathBuf::from("/nonexistent/kubeconfig")), context: None };
-    let error = run::<Value>(&Cordon { connection: missing, ..cordon }, Duration::from_secs(5)).await.unwrap_err();
+    let error = run(&Cordon { connection: missing, ..cordon }, Duration::from_secs(5)).await.unwrap_err();
     assert!(!error.retryable && error.message.contains("/nonexistent/kubeconfig"), "{error:?}");
 }

@@ -9,11 +9,10 @@ mod support;
 
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionError};
+use dr_orchestrator::{ActionError, TypedAction};
 use dr_lab::kube::resources;
 use dr_workflows::actions::kube::argocd::{AppStatus, ArgoApps, ArgoSync, SyncOutcome};
 use dr_workflows::actions::kube::pods::{DeletePods, DeletePodsReport};
-use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 use support::ctx;
 
@@ -49,7 +48,7 @@ impl Lab {
 }
 
 
-async fn run<T: DeserializeOwned>(action: &dyn Action, timeout: Duration, step: &str) -> Result<T, ActionError> {
+async fn run<A: TypedAction>(action: &A, timeout: Duration, step: &str) -> Result<A::Output, ActionError> {
     support::run_report(action, support::ctx(timeout, step)).await
 }
 
@@ -62,7 +61,7 @@ async fn sync_brings_every_application_to_synced_and_healthy() {
     assert_eq!(names, ["api", "ingress-nginx", "web"]);
     assert!(apps.iter().all(|a| a.healthy() && !a.operation_in_progress), "{apps:?}");
 
-    assert!(lab.sync(&[], true).probe(ctx(Duration::from_secs(5), "p")).await.unwrap().is_some(), "all Synced/Healthy");
+    assert!(lab.sync(&[], true).probe(&ctx(Duration::from_secs(5), "p")).await.unwrap().is_some(), "all Synced/Healthy");
     let outcomes: Vec<SyncOutcome> = run(&lab.sync(&[], true), Duration::from_secs(20), "sync-all").await.unwrap();
     assert_eq!(outcomes.len(), 3, "{outcomes:?}");
     for o in &outcomes {
@@ -78,7 +77,7 @@ async fn sync_brings_every_application_to_synced_and_healthy() {
     }
 
     // A named application that does not exist is a permanent error.
-    let error = run::<Vec<SyncOutcome>>(&lab.sync(&["nope"], true), Duration::from_secs(5), "s").await.unwrap_err();
+    let error = run(&lab.sync(&["nope"], true), Duration::from_secs(5), "s").await.unwrap_err();
     assert!(!error.retryable && error.message.contains("nope"), "{error:?}");
 }
 
@@ -97,7 +96,7 @@ async fn sync_is_refused_while_an_operation_is_in_progress_and_dr_takes_up_its_o
     }
     let before = lab.app("api");
 
-    let error = run::<Vec<SyncOutcome>>(&lab.sync(&["api", "web"], true), Duration::from_secs(5), "s").await.unwrap_err();
+    let error = run(&lab.sync(&["api", "web"], true), Duration::from_secs(5), "s").await.unwrap_err();
     assert!(error.retryable, "{error:?}");
     assert!(error.message.contains("refused") && error.message.contains("api (") && error.message.contains("automated"), "{error:?}");
     assert!(!error.message.contains("web ("), "web has no operation: {error:?}");
@@ -108,7 +107,7 @@ async fn sync_is_refused_while_an_operation_is_in_progress_and_dr_takes_up_its_o
     let outcomes: Vec<SyncOutcome> = run(&lab.sync(&["web"], false), Duration::from_secs(5), "web").await.unwrap();
     assert_eq!(outcomes[0].outcome, "triggered");
     assert_eq!(lab.app("web")["operation"]["initiatedBy"]["username"], "dr");
-    assert!(lab.sync(&["web"], true).probe(ctx(Duration::from_secs(5), "p")).await.unwrap().is_none(), "an operation is pending");
+    assert!(lab.sync(&["web"], true).probe(&ctx(Duration::from_secs(5), "p")).await.unwrap().is_none(), "an operation is pending");
 
     // The listing shows both in progress; as a check it fails.
     let list = ArgoApps { connection: lab.connection(), namespace: "argocd".into(), require_healthy: false };
@@ -127,7 +126,7 @@ async fn sync_is_refused_while_an_operation_is_in_progress_and_dr_takes_up_its_o
     // Once api's operation finished, a sync of api is accepted.
     let mut accepted = None;
     for _ in 0..200 {
-        match run::<Vec<SyncOutcome>>(&lab.sync(&["api"], true), Duration::from_secs(20), "api").await {
+        match run(&lab.sync(&["api"], true), Duration::from_secs(20), "api").await {
             Ok(outcomes) => {
                 accepted = Some(outcomes);
                 break;

@@ -11,14 +11,13 @@ mod support;
 
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use dr_lab::kube::{ApiServer, KubeOptions};
 use dr_workflows::actions::kube::health::{
     ClusterHealth, ClusterReport, DnsCheck, DnsReport, EndpointsReport, EndpointsUnready, EventInfo, RecentEvents,
 };
 use dr_workflows::actions::kube::pods::{RolloutReport, RolloutRestart, UnhealthyPods, UnhealthyPodsReport, WorkloadKind};
 use dr_workflows::actions::kube::KubeConnection;
-use serde::de::DeserializeOwned;
 use serde_json::json;
 
 /// The shared fixture, with this file's helpers.
@@ -58,12 +57,12 @@ fn ctx(timeout: Duration) -> ActionCtx {
     support::ctx(timeout, "kube")
 }
 
-async fn run<T: DeserializeOwned>(action: &dyn Action) -> Result<T, ActionError> {
+async fn run<A: TypedAction>(action: &A) -> Result<A::Output, ActionError> {
     support::run_report(action, ctx(Duration::from_secs(20))).await
 }
 
 /// Runs `action` until `done` accepts its result (as a workflow's retries would), at most 10 s.
-async fn until<T: DeserializeOwned>(action: &dyn Action, done: impl Fn(&Result<T, ActionError>) -> bool) -> Result<T, ActionError> {
+async fn until<A: TypedAction>(action: &A, done: impl Fn(&Result<A::Output, ActionError>) -> bool) -> Result<A::Output, ActionError> {
     for _ in 0..200 {
         let result = run(action).await;
         if done(&result) {
@@ -94,13 +93,13 @@ async fn the_network_fault_fails_dns_until_coredns_and_kube_proxy_are_restarted(
     let lab = Lab::start().await;
     lab.server.control("faults/network", json!({})).unwrap();
 
-    let error = until::<DnsReport>(&lab.dns(), Result::is_err).await.unwrap_err();
+    let error = until(&lab.dns(), Result::is_err).await.unwrap_err();
     assert!(error.retryable && error.message.contains("cluster DNS unhealthy") && error.message.contains("coredns"), "{error:?}");
     let endpoints: EndpointsReport =
         until(&lab.endpoints(), |r: &Result<EndpointsReport, _>| r.as_ref().is_ok_and(|e| !e.unready.is_empty())).await.unwrap();
     assert!(endpoints.unready.iter().any(|e| e.namespace == "kube-system" && e.name == "kube-dns" && e.not_ready == 2), "{endpoints:?}");
     let strict = EndpointsUnready { fail_if_any: true, ..lab.endpoints() };
-    let error = strict.run(ctx(Duration::from_secs(5))).await.unwrap_err();
+    let error = strict.run(&ctx(Duration::from_secs(5))).await.unwrap_err();
     assert!(error.message.contains("kube-system/kube-dns"), "{error:?}");
 
     let health: ClusterReport = until(&lab.health(), |r: &Result<ClusterReport, _>| {
@@ -115,7 +114,7 @@ async fn the_network_fault_fails_dns_until_coredns_and_kube_proxy_are_restarted(
     let restart: Vec<String> = report.restart.iter().map(ToString::to_string).collect();
     assert_eq!(restart, ["daemonset/kube-proxy -n kube-system", "deployment/coredns -n kube-system"], "{report:?}");
     let strict = ClusterHealth { fail_if_unhealthy: true, ..lab.health() };
-    let error = strict.run(ctx(Duration::from_secs(5))).await.unwrap_err();
+    let error = strict.run(&ctx(Duration::from_secs(5))).await.unwrap_err();
     assert!(error.retryable && error.message.contains("unhealthy"), "{error:?}");
 
     for (workload, name) in [(WorkloadKind::DaemonSet, "kube-proxy"), (WorkloadKind::Deployment, "coredns")] {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use dr_orchestrator::{Action, ActionCtx, ActionError, RunId};
+use dr_orchestrator::{ActionCtx, ActionError, RunId, TypedAction};
 use dr_lab::lab::testing::TestLab;
 use dr_workflows::actions::ssh::{self, SshCommand, SshDownload, SshTarget, SshTrustHostKey, SshUpload};
 use sha2::{Digest, Sha256};
@@ -38,8 +38,9 @@ fn command(target: SshTarget, line: &str, sudo: bool) -> SshCommand {
     SshCommand { target, command: line.to_owned(), sudo, timeout_ms: None }
 }
 
-async fn run(action: &dyn Action, ctx: ActionCtx) -> Result<String, ActionError> {
-    action.run(ctx).await.map(|o| o.summary)
+/// One attempt, to its summary line.
+async fn run<A: TypedAction>(action: &A, ctx: ActionCtx) -> Result<String, ActionError> {
+    action.run(&ctx).await.map(|output| action.summary(&output))
 }
 
 /// The SHA256 fingerprint of a node's current host key, from its .pub file.
@@ -58,8 +59,9 @@ async fn runs_commands_on_every_node_with_strict_host_keys_and_one_connection_pe
     for name in &names {
         let marker = format!("dr-ssh-test-{name}");
         let action = command(target(&lab, name), &format!("systemctl status containerd; echo {marker}"), true);
-        let summary = run(&action, ctx.clone()).await.unwrap();
-        assert!(summary.contains("exited 0") && summary.contains(&marker), "{summary}");
+        let result = action.run(&ctx).await.unwrap();
+        let summary = action.summary(&result);
+        assert!(summary.contains("exited 0") && result.stdout.text.contains(&marker), "{summary}: {result:?}");
         let journal = lab.journal(name);
         assert!(journal.iter().any(|l| l.contains("sudo") && l.contains("systemctl status containerd")), "{journal:?}");
         // Reused: a second command on the same host opens no new connection.
@@ -124,7 +126,7 @@ async fn a_changed_host_key_fails_closed_until_the_explicit_trust_action() {
     assert!(run(&command(target(&lab, node), "true", false), ctx()).await.is_err());
 
     let trust = SshTrustHostKey { target: target(&lab, node) };
-    assert_eq!(trust.kind(), "ssh.trust-host-key");
+    assert_eq!(SshTrustHostKey::KIND, "ssh.trust-host-key");
     let summary = run(&trust, ctx()).await.unwrap();
     assert!(summary.contains(&new_print) && summary.contains(&old_print), "{summary}");
     let known = std::fs::read_to_string(lab.known_hosts()).unwrap();
@@ -188,12 +190,13 @@ async fn upload_and_download_are_checked_by_sha256() {
     let expected = ssh::sha256_file(&local).unwrap();
 
     let upload = SshUpload { target: target(&lab, node), local: local.clone(), remote: "/tmp/dr-payload.bin".into(), mode: 0o600 };
-    assert!(upload.probe(ctx.clone()).await.unwrap().is_none());
+    assert!(upload.probe(&ctx).await.unwrap().is_none());
     let summary = run(&upload, ctx.clone()).await.unwrap();
     assert!(summary.contains(&expected) && summary.contains("300000 bytes"), "{summary}");
     let on_node = lab.node(node).unwrap().root.join("tmp/dr-payload.bin");
     assert_eq!(std::fs::read(&on_node).unwrap(), data);
-    assert!(upload.probe(ctx.clone()).await.unwrap().is_some());
+    let found = upload.probe(&ctx).await.unwrap().expect("the probe finds the uploaded file");
+    assert_eq!((found.sha256.as_str(), found.bytes), (expected.as_str(), 300_000));
 
     let back = lab.temp_dir().join("back.bin");
     let download = SshDownload { target: target(&lab, node), remote: "/tmp/dr-payload.bin".into(), local: back.clone() };

@@ -3,7 +3,8 @@
 //!
 //! - `backup.check` ([`BackupCheckAction`]): the backups matching a
 //!   glob-like pattern (default `*.tar.gz`), newest first by modification
-//!   time; the newest one's age against the RPO (default 24 h) as a
+//!   time; the newest one's age (by the injected clock) against the RPO
+//!   (default 24 h) as a
 //!   [`BackupCheckOutput`] `{newest, age_secs, rpo_secs, within_rpo, count}`;
 //!   its sidecar verified when present. An exceeded RPO fails the step or
 //!   only warns, per `fail_if_exceeded`.
@@ -11,6 +12,10 @@
 //!   backup, sidecar verified, unpacked into a work directory (flate2 + tar);
 //!   members with absolute paths, `..` or links are refused; the etcd
 //!   snapshot (`etcd-snapshot.db`) must be there and look like a bbolt file.
+//!
+//! Both read and write files on the blocking pool ([`super::blocking`]),
+//! stopping between files and chunks when the attempt is cancelled or its
+//! deadline passes. Reading changes nothing, so the check has no probe.
 //!
 //! Owns: reading the backup directory and writing into the work directory.
 //! Refuses: deleting or rotating backups.
@@ -20,13 +25,10 @@ use std::io::{BufReader, Read};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
-
-use super::command::until_deadline;
 
 pub const CHECK_KIND: &str = "backup.check";
 pub const EXTRACT_KIND: &str = "backup.extract";
@@ -71,15 +73,25 @@ pub enum Checksum {
     Skipped,
 }
 
-/// The backups matching `pattern` in `dir`, newest first (by mtime).
-pub fn find_backups(dir: &Path, pattern: &str) -> Result<Vec<BackupFile>, ActionError> {
+impl std::fmt::Display for Checksum {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Checksum::Verified { .. } => f.write_str("verified"),
+            Checksum::NoSidecar => f.write_str("not verified (no .sha256 sidecar)"),
+            Checksum::Skipped => f.write_str("not verified (skipped)"),
+        }
+    }
+}
+
+/// The backups matching `pattern` in `dir`, newest first (by mtime), their
+/// ages as of `now`.
+pub fn find_backups(dir: &Path, pattern: &str, now: SystemTime) -> Result<Vec<BackupFile>, ActionError> {
     let entries = std::fs::read_dir(dir).map_err(|e| {
         ActionError::permanent(format!(
             "cannot read the backup directory {}: {e}; check [backup] dir in the configuration",
             dir.display()
         ))
     })?;
-    let now = now();
     let mut found = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| ActionError::retryable(format!("cannot list {}: {e}", dir.display())))?;
@@ -100,9 +112,9 @@ pub fn find_backups(dir: &Path, pattern: &str) -> Result<Vec<BackupFile>, Action
     Ok(found.into_iter().map(|(_, b)| b).collect())
 }
 
-#[allow(clippy::disallowed_methods)] // adapter: a backup's age is wall-clock time against its mtime
-fn now() -> SystemTime {
-    SystemTime::now()
+/// Now by the attempt's clock, to compare with modification times.
+pub fn now(ctx: &ActionCtx) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(u64::try_from(ctx.clock.now_ms()).unwrap_or(0))
 }
 
 /// Matches a file name against a glob-like pattern: `*` any run, `?` one character.
@@ -182,44 +194,6 @@ pub fn verify_sidecar(path: &Path, cancel: &CancellationToken) -> Result<Checksu
     Ok(Checksum::Verified { sha256: actual })
 }
 
-/// Runs blocking file work off the runtime threads. The work sees a token
-/// that is cancelled when the attempt is cancelled, passes its step
-/// deadline, or is dropped, so it stops between files and chunks.
-async fn blocking<T: Send + 'static>(
-    ctx: &ActionCtx,
-    what: &str,
-    work: impl FnOnce(&CancellationToken) -> Result<T, ActionError> + Send + 'static,
-) -> Result<T, ActionError> {
-    let token = ctx.cancel.child_token();
-    let _cancel_on_drop = token.clone().drop_guard();
-    let task = tokio::task::spawn_blocking({
-        let token = token.clone();
-        move || work(&token)
-    });
-    let expiry = async {
-        match until_deadline(ctx.deadline) {
-            Some(left) => tokio::time::sleep(left).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        joined = task => joined.map_err(|e| ActionError::retryable(format!("{what} did not complete: {e}")))?,
-        () = ctx.cancel.cancelled() => Err(ActionError::retryable(format!("{what} was cancelled"))),
-        () = expiry => Err(ActionError::retryable(format!("{what} did not finish before the step's deadline"))),
-    }
-}
-
-fn span(ctx: &ActionCtx, kind: &'static str, target: &Path) -> tracing::Span {
-    tracing::info_span!(
-        "action",
-        dr.run_id = %ctx.run_id,
-        dr.step = %ctx.step,
-        dr.attempt = ctx.attempt,
-        dr.kind = kind,
-        dr.target = %target.display(),
-    )
-}
-
 fn hours(secs: u64) -> String {
     format!("{:.1} h", secs as f64 / 3600.0)
 }
@@ -253,7 +227,7 @@ impl BackupCheckParams {
     }
 }
 
-/// What `backup.check` found; serialized (JSON) as the step summary.
+/// What `backup.check` found: the step's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupCheckOutput {
     pub newest: PathBuf,
@@ -275,16 +249,37 @@ impl BackupCheckAction {
     pub fn new(params: BackupCheckParams) -> Self {
         BackupCheckAction { params }
     }
+}
 
-    pub async fn execute(&self, ctx: &ActionCtx) -> Result<BackupCheckOutput, ActionError> {
-        let params = self.params.clone();
-        let work = move |cancel: &CancellationToken| check(&params, cancel);
-        blocking(ctx, "the backup check", work).instrument(span(ctx, CHECK_KIND, &self.params.dir)).await
+impl TypedAction for BackupCheckAction {
+    const KIND: &'static str = CHECK_KIND;
+    type Params = BackupCheckParams;
+    type Output = BackupCheckOutput;
+
+    fn params(&self) -> &BackupCheckParams {
+        &self.params
+    }
+
+    fn summary(&self, output: &BackupCheckOutput) -> String {
+        format!(
+            "newest of {} backups {} is {} old ({} the {} RPO), checksum {}",
+            output.count,
+            output.newest.display(),
+            hours(output.age_secs),
+            if output.within_rpo { "within" } else { "OVER" },
+            hours(output.rpo_secs),
+            output.checksum
+        )
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<BackupCheckOutput, ActionError> {
+        let (params, now) = (self.params.clone(), now(ctx));
+        super::blocking(ctx, "the backup check", move |cancel| check(&params, now, cancel)).await
     }
 }
 
-fn check(params: &BackupCheckParams, cancel: &CancellationToken) -> Result<BackupCheckOutput, ActionError> {
-    let backups = find_backups(&params.dir, &params.pattern)?;
+fn check(params: &BackupCheckParams, now: SystemTime, cancel: &CancellationToken) -> Result<BackupCheckOutput, ActionError> {
+    let backups = find_backups(&params.dir, &params.pattern, now)?;
     let Some(newest) = backups.first().cloned() else {
         return Err(ActionError::permanent(format!(
             "no backup matching {} in {}; check that the backup job runs and writes there",
@@ -316,30 +311,6 @@ fn check(params: &BackupCheckParams, cancel: &CancellationToken) -> Result<Backu
         checksum,
         backups: backups.into_iter().take(20).collect(),
     })
-}
-
-impl Action for BackupCheckAction {
-    fn kind(&self) -> &'static str {
-        CHECK_KIND
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        Box::pin(async move {
-            let output = self.execute(&ctx).await?;
-            let summary = serde_json::to_string(&output)
-                .map_err(|e| ActionError::permanent(format!("cannot serialize the backup check: {e}")))?;
-            Ok(ActionOutput::new(summary))
-        })
-    }
-
-    /// Reading changes nothing: always run again.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async { Ok(None) })
-    }
 }
 
 // ---------------------------------------------------------------- extract
@@ -375,7 +346,7 @@ impl BackupExtractParams {
     }
 }
 
-/// What `backup.extract` wrote; serialized (JSON) as the step summary.
+/// What `backup.extract` wrote: the step's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BackupExtractOutput {
     pub backup: PathBuf,
@@ -397,19 +368,38 @@ impl BackupExtractAction {
     pub fn new(params: BackupExtractParams) -> Self {
         BackupExtractAction { params }
     }
+}
 
-    pub async fn execute(&self, ctx: &ActionCtx) -> Result<BackupExtractOutput, ActionError> {
-        let params = self.params.clone();
-        let work = move |cancel: &CancellationToken| extract(&params, cancel);
-        let target = self.params.backup.clone().unwrap_or_else(|| self.params.dir.clone());
-        blocking(ctx, "the backup extraction", work).instrument(span(ctx, EXTRACT_KIND, &target)).await
+impl TypedAction for BackupExtractAction {
+    const KIND: &'static str = EXTRACT_KIND;
+    type Params = BackupExtractParams;
+    type Output = BackupExtractOutput;
+
+    fn params(&self) -> &BackupExtractParams {
+        &self.params
+    }
+
+    fn summary(&self, output: &BackupExtractOutput) -> String {
+        format!(
+            "extracted {} ({} members, {} bytes, checksum {}) into {}",
+            output.backup.display(),
+            output.members.len(),
+            output.bytes,
+            output.checksum,
+            output.work_dir.display()
+        )
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<BackupExtractOutput, ActionError> {
+        let (params, now) = (self.params.clone(), now(ctx));
+        super::blocking(ctx, "the backup extraction", move |cancel| extract(&params, now, cancel)).await
     }
 }
 
-fn extract(params: &BackupExtractParams, cancel: &CancellationToken) -> Result<BackupExtractOutput, ActionError> {
+fn extract(params: &BackupExtractParams, now: SystemTime, cancel: &CancellationToken) -> Result<BackupExtractOutput, ActionError> {
     let backup = match &params.backup {
         Some(path) => path.clone(),
-        None => match find_backups(&params.dir, &params.pattern)?.into_iter().next() {
+        None => match find_backups(&params.dir, &params.pattern, now)?.into_iter().next() {
             Some(newest) => newest.path,
             None => {
                 return Err(ActionError::permanent(format!(
@@ -518,25 +508,6 @@ fn check_bbolt(snapshot: &Path, backup: &Path) -> Result<(), ActionError> {
             "{ETCD_SNAPSHOT} from backup {} is not an etcd (bbolt) snapshot; use another backup",
             backup.display()
         )))
-    }
-}
-
-impl Action for BackupExtractAction {
-    fn kind(&self) -> &'static str {
-        EXTRACT_KIND
-    }
-
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(&self.params).unwrap_or(serde_json::Value::Null)
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        Box::pin(async move {
-            let output = self.execute(&ctx).await?;
-            let summary = serde_json::to_string(&output)
-                .map_err(|e| ActionError::permanent(format!("cannot serialize the extraction: {e}")))?;
-            Ok(ActionOutput::new(summary))
-        })
     }
 }
 

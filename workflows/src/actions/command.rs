@@ -1,9 +1,10 @@
 //! The local command action (`command.run`): runs a program on the bastion
 //! (terraform/tofu, the host-setup scripts, `platform-deploy.sh`) with
 //! arguments, working directory, environment (secret values marked and
-//! redacted), optional standard input and a timeout. Output is streamed to
-//! tracing line by line and its last 64 KiB kept (redacted) in a
-//! [`CommandOutput`] serialized as the step's summary.
+//! redacted), optional standard input and a timeout (the earlier of its own
+//! and the step deadline, [`ActionCtx::timeout`]). Output is streamed to
+//! tracing line by line and its last 64 KiB kept (redacted) in the step's
+//! [`CommandOutput`].
 //!
 //! The child leads its own process group. On timeout, cancellation or when
 //! the attempt's future is dropped, the whole group is killed: SIGTERM, then
@@ -20,7 +21,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture, Millis};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use nix::errno::Errno;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
@@ -28,7 +29,7 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::Instrument as _;
 
 use super::output::{Captured, LineRedactor, OutputLimiter, Redactor, REDACTED};
 
@@ -71,8 +72,8 @@ impl std::fmt::Debug for EnvVar {
     }
 }
 
-/// What to run. Deserializable from configuration; [`Action::params`] and
-/// `Debug` show it with secret values replaced.
+/// What to run. Deserializable from configuration; the action's parameters
+/// ([`ShownCommandParams`]) and `Debug` show it with secret values replaced.
 #[derive(Clone, Deserialize)]
 pub struct CommandParams {
     /// A program name looked up in `PATH`, or a path.
@@ -108,7 +109,7 @@ pub struct CommandParams {
 
 impl std::fmt::Debug for CommandParams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "CommandParams({})", shown_params(self))
+        write!(f, "CommandParams({:?})", ShownCommandParams::of(self))
     }
 }
 
@@ -179,7 +180,7 @@ impl CommandParams {
     }
 }
 
-/// What a finished command produced; serialized (JSON) as the step summary.
+/// What a finished command produced: the step's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandOutput {
     /// The command line as shown (secrets redacted).
@@ -190,90 +191,99 @@ pub struct CommandOutput {
     pub output: Captured,
 }
 
+/// A secret-free copy of [`CommandParams`]: what the definition hashes and
+/// shows. Secret environment values and a secret standard input are
+/// replaced, other secrets are redacted from the arguments.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShownCommandParams {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub cwd: Option<PathBuf>,
+    pub env: Vec<ShownEnvVar>,
+    pub stdin: Option<String>,
+    pub timeout_ms: Option<u64>,
+    pub kill_grace_ms: u64,
+    pub target: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShownEnvVar {
+    pub name: String,
+    pub value: String,
+    pub secret: bool,
+}
+
+impl ShownCommandParams {
+    fn of(p: &CommandParams) -> Self {
+        let redactor = Redactor::new(&p.secret_values());
+        ShownCommandParams {
+            program: p.program.clone(),
+            args: p.args.iter().map(|a| redactor.redact(a)).collect(),
+            cwd: p.cwd.clone(),
+            env: p
+                .env
+                .iter()
+                .map(|e| ShownEnvVar {
+                    name: e.name.clone(),
+                    value: if e.secret { REDACTED.to_owned() } else { e.value.clone() },
+                    secret: e.secret,
+                })
+                .collect(),
+            stdin: p.stdin.as_ref().map(|s| if p.stdin_secret { REDACTED.to_owned() } else { redactor.redact(s) }),
+            timeout_ms: p.timeout_ms,
+            kill_grace_ms: p.kill_grace_ms,
+            target: p.target.clone(),
+        }
+    }
+}
+
 /// Runs a local program; see the module documentation.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CommandAction {
-    pub params: CommandParams,
+    params: CommandParams,
+    /// `params` without its secrets, as hashed into the definition.
+    shown: ShownCommandParams,
+}
+
+impl std::fmt::Debug for CommandAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CommandAction({:?})", self.shown)
+    }
 }
 
 impl CommandAction {
     pub fn new(params: CommandParams) -> Self {
-        CommandAction { params }
+        let shown = ShownCommandParams::of(&params);
+        CommandAction { params, shown }
     }
 
-    /// One attempt, with the typed result.
-    pub async fn execute(&self, ctx: &ActionCtx) -> Result<CommandOutput, ActionError> {
-        let span = tracing::info_span!(
-            "action",
-            dr.run_id = %ctx.run_id,
-            dr.step = %ctx.step,
-            dr.attempt = ctx.attempt,
-            dr.kind = KIND,
-            dr.target = %self.params.target_name(),
-        );
-        run_command(&self.params, &ctx.cancel, ctx.deadline).instrument(span).await
+    /// What it runs, secrets included.
+    pub fn command(&self) -> &CommandParams {
+        &self.params
     }
 }
 
-impl Action for CommandAction {
-    fn kind(&self) -> &'static str {
-        KIND
+impl TypedAction for CommandAction {
+    const KIND: &'static str = KIND;
+    type Params = ShownCommandParams;
+    type Output = CommandOutput;
+
+    fn params(&self) -> &ShownCommandParams {
+        &self.shown
     }
 
-    fn params(&self) -> serde_json::Value {
-        shown_params(&self.params)
+    fn summary(&self, output: &CommandOutput) -> String {
+        format!(
+            "`{}` exited {} after {}",
+            output.command,
+            output.exit_code,
+            seconds(Duration::from_millis(output.duration_ms))
+        )
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        Box::pin(async move {
-            let output = self.execute(&ctx).await?;
-            let summary = serde_json::to_string(&output)
-                .map_err(|e| ActionError::permanent(format!("cannot serialize the output of {}: {e}", output.command)))?;
-            Ok(ActionOutput::new(summary))
-        })
-    }
-}
-
-/// The parameters as they may be shown and hashed: secrets replaced.
-fn shown_params(p: &CommandParams) -> serde_json::Value {
-    let env: Vec<serde_json::Value> = p
-        .env
-        .iter()
-        .map(|e| {
-            let value = if e.secret { REDACTED } else { e.value.as_str() };
-            serde_json::json!({ "name": e.name, "value": value, "secret": e.secret })
-        })
-        .collect();
-    let redactor = Redactor::new(&p.secret_values());
-    let stdin = p.stdin.as_ref().map(|s| if p.stdin_secret { REDACTED.to_owned() } else { redactor.redact(s) });
-    serde_json::json!({
-        "program": p.program,
-        "args": p.args.iter().map(|a| redactor.redact(a)).collect::<Vec<_>>(),
-        "cwd": p.cwd,
-        "env": env,
-        "stdin": stdin,
-        "timeout_ms": p.timeout_ms,
-        "kill_grace_ms": p.kill_grace_ms,
-        "target": p.target,
-    })
-}
-
-/// How long until `deadline` (ms since the epoch); `None` without one.
-pub(crate) fn until_deadline(deadline: Option<Millis>) -> Option<Duration> {
-    let deadline = deadline?;
-    #[allow(clippy::disallowed_methods)] // adapter: the step deadline is wall-clock ms since the epoch
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0);
-    Some(Duration::from_millis(u64::try_from(deadline.saturating_sub(now)).unwrap_or(0)))
-}
-
-/// The earlier of two optional timeouts.
-pub(crate) fn earliest(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
+    async fn run(&self, ctx: &ActionCtx) -> Result<CommandOutput, ActionError> {
+        let timeout = ctx.timeout(self.params.timeout_ms.map(Duration::from_millis));
+        run_command(&self.params, &ctx.cancel, timeout).await
     }
 }
 
@@ -290,11 +300,12 @@ fn seconds(d: Duration) -> String {
 }
 
 /// Runs the command described by `params` until it exits, `cancel` fires or
-/// the timeout (the earlier of `params.timeout_ms` and `deadline`) passes.
+/// `timeout` passes; then its process group is stopped (SIGTERM, SIGKILL
+/// after the grace period), so the select here is not [`ActionCtx::guard`]'s.
 pub async fn run_command(
     params: &CommandParams,
     cancel: &CancellationToken,
-    deadline: Option<Millis>,
+    timeout: Option<Duration>,
 ) -> Result<CommandOutput, ActionError> {
     let redactor = Redactor::new(&params.secret_values());
     let shown = redactor.redact(
@@ -336,7 +347,7 @@ pub async fn run_command(
     let mut child = command.spawn().map_err(|e| spawn_error(&e, params, &shown, &place))?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
     let mut guard = GroupGuard { pgid };
-    tracing::info!(pgid, "started `{shown}`{place}");
+    tracing::info!(pgid, target = %params.target_name(), "started `{shown}`{place}");
 
     if let (Some(input), Some(mut stdin)) = (params.stdin.clone(), child.stdin.take()) {
         tokio::spawn(async move {
@@ -350,7 +361,6 @@ pub async fn run_command(
         child.stderr.take().map(|s| tokio::spawn(pump(s, "stderr", limiter.clone(), redactor.clone()).in_current_span())),
     ];
 
-    let timeout = earliest(params.timeout_ms.map(Duration::from_millis), until_deadline(deadline));
     let expiry = async {
         match timeout {
             Some(t) => tokio::time::sleep(t).await,
@@ -601,7 +611,7 @@ mod tests {
             .env(EnvVar::plain("TF_IN_AUTOMATION", "1"))
             .redact("abc123");
         let action = CommandAction::new(params);
-        let shown = action.params().to_string();
+        let shown = serde_json::to_string(action.params()).unwrap();
         assert!(!shown.contains("hunter2") && !shown.contains("abc123"), "{shown}");
         assert!(shown.contains("TF_IN_AUTOMATION") && shown.contains("TF_VAR_password"), "{shown}");
         assert!(!format!("{action:?}").contains("hunter2"));
@@ -613,13 +623,5 @@ mod tests {
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
         assert_eq!(shell_quote(""), "''");
-    }
-
-    #[test]
-    fn the_earliest_timeout_wins() {
-        let s = Duration::from_secs;
-        assert_eq!(earliest(Some(s(5)), Some(s(3))), Some(s(3)));
-        assert_eq!(earliest(None, Some(s(3))), Some(s(3)));
-        assert_eq!(earliest(None, None), None);
     }
 }

@@ -13,16 +13,14 @@
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use etcd_client::{AlarmAction, AlarmType, Certificate, Client, ConnectOptions, Identity, TlsOptions};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
-use super::ssh::{self, attempt_deadline, hex, shell_quote, RunOptions, SshTarget};
+use super::ssh::{self, hex, shell_quote, RunOptions, SshTarget};
 
 /// How to reach etcd: endpoints and the TLS material (paths, never contents).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -311,13 +309,9 @@ pub fn verify_snapshot(path: &Path) -> Result<SnapshotInfo, ActionError> {
 }
 
 /// Streams a snapshot from the first healthy endpoint into `path` (via a
-/// temporary file, fsynced, checked, renamed).
-pub async fn snapshot_save(
-    etcd: &EtcdConnection,
-    path: &Path,
-    deadline: Instant,
-    cancel: &CancellationToken,
-) -> Result<SnapshotInfo, ActionError> {
+/// temporary file, fsynced, checked, renamed), until the attempt is
+/// cancelled or its deadline passes.
+pub async fn snapshot_save(etcd: &EtcdConnection, path: &Path, ctx: &ActionCtx) -> Result<SnapshotInfo, ActionError> {
     let mut failures = Vec::new();
     for endpoint in &etcd.endpoints {
         let status = endpoint_status(etcd, endpoint).await;
@@ -325,7 +319,7 @@ pub async fn snapshot_save(
             failures.push(format!("{endpoint}: {}", status.error.unwrap_or_else(|| "unhealthy".to_owned())));
             continue;
         }
-        match save_from(etcd, endpoint, status.revision, path, deadline, cancel).await {
+        match save_from(etcd, endpoint, status.revision, path, ctx).await {
             Ok(info) => return Ok(info),
             Err(e) if !e.retryable => return Err(e),
             Err(e) => failures.push(e.message),
@@ -342,8 +336,7 @@ async fn save_from(
     endpoint: &str,
     revision: Option<i64>,
     path: &Path,
-    deadline: Instant,
-    cancel: &CancellationToken,
+    ctx: &ActionCtx,
 ) -> Result<SnapshotInfo, ActionError> {
     let mut client = etcd.connect(endpoint).await?;
     let mut stream = etcd.call(endpoint, "snapshot", client.snapshot()).await?;
@@ -351,34 +344,26 @@ async fn save_from(
     let mut file = std::fs::File::create(&partial).map_err(|e| {
         ActionError::permanent(format!("cannot create {}: {e}; check the snapshot directory", partial.display()))
     })?;
-    let result = async {
+    let streamed = async {
         loop {
-            let next = tokio::select! {
-                next = tokio::time::timeout_at(deadline.into(), stream.message()) => next,
-                () = cancel.cancelled() => return Err(ActionError::retryable(format!("snapshot from {endpoint} cancelled"))),
-            };
-            let message = match next {
-                Err(_) => return Err(ActionError::retryable(format!("snapshot from {endpoint} did not finish before the step's deadline"))),
-                Ok(Err(e)) => return Err(unreachable(endpoint, &format!("snapshot stream broke: {e}"))),
-                Ok(Ok(None)) => break,
-                Ok(Ok(Some(message))) => message,
+            let message = match stream.message().await {
+                Err(e) => return Err(unreachable(endpoint, &format!("snapshot stream broke: {e}"))),
+                Ok(None) => break,
+                Ok(Some(message)) => message,
             };
             file.write_all(message.blob())
                 .map_err(|e| ActionError::permanent(format!("cannot write {}: {e}", partial.display())))?;
         }
-        file.sync_all().map_err(|e| ActionError::permanent(format!("cannot fsync {}: {e}", partial.display())))?;
-        Ok(())
-    }
-    .await;
+        file.sync_all().map_err(|e| ActionError::permanent(format!("cannot fsync {}: {e}", partial.display())))
+    };
+    let result = ctx.guard(&format!("the snapshot from {endpoint}"), streamed).await;
     drop(file);
     if let Err(e) = result {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
     let checked = partial.clone();
-    let verified = tokio::task::spawn_blocking(move || verify_snapshot(&checked))
-        .await
-        .map_err(|e| ActionError::retryable(format!("snapshot check did not finish: {e}")))?;
+    let verified = super::blocking(ctx, "the snapshot check", move |_| Ok(verify_snapshot(&checked))).await?;
     let mut info = match verified {
         Ok(info) => info,
         Err(e) => {
@@ -557,6 +542,9 @@ pub struct SwapStep {
 /// What the `keep` step prints: the kept directory's path follows it.
 const KEPT: &str = "dr-kept=";
 
+/// Prints the version of the node's restore tool (etcdutl, else etcdctl).
+const TOOL_VERSION: &str = "if command -v etcdutl >/dev/null 2>&1; then etcdutl version; else etcdctl version; fi";
+
 impl EtcdSnapshotRestore {
     pub fn new(
         ssh: SshTarget,
@@ -638,18 +626,16 @@ impl EtcdSnapshotRestore {
         let paths = self.paths(snapshot_sha256)?;
         let s = self.sudo();
         let (data, kept, new) = (shell_quote(&self.data_dir), shell_quote(&paths.kept), shell_quote(&paths.new));
-        let exists = |path: &str| format!("{s}ls -d {path} >/dev/null 2>&1");
+        let exists = |path: &str| self.exists(path);
         let step = |phase, command: String| SwapStep { phase, command };
         Ok(vec![
             step(SwapPhase::Stop, format!("{s}systemctl stop {}", shell_quote(&self.service))),
             step(
                 SwapPhase::Keep,
                 format!(
-                    "last=; next={kept}; i=0; \
-                     while {next_exists}; do last=$next; i=$((i+1)); next={kept}.$i; done; \
-                     if {data_exists}; then {s}mv -T {data} \"$next\" && echo \"{KEPT}$next\"; \
+                    "{}; if {data_exists}; then {s}mv -T {data} \"$next\" && echo \"{KEPT}$next\"; \
                      elif [ -n \"$last\" ]; then echo \"{KEPT}$last\"; fi",
-                    next_exists = exists("\"$next\""),
+                    self.find_kept(&kept),
                     data_exists = exists(&data),
                 ),
             ),
@@ -661,6 +647,20 @@ impl EtcdSnapshotRestore {
             step(SwapPhase::Start, format!("{s}systemctl start {}", shell_quote(&self.service))),
             step(SwapPhase::Mark, format!("{s}touch {}", shell_quote(&paths.marker))),
         ])
+    }
+
+    /// A shell test: does `path` (quoted) exist on the node?
+    fn exists(&self, path: &str) -> String {
+        format!("{}ls -d {path} >/dev/null 2>&1", self.sudo())
+    }
+
+    /// Shell that sets `$last` to the newest kept data dir of `kept` (quoted),
+    /// `KEPT`, `KEPT.1`, … (empty when none), and `$next` to the first free name.
+    fn find_kept(&self, kept: &str) -> String {
+        format!(
+            "last=; next={kept}; i=0; while {}; do last=$next; i=$((i+1)); next={kept}.$i; done",
+            self.exists("\"$next\"")
+        )
     }
 
     fn sudo(&self) -> &'static str {
@@ -690,32 +690,28 @@ impl EtcdSnapshotRestore {
         line
     }
 
+    /// The snapshot, checked (on the blocking pool).
+    async fn checked_snapshot(&self, ctx: &ActionCtx) -> Result<SnapshotInfo, ActionError> {
+        let local = self.snapshot.clone();
+        super::blocking(ctx, "the snapshot check", move |_| verify_snapshot(&local)).await
+    }
+
     async fn restore(&self, ctx: &ActionCtx) -> Result<RestoreReport, ActionError> {
-        let run = ctx.run_id;
         let host = self.ssh.address();
-        let deadline = attempt_deadline(ctx, None);
-        let cancel = &ctx.cancel;
-        let sh = |command: String| {
-            let options = RunOptions { sudo: false, deadline, cancel: cancel.clone(), secrets: Vec::new() };
-            async move { ssh::run_checked(run, &self.ssh, &command, options).await }
-        };
+        let sh = |command: String| async move { ssh::run_checked(ctx, &self.ssh, &command, RunOptions::default()).await };
         let s = self.sudo();
         let q = |p: &str| shell_quote(p);
 
         // 1. The snapshot passes its own check before anything else.
-        let local = self.snapshot.clone();
-        let checked = tokio::task::spawn_blocking(move || verify_snapshot(&local))
-            .await
-            .map_err(|e| ActionError::retryable(format!("snapshot check did not finish: {e}")))??;
+        let checked = self.checked_snapshot(ctx).await?;
         let paths = self.paths(&checked.sha256)?;
         sh(format!("{s}rm -f {}", q(&paths.marker))).await?;
 
         // 2. Upload (checksummed).
-        ssh::upload(run, &self.ssh, &self.snapshot, &paths.remote_snapshot, 0o600, deadline, cancel).await?;
+        ssh::upload(ctx, &self.ssh, &self.snapshot, &paths.remote_snapshot, 0o600).await?;
 
         // 3. The node's tool.
-        let version = sh("if command -v etcdutl >/dev/null 2>&1; then etcdutl version; else etcdctl version; fi".to_owned())
-            .await?;
+        let version = sh(TOOL_VERSION.to_owned()).await?;
         let tool = RestoreTool::parse(&version.stdout.text).ok_or_else(|| {
             ActionError::permanent(format!(
                 "cannot tell the etcd restore tool on {host} from `version`: {}; install etcdutl (3.5+) or etcdctl",
@@ -803,89 +799,69 @@ impl EtcdSnapshotRestore {
     }
 }
 
-fn span(ctx: &ActionCtx, kind: &'static str, target: &str) -> tracing::Span {
-    tracing::info_span!("action", dr.run_id = %ctx.run_id, dr.step = %ctx.step, dr.attempt = ctx.attempt, dr.action = kind, target = %target)
-}
+impl TypedAction for EtcdSnapshotRestore {
+    const KIND: &'static str = "etcd.snapshot-restore";
+    type Params = Self;
+    type Output = RestoreReport;
 
-fn output<T: Serialize>(summary: String, value: &T) -> ActionOutput {
-    let json = serde_json::to_string(value).unwrap_or_default();
-    ActionOutput::new(format!("{summary}\n{json}"))
-}
-
-fn cancellable<'a, T: Send + 'a>(
-    ctx: &'a ActionCtx,
-    what: &'a str,
-    work: impl std::future::Future<Output = Result<T, ActionError>> + Send + 'a,
-) -> impl std::future::Future<Output = Result<T, ActionError>> + Send + 'a {
-    let deadline = attempt_deadline(ctx, None);
-    async move {
-        tokio::select! {
-            result = tokio::time::timeout_at(deadline.into(), work) => result
-                .unwrap_or_else(|_| Err(ActionError::retryable(format!("{what} did not finish before the step's deadline")))),
-            () = ctx.cancel.cancelled() => Err(ActionError::retryable(format!("{what} cancelled"))),
-        }
-    }
-}
-
-impl Action for EtcdSnapshotRestore {
-    fn kind(&self) -> &'static str {
-        "etcd.snapshot-restore"
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.ssh.address());
-        Box::pin(
-            async move {
-                let report = cancellable(&ctx, "etcd snapshot restore", self.restore(&ctx)).await?;
-                Ok(output(
-                    format!(
-                        "etcd on {} restored from snapshot {} (revision {}, {} with {}); {}",
-                        report.host,
-                        &report.snapshot_sha256[..16.min(report.snapshot_sha256.len())],
-                        report.revision.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
-                        report.tool.program,
-                        if report.bumped_revision { "revision bumped" } else { "revision kept" },
-                        report.previous_data_dir.as_deref().map_or_else(
-                            || "there was no previous data dir".to_owned(),
-                            |dir| format!("previous data in {dir}")
-                        )
-                    ),
-                    &report,
-                ))
-            }
-            .instrument(span),
+    fn summary(&self, report: &RestoreReport) -> String {
+        format!(
+            "etcd on {} restored from snapshot {} (revision {}, {} with {}); {}",
+            report.host,
+            &report.snapshot_sha256[..16.min(report.snapshot_sha256.len())],
+            report.revision.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
+            report.tool.program,
+            if report.bumped_revision { "revision bumped" } else { "revision kept" },
+            report.previous_data_dir.as_deref().map_or_else(
+                || "there was no previous data dir".to_owned(),
+                |dir| format!("previous data in {dir}")
+            )
         )
     }
 
+    async fn run(&self, ctx: &ActionCtx) -> Result<RestoreReport, ActionError> {
+        ctx.guard("etcd snapshot restore", self.restore(ctx)).await
+    }
+
     /// Done when this snapshot's restore completed (its marker beside the
-    /// data dir, written after etcd started on the restored data) and etcd runs.
-    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let local = self.snapshot.clone();
-            let checked = tokio::task::spawn_blocking(move || verify_snapshot(&local))
-                .await
-                .map_err(|e| ActionError::retryable(format!("snapshot check did not finish: {e}")))??;
-            let paths = self.paths(&checked.sha256)?;
-            let s = self.sudo();
-            let command = format!(
-                "{s}ls {} >/dev/null && {s}ls -d {}/member >/dev/null && {s}systemctl is-active {}",
-                shell_quote(&paths.marker),
-                shell_quote(&self.data_dir),
-                shell_quote(&self.service)
-            );
-            let options =
-                RunOptions { sudo: false, deadline: attempt_deadline(&ctx, None), cancel: ctx.cancel.clone(), secrets: Vec::new() };
-            let result = ssh::run_command(ctx.run_id, &self.ssh, &command, options).await?;
-            Ok(result.exit_status == 0)
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
-        })
+    /// data dir, written after etcd started on the restored data) and etcd
+    /// runs. The output has what the node shows: its restore tool and the
+    /// newest data dir kept by a restore of this snapshot; the snapshot's
+    /// revision is not read again.
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<RestoreReport>, ActionError> {
+        let checked = self.checked_snapshot(ctx).await?;
+        let paths = self.paths(&checked.sha256)?;
+        let s = self.sudo();
+        let command = format!(
+            "{s}ls {} >/dev/null && {s}ls -d {}/member >/dev/null && {s}systemctl is-active {} >/dev/null && \
+             {{ {TOOL_VERSION}; {}; [ -z \"$last\" ] || echo \"{KEPT}$last\"; }}",
+            shell_quote(&paths.marker),
+            shell_quote(&self.data_dir),
+            shell_quote(&self.service),
+            self.find_kept(&shell_quote(&paths.kept)),
+        );
+        let result = ssh::run_command(ctx, &self.ssh, &command, RunOptions::default()).await?;
+        if result.exit_status != 0 {
+            return Ok(None);
+        }
+        let tool = RestoreTool::parse(&result.stdout.text)
+            .unwrap_or_else(|| RestoreTool { program: "unknown".to_owned(), version: (0, 0, 0) });
+        let kept = result.stdout.text.lines().find_map(|line| line.trim().strip_prefix(KEPT)).map(str::to_owned);
+        Ok(Some(RestoreReport {
+            host: self.ssh.address(),
+            bumped_revision: tool.bumps_revision(),
+            tool,
+            snapshot_sha256: checked.sha256,
+            remote_snapshot: paths.remote_snapshot,
+            revision: None,
+            total_keys: None,
+            data_dir: self.data_dir.clone(),
+            previous_data_dir: kept,
+        }))
     }
 }
 
@@ -895,25 +871,30 @@ pub struct EtcdMemberList {
     pub etcd: EtcdConnection,
 }
 
-impl Action for EtcdMemberList {
-    fn kind(&self) -> &'static str {
-        "etcd.member-list"
+/// The members, and the endpoint that listed them.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberList {
+    pub endpoint: String,
+    pub members: Vec<MemberInfo>,
+}
+
+impl TypedAction for EtcdMemberList {
+    const KIND: &'static str = "etcd.member-list";
+    type Params = Self;
+    type Output = MemberList;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, list: &MemberList) -> String {
+        let names: Vec<&str> = list.members.iter().map(|m| m.name.as_str()).collect();
+        format!("{} etcd members (from {}): {}", list.members.len(), list.endpoint, names.join(", "))
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.etcd.endpoints.join(","));
-        Box::pin(
-            async move {
-                let (endpoint, members) = cancellable(&ctx, "etcd member list", member_list(&self.etcd)).await?;
-                let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
-                Ok(output(format!("{} etcd members (from {endpoint}): {}", members.len(), names.join(", ")), &members))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<MemberList, ActionError> {
+        let (endpoint, members) = ctx.guard("etcd member list", member_list(&self.etcd)).await?;
+        Ok(MemberList { endpoint, members })
     }
 }
 
@@ -933,37 +914,33 @@ pub async fn endpoint_health(etcd: &EtcdConnection) -> Vec<EndpointStatus> {
     statuses
 }
 
-impl Action for EtcdEndpointHealth {
-    fn kind(&self) -> &'static str {
-        "etcd.endpoint-health"
+impl TypedAction for EtcdEndpointHealth {
+    const KIND: &'static str = "etcd.endpoint-health";
+    type Params = Self;
+    type Output = Vec<EndpointStatus>;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, statuses: &Vec<EndpointStatus>) -> String {
+        format!("{} etcd endpoints healthy", statuses.len())
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.etcd.endpoints.join(","));
-        Box::pin(
-            async move {
-                let statuses =
-                    cancellable(&ctx, "etcd endpoint health", async { Ok(endpoint_health(&self.etcd).await) }).await?;
-                let unhealthy: Vec<String> = statuses
-                    .iter()
-                    .filter(|s| !s.healthy)
-                    .map(|s| format!("{} is unhealthy: {}", s.endpoint, s.error.as_deref().unwrap_or("no answer")))
-                    .collect();
-                if !unhealthy.is_empty() || statuses.is_empty() {
-                    return Err(ActionError::retryable(if statuses.is_empty() {
-                        "no etcd endpoints configured (etcd.endpoints)".to_owned()
-                    } else {
-                        unhealthy.join("; ")
-                    }));
-                }
-                Ok(output(format!("{} etcd endpoints healthy", statuses.len()), &statuses))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Vec<EndpointStatus>, ActionError> {
+        let statuses = ctx.guard("etcd endpoint health", async { Ok(endpoint_health(&self.etcd).await) }).await?;
+        if statuses.is_empty() {
+            return Err(ActionError::retryable("no etcd endpoints configured (etcd.endpoints)"));
+        }
+        let unhealthy: Vec<String> = statuses
+            .iter()
+            .filter(|s| !s.healthy)
+            .map(|s| format!("{} is unhealthy: {}", s.endpoint, s.error.as_deref().unwrap_or("no answer")))
+            .collect();
+        if !unhealthy.is_empty() {
+            return Err(ActionError::retryable(unhealthy.join("; ")));
+        }
+        Ok(statuses)
     }
 }
 
@@ -974,31 +951,30 @@ pub struct EtcdAlarmList {
     pub etcd: EtcdConnection,
 }
 
-impl Action for EtcdAlarmList {
-    fn kind(&self) -> &'static str {
-        "etcd.alarm-list"
+impl TypedAction for EtcdAlarmList {
+    const KIND: &'static str = "etcd.alarm-list";
+    type Params = Self;
+    /// Empty: an active alarm fails the step.
+    type Output = Vec<AlarmInfo>;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, _alarms: &Vec<AlarmInfo>) -> String {
+        "no etcd alarms".to_owned()
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.etcd.endpoints.join(","));
-        Box::pin(
-            async move {
-                let alarms = cancellable(&ctx, "etcd alarm list", alarm_list(&self.etcd)).await?;
-                if !alarms.is_empty() {
-                    let list: Vec<String> = alarms.iter().map(|a| format!("{} on member {}", a.alarm, a.member_id)).collect();
-                    return Err(ActionError::permanent(format!(
-                        "etcd has active alarms: {}; resolve them (e.g. compact, defrag, `etcdctl alarm disarm`)",
-                        list.join(", ")
-                    )));
-                }
-                Ok(output("no etcd alarms".to_owned(), &alarms))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Vec<AlarmInfo>, ActionError> {
+        let alarms = ctx.guard("etcd alarm list", alarm_list(&self.etcd)).await?;
+        if !alarms.is_empty() {
+            let list: Vec<String> = alarms.iter().map(|a| format!("{} on member {}", a.alarm, a.member_id)).collect();
+            return Err(ActionError::permanent(format!(
+                "etcd has active alarms: {}; resolve them (e.g. compact, defrag, `etcdctl alarm disarm`)",
+                list.join(", ")
+            )));
+        }
+        Ok(alarms)
     }
 }
 
@@ -1009,50 +985,36 @@ pub struct EtcdSnapshotSave {
     pub path: PathBuf,
 }
 
-impl Action for EtcdSnapshotSave {
-    fn kind(&self) -> &'static str {
-        "etcd.snapshot-save"
+impl TypedAction for EtcdSnapshotSave {
+    const KIND: &'static str = "etcd.snapshot-save";
+    type Params = Self;
+    type Output = SnapshotInfo;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.etcd.endpoints.join(","));
-        Box::pin(
-            async move {
-                let deadline = attempt_deadline(&ctx, None);
-                let info = snapshot_save(&self.etcd, &self.path, deadline, &ctx.cancel).await?;
-                Ok(output(
-                    format!(
-                        "etcd snapshot {} from {}: {} bytes, revision {}, sha256 {} (hash check passed)",
-                        info.path.display(),
-                        info.endpoint.as_deref().unwrap_or("?"),
-                        info.size,
-                        info.revision.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
-                        info.sha256
-                    ),
-                    &info,
-                ))
-            }
-            .instrument(span),
+    fn summary(&self, info: &SnapshotInfo) -> String {
+        format!(
+            "etcd snapshot {} from {}: {} bytes, revision {}, sha256 {} (hash check passed)",
+            info.path.display(),
+            info.endpoint.as_deref().unwrap_or("?"),
+            info.size,
+            info.revision.map_or_else(|| "unknown".to_owned(), |r| r.to_string()),
+            info.sha256
         )
     }
 
-    /// Done when the file exists and passes its check.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let path = self.path.clone();
-            let ok = tokio::task::spawn_blocking(move || path.exists() && verify_snapshot(&path).is_ok())
-                .await
-                .unwrap_or(false);
-            Ok(ok)
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
-        })
+    async fn run(&self, ctx: &ActionCtx) -> Result<SnapshotInfo, ActionError> {
+        snapshot_save(&self.etcd, &self.path, ctx).await
+    }
+
+    /// Done when the file exists and passes its check; the output is that
+    /// check's (where it came from and its revision are not in the file).
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<SnapshotInfo>, ActionError> {
+        let path = self.path.clone();
+        super::blocking(ctx, "the snapshot check", move |_| Ok(path.exists().then(|| verify_snapshot(&path).ok()).flatten()))
+            .await
     }
 }
 

@@ -1,8 +1,9 @@
 //! The HTTP check action (`http.check`): GET or HEAD of a URL (the guide's
 //! `curl -I http://192.168.122.100`) with an expected status range (default
 //! 200–399) and a timeout; the [`HttpCheckOutput`] (status, latency) is the
-//! step's summary (JSON). A refused connection, a timeout or an unexpected
-//! status is a retryable error naming the URL; a malformed URL is permanent.
+//! step's output. A refused connection, a timeout or an unexpected status is
+//! a retryable error naming the URL; a malformed URL is permanent. A check
+//! changes nothing, so it has no probe: a lost attempt is simply run again.
 //!
 //! Owns: one request per attempt (ureq, blocking, on tokio's blocking pool;
 //! rustls for https, no OpenSSL). Refuses: following the answer's content.
@@ -10,12 +11,10 @@
 use std::io::Read;
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tracing::Instrument;
 
-use super::command::{earliest, until_deadline};
 use super::output::redact;
 
 pub const KIND: &str = "http.check";
@@ -102,7 +101,7 @@ impl HttpCheckParams {
     }
 }
 
-/// What a passing check saw; serialized (JSON) as the step summary.
+/// What a passing check saw: the step's output.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HttpCheckOutput {
     /// The URL (a password in it redacted).
@@ -114,70 +113,44 @@ pub struct HttpCheckOutput {
 
 #[derive(Clone, Debug)]
 pub struct HttpCheckAction {
-    pub params: HttpCheckParams,
+    /// What is checked, a password in the URL included.
+    request: HttpCheckParams,
+    /// `request` with a password in the URL redacted, as hashed into the definition.
+    params: HttpCheckParams,
 }
 
 impl HttpCheckAction {
-    pub fn new(params: HttpCheckParams) -> Self {
-        HttpCheckAction { params }
-    }
-
-    /// One attempt, with the typed result.
-    pub async fn execute(&self, ctx: &ActionCtx) -> Result<HttpCheckOutput, ActionError> {
-        let shown = redact(&self.params.url, &[]);
-        let span = tracing::info_span!(
-            "action",
-            dr.run_id = %ctx.run_id,
-            dr.step = %ctx.step,
-            dr.attempt = ctx.attempt,
-            dr.kind = KIND,
-            dr.target = %shown,
-        );
-        async {
-            let timeout = earliest(Some(Duration::from_millis(self.params.timeout_ms)), until_deadline(ctx.deadline))
-                .unwrap_or(Duration::from_millis(DEFAULT_TIMEOUT_MS));
-            let params = self.params.clone();
-            let request = tokio::task::spawn_blocking(move || check_blocking(&params, timeout));
-            let result = tokio::select! {
-                joined = request => joined.map_err(|e| ActionError::retryable(format!("the check of {shown} did not complete: {e}")))?,
-                () = ctx.cancel.cancelled() => {
-                    return Err(ActionError::retryable(format!("the check of {shown} was cancelled")));
-                }
-            };
-            match &result {
-                Ok(out) => tracing::info!(status = out.status, latency_ms = out.latency_ms, "{} {shown} passed", out.method.as_str()),
-                Err(e) => tracing::info!("{e}"),
-            }
-            result
-        }
-        .instrument(span)
-        .await
+    pub fn new(request: HttpCheckParams) -> Self {
+        let params = HttpCheckParams { url: redact(&request.url, &[]), ..request.clone() };
+        HttpCheckAction { request, params }
     }
 }
 
-impl Action for HttpCheckAction {
-    fn kind(&self) -> &'static str {
-        KIND
+impl TypedAction for HttpCheckAction {
+    const KIND: &'static str = KIND;
+    type Params = HttpCheckParams;
+    type Output = HttpCheckOutput;
+
+    fn params(&self) -> &HttpCheckParams {
+        &self.params
     }
 
-    fn params(&self) -> serde_json::Value {
-        let mut params = self.params.clone();
-        params.url = redact(&params.url, &[]);
-        serde_json::to_value(&params).unwrap_or(serde_json::Value::Null)
+    fn summary(&self, output: &HttpCheckOutput) -> String {
+        format!("{} {} answered {} in {} ms", output.method.as_str(), output.url, output.status, output.latency_ms)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        Box::pin(async move {
-            let output = self.execute(&ctx).await?;
-            let summary = serde_json::to_string(&output)
-                .map_err(|e| ActionError::permanent(format!("cannot serialize the check of {}: {e}", output.url)))?;
-            Ok(ActionOutput::new(summary))
-        })
-    }
-
-    /// A check changes nothing: it is always safe to run again.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async { Ok(None) })
+    async fn run(&self, ctx: &ActionCtx) -> Result<HttpCheckOutput, ActionError> {
+        let timeout = ctx
+            .timeout(Some(Duration::from_millis(self.request.timeout_ms)))
+            .unwrap_or(Duration::from_millis(DEFAULT_TIMEOUT_MS));
+        let request = self.request.clone();
+        let what = format!("the check of {}", self.params.url);
+        let result = super::blocking(ctx, &what, move |_| check_blocking(&request, timeout)).await;
+        match &result {
+            Ok(out) => tracing::info!(status = out.status, latency_ms = out.latency_ms, "{}", self.summary(out)),
+            Err(e) => tracing::info!("{e}"),
+        }
+        result
     }
 }
 
@@ -250,7 +223,7 @@ mod tests {
         assert_eq!(params, HttpCheckParams::new("http://192.168.122.100"));
         assert_eq!(params.method, HttpMethod::Head);
         assert!(params.expect.contains(200) && params.expect.contains(399) && !params.expect.contains(503));
-        let shown = HttpCheckAction::new(HttpCheckParams::new("https://u:pw@host/")).params().to_string();
+        let shown = serde_json::to_string(HttpCheckAction::new(HttpCheckParams::new("https://u:pw@host/")).params()).unwrap();
         assert!(!shown.contains("pw@"), "{shown}");
     }
 }

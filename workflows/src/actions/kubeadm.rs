@@ -20,7 +20,7 @@ use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use serde::{Deserialize, Serialize};
 
 use super::kube::KubeConnection;
-use super::ssh::{attempt_deadline, run_checked, RunOptions, SshTarget};
+use super::ssh::{run_checked, RunOptions, SshTarget};
 
 pub const KIND: &str = "kubeadm.join";
 
@@ -100,13 +100,8 @@ impl TypedAction for KubeadmJoin {
     async fn run(&self, ctx: &ActionCtx) -> Result<JoinReport, ActionError> {
         let p = &self.params;
         let token = fresh_token();
-        let options = || RunOptions {
-            sudo: true,
-            deadline: attempt_deadline(ctx, None),
-            cancel: ctx.cancel.clone(),
-            secrets: vec![token.clone()],
-        };
-        let created = run_checked(ctx.run_id, &p.control_plane, &format!("kubeadm token create {token} --ttl 15m --print-join-command"), options())
+        let options = || RunOptions { sudo: true, timeout: None, secrets: vec![token.clone()] };
+        let created = run_checked(ctx, &p.control_plane, &format!("kubeadm token create {token} --ttl 15m --print-join-command"), options())
             .await?;
         let line = created.stdout.text.lines().find(|l| l.contains("kubeadm join")).unwrap_or_default().to_owned();
         let (endpoint, ca_cert_hash) = parse_join_command(&line).ok_or_else(|| {
@@ -117,10 +112,10 @@ impl TypedAction for KubeadmJoin {
             ))
         })?;
         if p.reset_first {
-            run_checked(ctx.run_id, &p.node, "kubeadm reset -f", options()).await?;
+            run_checked(ctx, &p.node, "kubeadm reset -f", options()).await?;
         }
         let join = format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash} --node-name {}", p.node_name);
-        run_checked(ctx.run_id, &p.node, &join, options()).await?;
+        run_checked(ctx, &p.node, &join, options()).await?;
         Ok(JoinReport { node: p.node_name.clone(), endpoint, ca_cert_hash, reset: p.reset_first })
     }
 }

@@ -8,7 +8,8 @@
 //! unknown or changed key is an error naming the host and the key's SHA256
 //! fingerprint; only the explicit trust action changes `known_hosts`), one
 //! connection per run and host ([`pool`]), and running every blocking libssh2
-//! call on tokio's blocking pool, never on a runtime thread.
+//! call on tokio's blocking pool ([`super::blocking`]), never on a runtime
+//! thread, bounded by the attempt's cancellation and deadline.
 //!
 //! Refuses: accepting a host key silently, retries (the engine's), and
 //! keeping more than the last 64 KiB of a command's output.
@@ -21,12 +22,11 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture, RunId};
+use dr_orchestrator::{ActionCtx, ActionError, RunId, TypedAction};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use ssh2::{CheckResult, KnownHostFileKind, KnownHostKeyFormat, Session};
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument as _;
 
 use super::output::{Captured, LineRedactor, OutputLimiter, Redactor};
 
@@ -145,20 +145,10 @@ pub fn shell_quote(word: &str) -> String {
     }
 }
 
-/// When the attempt must end: the step's deadline or `timeout`, whichever is first.
-pub(crate) fn attempt_deadline(ctx: &ActionCtx, timeout: Option<Duration>) -> Instant {
-    let now = Instant::now();
-    let mut deadline = now + timeout.unwrap_or(Duration::from_secs(24 * 3600));
-    if let Some(at_ms) = ctx.deadline {
-        #[allow(clippy::disallowed_methods)] // reason: an adapter converting the engine's wall-clock deadline into an Instant
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0);
-        let remaining = Duration::from_millis(u64::try_from(at_ms.saturating_sub(now_ms)).unwrap_or(0));
-        deadline = deadline.min(now + remaining);
-    }
-    deadline
+/// When the attempt must end: the step's deadline or `timeout`, whichever is
+/// first, as an instant the blocking pool's polls compare with.
+fn attempt_deadline(ctx: &ActionCtx, timeout: Option<Duration>) -> Instant {
+    Instant::now() + ctx.timeout(timeout).unwrap_or(Duration::from_secs(24 * 3600))
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -358,50 +348,43 @@ fn authenticate(session: &Session, target: &SshTarget) -> Result<(), ActionError
     }
 }
 
-/// Runs a blocking libssh2 job on tokio's blocking pool, cancellable.
-async fn blocking<T: Send + 'static>(
-    what: &str,
-    cancel: &CancellationToken,
-    job: impl FnOnce() -> Result<T, ActionError> + Send + 'static,
-) -> Result<T, ActionError> {
-    let handle = tokio::task::spawn_blocking(job);
-    tokio::select! {
-        joined = handle => joined.map_err(|e| ActionError::retryable(format!("{what} did not finish: {e}")))?,
-        () = cancel.cancelled() => Err(ActionError::retryable(format!("{what} cancelled"))),
-    }
-}
-
 /// The run's connection to `target`, made (and pooled) when missing. The
 /// bool says whether it came from the pool (so may be stale).
-async fn session_for(
-    run: RunId,
-    target: &SshTarget,
-    cancel: &CancellationToken,
-) -> Result<(Arc<Mutex<Session>>, bool), ActionError> {
-    if let Some(session) = pool::get(run, target) {
+async fn session_for(ctx: &ActionCtx, target: &SshTarget) -> Result<(Arc<Mutex<Session>>, bool), ActionError> {
+    if let Some(session) = pool::get(ctx.run_id, target) {
         return Ok((session, true));
     }
     let owned = target.clone();
-    let session = blocking(&format!("ssh connect to {}", target.address()), cancel, move || connect_blocking(&owned)).await?;
+    let what = format!("ssh connect to {}", target.address());
+    let session = super::blocking(ctx, &what, move |_| connect_blocking(&owned)).await?;
     let session = Arc::new(Mutex::new(session));
-    pool::put(run, target, session.clone());
+    pool::put(ctx.run_id, target, session.clone());
     Ok((session, false))
 }
 
 /// Runs `job` on the run's connection; a pooled connection that fails at the
 /// transport level is dropped and the job is tried once on a fresh one.
+/// The job gets a token cancelled when the attempt is cancelled or its
+/// deadline passes; a connection whose job was abandoned so is dropped.
 async fn with_session<T: Send + 'static>(
-    run: RunId,
+    ctx: &ActionCtx,
     target: &SshTarget,
-    cancel: &CancellationToken,
     what: &str,
-    job: impl Fn(&Session) -> Result<T, JobError> + Send + Sync + 'static,
+    job: impl Fn(&Session, &CancellationToken) -> Result<T, JobError> + Send + Sync + 'static,
 ) -> Result<T, ActionError> {
+    let run = ctx.run_id;
     let job = Arc::new(job);
     loop {
-        let (session, pooled) = session_for(run, target, cancel).await?;
+        let (session, pooled) = session_for(ctx, target).await?;
         let job2 = job.clone();
-        let result = blocking(what, cancel, move || Ok(job2(&lock(&session)))).await?;
+        let result = match super::blocking(ctx, what, move |cancel| Ok(job2(&lock(&session), cancel))).await {
+            Ok(result) => result,
+            Err(abandoned) => {
+                // Cancelled or out of time mid-job: the session's state is unknown.
+                pool::forget(run, target);
+                return Err(abandoned);
+            }
+        };
         match result {
             Ok(value) => return Ok(value),
             Err(JobError::Transport(message)) => {
@@ -440,11 +423,11 @@ impl From<ActionError> for JobError {
 // Commands
 
 /// The options of one remote command.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     pub sudo: bool,
-    pub deadline: Instant,
-    pub cancel: CancellationToken,
+    /// The command's own timeout; the step deadline applies regardless.
+    pub timeout: Option<Duration>,
     /// Secrets to redact from the captured output and the log.
     pub secrets: Vec<String>,
 }
@@ -452,7 +435,7 @@ pub struct RunOptions {
 /// Runs `command` on `target` over the run's connection; returns its exit
 /// status and output whatever the status (the caller decides).
 pub async fn run_command(
-    run: RunId,
+    ctx: &ActionCtx,
     target: &SshTarget,
     command: &str,
     options: RunOptions,
@@ -461,14 +444,11 @@ pub async fn run_command(
     let address = target.address();
     let redactor = Redactor::new(&options.secrets);
     let shown = redactor.redact(&line);
-    let cancel = options.cancel.clone();
-    let deadline = options.deadline;
+    let deadline = attempt_deadline(ctx, options.timeout);
     let timeout = target.connect_timeout();
     let (line2, address2, shown2) = (line.clone(), address.clone(), shown.clone());
-    let span = tracing::Span::current();
-    with_session(run, target, &options.cancel, &format!("ssh command on {address}"), move |session| {
-        let _entered = span.enter();
-        exec_blocking(session, &line2, &address2, &shown2, &redactor, &cancel, deadline, timeout)
+    with_session(ctx, target, &format!("ssh command on {address}"), move |session, cancel| {
+        exec_blocking(session, &line2, &address2, &shown2, &redactor, cancel, deadline, timeout)
     })
     .await
 }
@@ -619,12 +599,12 @@ impl StreamTail {
 
 /// Runs a command and turns a non-zero exit into an error with its output's tail.
 pub async fn run_checked(
-    run: RunId,
+    ctx: &ActionCtx,
     target: &SshTarget,
     command: &str,
     options: RunOptions,
 ) -> Result<CommandResult, ActionError> {
-    let result = run_command(run, target, command, options).await?;
+    let result = run_command(ctx, target, command, options).await?;
     if result.exit_status != 0 {
         return Err(ActionError::retryable(format!(
             "`{}` on {} exited with status {}: {}",
@@ -663,45 +643,50 @@ pub struct Transfer {
 
 const CAT_FAILED: &str = "dr-cat-failed";
 
+/// A remote file's SHA-256, or why it could not be computed (the file is
+/// missing or unreadable, `sha256sum` failed).
+enum RemoteSha256 {
+    Digest(String),
+    Unreadable(ActionError),
+}
+
 /// The remote file's hex SHA-256 (`cat FILE | sha256sum`, which works where
 /// only the node's `cat` knows its paths).
-pub async fn remote_sha256(
-    run: RunId,
-    target: &SshTarget,
-    remote: &str,
-    sudo: bool,
-    deadline: Instant,
-    cancel: &CancellationToken,
-) -> Result<String, ActionError> {
+pub async fn remote_sha256(ctx: &ActionCtx, target: &SshTarget, remote: &str, sudo: bool) -> Result<String, ActionError> {
+    match try_remote_sha256(ctx, target, remote, sudo).await? {
+        RemoteSha256::Digest(digest) => Ok(digest),
+        RemoteSha256::Unreadable(error) => Err(error),
+    }
+}
+
+async fn try_remote_sha256(ctx: &ActionCtx, target: &SshTarget, remote: &str, sudo: bool) -> Result<RemoteSha256, ActionError> {
     let cat = if sudo { "sudo -n cat" } else { "cat" };
     // POSIX sh has no pipefail: a failing cat says so on stderr.
     let command = format!("{{ {cat} -- {} || echo {CAT_FAILED} >&2; }} | sha256sum", shell_quote(remote));
-    let options = RunOptions { sudo: false, deadline, cancel: cancel.clone(), secrets: Vec::new() };
-    let result = run_command(run, target, &command, options).await?;
+    let result = run_command(ctx, target, &command, RunOptions::default()).await?;
     let digest = result.stdout.text.split_whitespace().next().unwrap_or("").to_owned();
     if result.exit_status != 0 || digest.len() != 64 || result.stderr.text.contains(CAT_FAILED) {
-        return Err(ActionError::retryable(format!(
+        return Ok(RemoteSha256::Unreadable(ActionError::retryable(format!(
             "cannot compute the sha256 of {remote} on {}: {}",
             target.address(),
             error_tail(&result)
-        )));
+        ))));
     }
-    Ok(digest)
+    Ok(RemoteSha256::Digest(digest))
 }
 
 /// Uploads `local` to `remote` (scp) and checks the remote SHA-256.
 pub async fn upload(
-    run: RunId,
+    ctx: &ActionCtx,
     target: &SshTarget,
     local: &Path,
     remote: &str,
     mode: i32,
-    deadline: Instant,
-    cancel: &CancellationToken,
 ) -> Result<Transfer, ActionError> {
     let address = target.address();
+    let deadline = attempt_deadline(ctx, None);
     let local_owned = local.to_path_buf();
-    let local_sha = blocking("hashing the local file", cancel, move || {
+    let local_sha = super::blocking(ctx, "hashing the local file", move |_| {
         sha256_file(&local_owned).map_err(|e| {
             ActionError::permanent(format!("cannot read {} to upload it: {e}", local_owned.display()))
         })
@@ -711,8 +696,7 @@ pub async fn upload(
         .map_err(|e| ActionError::permanent(format!("cannot read {} to upload it: {e}", local.display())))?
         .len();
     let (local2, remote2, address2) = (local.to_path_buf(), remote.to_owned(), address.clone());
-    let cancel2 = cancel.clone();
-    with_session(run, target, cancel, &format!("upload to {address}"), move |session| {
+    with_session(ctx, target, &format!("upload to {address}"), move |session, cancel| {
         session.set_blocking(true);
         let mut file = std::fs::File::open(&local2)
             .map_err(|e| ActionError::permanent(format!("cannot open {}: {e}", local2.display())))?;
@@ -721,7 +705,7 @@ pub async fn upload(
         })?;
         let mut buf = vec![0u8; 64 * 1024];
         loop {
-            if cancel2.is_cancelled() || Instant::now() >= deadline {
+            if cancel.is_cancelled() || Instant::now() >= deadline {
                 return Err(ActionError::retryable(format!("upload to {address2}:{remote2} stopped by its deadline or a cancel")).into());
             }
             let n = file
@@ -742,7 +726,7 @@ pub async fn upload(
         Ok(())
     })
     .await?;
-    let remote_sha = remote_sha256(run, target, remote, false, deadline, cancel).await?;
+    let remote_sha = remote_sha256(ctx, target, remote, false).await?;
     if remote_sha != local_sha {
         return Err(ActionError::retryable(format!(
             "upload of {} to {address}:{remote} is corrupt: local sha256 {local_sha}, remote {remote_sha}",
@@ -755,20 +739,13 @@ pub async fn upload(
 
 /// Downloads `remote` to `local` (scp, via a temporary file renamed into
 /// place once its SHA-256 matches the remote one).
-pub async fn download(
-    run: RunId,
-    target: &SshTarget,
-    remote: &str,
-    local: &Path,
-    deadline: Instant,
-    cancel: &CancellationToken,
-) -> Result<Transfer, ActionError> {
+pub async fn download(ctx: &ActionCtx, target: &SshTarget, remote: &str, local: &Path) -> Result<Transfer, ActionError> {
     let address = target.address();
-    let remote_sha = remote_sha256(run, target, remote, false, deadline, cancel).await?;
+    let deadline = attempt_deadline(ctx, None);
+    let remote_sha = remote_sha256(ctx, target, remote, false).await?;
     let partial = local.with_extension("dr-partial");
     let (partial2, remote2, address2) = (partial.clone(), remote.to_owned(), address.clone());
-    let cancel2 = cancel.clone();
-    let bytes = with_session(run, target, cancel, &format!("download from {address}"), move |session| {
+    let bytes = with_session(ctx, target, &format!("download from {address}"), move |session, cancel| {
         session.set_blocking(true);
         let (mut channel, stat) = session.scp_recv(Path::new(&remote2)).map_err(|e| {
             JobError::Action(ActionError::retryable(format!("cannot download {address2}:{remote2}: {e}")))
@@ -778,7 +755,7 @@ pub async fn download(
         let mut left = stat.size();
         let mut buf = vec![0u8; 64 * 1024];
         while left > 0 {
-            if cancel2.is_cancelled() || Instant::now() >= deadline {
+            if cancel.is_cancelled() || Instant::now() >= deadline {
                 return Err(ActionError::retryable(format!("download of {address2}:{remote2} stopped by its deadline or a cancel")).into());
             }
             let want = usize::try_from(left.min(buf.len() as u64)).unwrap_or(buf.len());
@@ -831,9 +808,9 @@ pub struct TrustedKey {
 
 /// Reads `target`'s host key and writes it to `known_hosts` in place of any
 /// entry for the host. No authentication: only the key exchange happens.
-pub async fn trust_host_key(target: &SshTarget, cancel: &CancellationToken) -> Result<TrustedKey, ActionError> {
+pub async fn trust_host_key(ctx: &ActionCtx, target: &SshTarget) -> Result<TrustedKey, ActionError> {
     let owned = target.clone();
-    blocking(&format!("reading the host key of {}", target.address()), cancel, move || trust_blocking(&owned)).await
+    super::blocking(ctx, &format!("reading the host key of {}", target.address()), move |_| trust_blocking(&owned)).await
 }
 
 fn trust_blocking(target: &SshTarget) -> Result<TrustedKey, ActionError> {
@@ -905,15 +882,6 @@ fn trust_blocking(target: &SshTarget) -> Result<TrustedKey, ActionError> {
 // ---------------------------------------------------------------------------
 // Actions
 
-fn span(ctx: &ActionCtx, kind: &'static str, target: &SshTarget) -> tracing::Span {
-    tracing::info_span!("action", dr.run_id = %ctx.run_id, dr.step = %ctx.step, dr.attempt = ctx.attempt, dr.action = kind, host = %target.address())
-}
-
-fn output<T: Serialize>(summary: String, value: &T) -> ActionOutput {
-    let json = serde_json::to_string(value).unwrap_or_default();
-    ActionOutput::new(format!("{summary}\n{json}"))
-}
-
 /// `ssh.command`: runs a command on a host.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SshCommand {
@@ -926,26 +894,22 @@ pub struct SshCommand {
     pub timeout_ms: Option<u64>,
 }
 
-impl Action for SshCommand {
-    fn kind(&self) -> &'static str {
-        "ssh.command"
+impl TypedAction for SshCommand {
+    const KIND: &'static str = "ssh.command";
+    type Params = Self;
+    type Output = CommandResult;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, result: &CommandResult) -> String {
+        format!("`{}` on {} exited {}", result.command, result.host, result.exit_status)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.target);
-        Box::pin(
-            async move {
-                let deadline = attempt_deadline(&ctx, self.timeout_ms.map(Duration::from_millis));
-                let options = RunOptions { sudo: self.sudo, deadline, cancel: ctx.cancel.clone(), secrets: Vec::new() };
-                let result = run_checked(ctx.run_id, &self.target, &self.command, options).await?;
-                Ok(output(format!("`{}` on {} exited 0", result.command, result.host), &result))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<CommandResult, ActionError> {
+        let options = RunOptions { sudo: self.sudo, timeout: self.timeout_ms.map(Duration::from_millis), secrets: Vec::new() };
+        run_checked(ctx, &self.target, &self.command, options).await
     }
 }
 
@@ -963,42 +927,37 @@ fn default_mode() -> i32 {
     0o600
 }
 
-impl Action for SshUpload {
-    fn kind(&self) -> &'static str {
-        "ssh.upload"
+impl TypedAction for SshUpload {
+    const KIND: &'static str = "ssh.upload";
+    type Params = Self;
+    type Output = Transfer;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, t: &Transfer) -> String {
+        format!("uploaded {} bytes to {}:{} (sha256 {})", t.bytes, t.host, t.remote, t.sha256)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.target);
-        Box::pin(
-            async move {
-                let deadline = attempt_deadline(&ctx, None);
-                let t = upload(ctx.run_id, &self.target, &self.local, &self.remote, self.mode, deadline, &ctx.cancel).await?;
-                Ok(output(format!("uploaded {} bytes to {}:{} (sha256 {})", t.bytes, t.host, t.remote, t.sha256), &t))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Transfer, ActionError> {
+        upload(ctx, &self.target, &self.local, &self.remote, self.mode).await
     }
 
     /// Done when the remote file exists with the local file's SHA-256.
-    fn probe(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let deadline = attempt_deadline(&ctx, None);
-            let local = sha256_file(&self.local)
-                .map_err(|e| ActionError::permanent(format!("cannot read {}: {e}", self.local.display())))?;
-            match remote_sha256(ctx.run_id, &self.target, &self.remote, false, deadline, &ctx.cancel).await {
-                Ok(remote) => Ok(remote == local),
-                Err(e) if e.message.starts_with("cannot compute") => Ok(false),
-                Err(e) => Err(e),
-            }
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<Transfer>, ActionError> {
+        let read = |e: std::io::Error| ActionError::permanent(format!("cannot read {}: {e}", self.local.display()));
+        let local = sha256_file(&self.local).map_err(read)?;
+        let bytes = std::fs::metadata(&self.local).map_err(read)?.len();
+        Ok(match try_remote_sha256(ctx, &self.target, &self.remote, false).await? {
+            RemoteSha256::Digest(remote) if remote == local => Some(Transfer {
+                host: self.target.address(),
+                local: self.local.clone(),
+                remote: self.remote.clone(),
+                bytes,
+                sha256: local,
+            }),
+            RemoteSha256::Digest(_) | RemoteSha256::Unreadable(_) => None,
         })
     }
 }
@@ -1011,25 +970,21 @@ pub struct SshDownload {
     pub local: PathBuf,
 }
 
-impl Action for SshDownload {
-    fn kind(&self) -> &'static str {
-        "ssh.download"
+impl TypedAction for SshDownload {
+    const KIND: &'static str = "ssh.download";
+    type Params = Self;
+    type Output = Transfer;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, t: &Transfer) -> String {
+        format!("downloaded {} bytes from {}:{} (sha256 {})", t.bytes, t.host, t.remote, t.sha256)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.target);
-        Box::pin(
-            async move {
-                let deadline = attempt_deadline(&ctx, None);
-                let t = download(ctx.run_id, &self.target, &self.remote, &self.local, deadline, &ctx.cancel).await?;
-                Ok(output(format!("downloaded {} bytes from {}:{} (sha256 {})", t.bytes, t.host, t.remote, t.sha256), &t))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Transfer, ActionError> {
+        download(ctx, &self.target, &self.remote, &self.local).await
     }
 }
 
@@ -1040,33 +995,24 @@ pub struct SshTrustHostKey {
     pub target: SshTarget,
 }
 
-impl Action for SshTrustHostKey {
-    fn kind(&self) -> &'static str {
-        "ssh.trust-host-key"
+impl TypedAction for SshTrustHostKey {
+    const KIND: &'static str = "ssh.trust-host-key";
+    type Params = Self;
+    type Output = TrustedKey;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, trusted: &TrustedKey) -> String {
+        let replacing = trusted.replaced.as_ref().map(|old| format!(" (replacing {old})")).unwrap_or_default();
+        format!("trusted {} key {} of {}{replacing}", trusted.key_type, trusted.fingerprint, trusted.known_hosts_name)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.target);
-        Box::pin(
-            async move {
-                // A pooled connection to the old host must not be reused.
-                pool::forget(ctx.run_id, &self.target);
-                let trusted = trust_host_key(&self.target, &ctx.cancel).await?;
-                let summary = match &trusted.replaced {
-                    Some(old) => format!(
-                        "trusted {} key {} of {} (replacing {old})",
-                        trusted.key_type, trusted.fingerprint, trusted.known_hosts_name
-                    ),
-                    None => format!("trusted {} key {} of {}", trusted.key_type, trusted.fingerprint, trusted.known_hosts_name),
-                };
-                Ok(output(summary, &trusted))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<TrustedKey, ActionError> {
+        // A pooled connection to the old host must not be reused.
+        pool::forget(ctx.run_id, &self.target);
+        trust_host_key(ctx, &self.target).await
     }
 }
 
@@ -1097,6 +1043,6 @@ mod tests {
         let c: SshCommand = serde_json::from_value(json).unwrap();
         assert_eq!(c.target.port, 22);
         assert!(!c.sudo);
-        assert_eq!(c.params()["target"]["host"], "h");
+        assert_eq!(serde_json::to_value(c.params()).unwrap()["target"]["host"], "h");
     }
 }

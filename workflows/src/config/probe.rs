@@ -12,15 +12,15 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
-use dr_orchestrator::RunId;
+use dr_orchestrator::{ActionCtx, RunId, SystemClock};
 use serde::Serialize;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use super::Config;
-use crate::actions::backup::find_backups;
+use crate::actions::backup::{self, find_backups};
 use crate::actions::etcd::endpoint_status;
 use crate::actions::ssh::{pool, run_checked, RunOptions};
 
@@ -50,6 +50,7 @@ type Check<'a> = Pin<Box<dyn Future<Output = Probe> + 'a>>;
 pub async fn probe(config: &Config) -> Vec<Probe> {
     // The ssh pool is keyed by run: these checks get a run of their own, closed at the end.
     let run = RunId::new_v7(0, u128::from(std::process::id()) << 32 | 0xd1c0);
+    let ctx = ActionCtx { run_id: run, ..ActionCtx::detached("config-check", Arc::new(SystemClock)) };
     let mut checks: Vec<Check<'_>> = Vec::new();
     let api_target = config.cluster.api_url.clone().unwrap_or_else(|| config.cluster.kubeconfig.display().to_string());
     checks.push(Box::pin(timed("api", api_target, api(config))));
@@ -59,9 +60,9 @@ pub async fn probe(config: &Config) -> Vec<Probe> {
     for node in &config.nodes {
         let target = config.ssh_target(node);
         let shown = format!("{}@{}", target.user, target.address());
-        checks.push(Box::pin(timed(format!("ssh {}", node.name), shown, ssh(run, target))));
+        checks.push(Box::pin(timed(format!("ssh {}", node.name), shown, ssh(&ctx, target))));
     }
-    checks.push(Box::pin(timed("backup", config.backup.dir.display().to_string(), backup(config))));
+    checks.push(Box::pin(timed("backup", config.backup.dir.display().to_string(), backups(&ctx, config))));
     checks.push(Box::pin(timed("terraform", config.terraform.binary.display().to_string(), terraform(config))));
     checks.push(Box::pin(timed("scripts", config.scripts.restore.display().to_string(), scripts(config))));
     let probes = futures::future::join_all(checks).await;
@@ -118,22 +119,19 @@ async fn etcd(config: &Config, endpoint: &str) -> Result<Found, String> {
     }
 }
 
-async fn ssh(run: RunId, target: crate::actions::ssh::SshTarget) -> Result<Found, String> {
-    let options = RunOptions {
-        sudo: false,
-        deadline: std::time::Instant::now() + Duration::from_millis(target.connect_timeout_ms.max(1) * 2),
-        cancel: CancellationToken::new(),
-        secrets: Vec::new(),
-    };
-    run_checked(run, &target, "true", options).await.map_err(|e| e.message)?;
+async fn ssh(ctx: &ActionCtx, target: crate::actions::ssh::SshTarget) -> Result<Found, String> {
+    let timeout = Duration::from_millis(target.connect_timeout_ms.max(1) * 2);
+    let options = RunOptions { timeout: Some(timeout), ..RunOptions::default() };
+    run_checked(ctx, &target, "true", options).await.map_err(|e| e.message)?;
     Ok(Found::new("logged in, host key known, `true` ran"))
 }
 
-async fn backup(config: &Config) -> Result<Found, String> {
+async fn backups(ctx: &ActionCtx, config: &Config) -> Result<Found, String> {
     let dir = config.backup.dir.clone();
     let pattern = config.backup.pattern.clone();
     let rpo_secs = config.backup.rpo_hours.saturating_mul(3600);
-    let found = tokio::task::spawn_blocking(move || find_backups(&dir, &pattern))
+    let now = backup::now(ctx);
+    let found = tokio::task::spawn_blocking(move || find_backups(&dir, &pattern, now))
         .await
         .map_err(|e| format!("the backup check did not finish: {e}"))?
         .map_err(|e| e.message)?;

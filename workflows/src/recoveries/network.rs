@@ -11,7 +11,6 @@
 //! Every step is idempotent: a restart run twice only restarts twice.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
@@ -42,10 +41,10 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let kube = config.kube_connection();
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
     let endpoints = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "endpoints",
             "Services without ready endpoints (evidence)",
-            Arc::new(EndpointsUnready { connection: kube.clone(), namespace: None, fail_if_any: false }),
+            EndpointsUnready { connection: kube.clone(), namespace: None, fail_if_any: false },
         )
         .retry(a_few_times())
         .timeout_ms(MINUTE_MS)
@@ -58,10 +57,10 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         wait: true,
     };
     let kube_proxy = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "restart-kube-proxy",
             "kubectl rollout restart daemonset/kube-proxy -n kube-system, waited on",
-            Arc::new(restart("kube-proxy", WorkloadKind::DaemonSet)),
+            restart("kube-proxy", WorkloadKind::DaemonSet),
         )
         .after(&endpoints)
         .retry(a_few_times())
@@ -69,10 +68,10 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(20_000)
         .add();
     let coredns = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "restart-coredns",
             "kubectl rollout restart deployment/coredns -n kube-system, waited on",
-            Arc::new(restart("coredns", WorkloadKind::Deployment)),
+            restart("coredns", WorkloadKind::Deployment),
         )
         .after(&kube_proxy)
         .retry(a_few_times())
@@ -80,25 +79,25 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(20_000)
         .add();
     let dns = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "verify-dns",
             "CoreDNS Ready and kube-dns endpoints populated",
-            Arc::new(DnsCheck {
+            DnsCheck {
                 connection: kube.clone(),
                 namespace: "kube-system".into(),
                 selector: "k8s-app=kube-dns".into(),
                 service: "kube-dns".into(),
-            }),
+            },
         )
         .after(&coredns)
         .retry(converging(Duration::from_secs(120)))
         .timeout_ms(MINUTE_MS)
         .expected_ms(2_000)
         .add();
-    wf.step_dyn::<serde_json::Value>(
+    wf.step(
         "verify-endpoints",
         "no Service left without ready endpoints",
-        Arc::new(EndpointsUnready { connection: kube, namespace: None, fail_if_any: true }),
+        EndpointsUnready { connection: kube, namespace: None, fail_if_any: true },
     )
     .after(&dns)
     .retry(converging(Duration::from_secs(120)))

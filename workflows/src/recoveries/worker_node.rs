@@ -18,14 +18,13 @@
 //! 6. `uncordon`, whichever branch brought the node back.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use super::{a_few_times, MINUTE_MS};
 use crate::actions::command::{CommandAction, CommandParams};
 use crate::actions::kube::health::ClusterHealth;
-use crate::actions::kube::nodes::{Cordon, Drain, NodeWaitReady};
+use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
 use crate::actions::ssh::{SshCommand, SshTrustHostKey};
 use crate::config::{Config, Role};
@@ -81,15 +80,15 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
     let health = wf
-        .step_dyn::<serde_json::Value>("health", "the nodes and their conditions (kubectl describe node)", Arc::new(ClusterHealth { connection: kube.clone(), fail_if_unhealthy: false }))
+        .step("health", "the nodes and their conditions (kubectl describe node)", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: false })
         .retry(a_few_times())
         .timeout_ms(MINUTE_MS)
         .add();
     let drain = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "drain",
             &format!("kubectl drain {} --ignore-daemonsets --delete-emptydir-data", node.name),
-            Arc::new(Drain { connection: kube.clone(), node: node.name.clone(), force: false, delete_emptydir_data: true, backoff_ms: 500, max_backoff_ms: 5_000 }),
+            Drain { connection: kube.clone(), node: node.name.clone(), force: false, delete_emptydir_data: true, backoff_ms: 500, max_backoff_ms: 5_000 },
         )
         .after(&health)
         .retry(a_few_times())
@@ -98,14 +97,14 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
     let systemctl = |unit: &str| SshCommand { target: ssh.clone(), command: format!("systemctl restart {unit}"), sudo: true, timeout_ms: Some(2 * MINUTE_MS) };
     let containerd = wf
-        .step_dyn::<serde_json::Value>("restart-containerd", &format!("ssh {}: sudo systemctl restart containerd", node.name), Arc::new(systemctl("containerd")))
+        .step("restart-containerd", &format!("ssh {}: sudo systemctl restart containerd", node.name), systemctl("containerd"))
         .after(&drain)
         .retry(a_few_times())
         .timeout_ms(3 * MINUTE_MS)
         .tolerate_failure()
         .add();
     let kubelet = wf
-        .step_dyn::<serde_json::Value>("restart-kubelet", &format!("ssh {}: sudo systemctl restart kubelet", node.name), Arc::new(systemctl("kubelet")))
+        .step("restart-kubelet", &format!("ssh {}: sudo systemctl restart kubelet", node.name), systemctl("kubelet"))
         .after(&containerd)
         .retry(a_few_times())
         .timeout_ms(3 * MINUTE_MS)
@@ -114,7 +113,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
     let wait_ready = |ready| NodeWaitReady { connection: kube.clone(), node: node.name.clone(), ready };
     let ready = wf
-        .step_dyn::<serde_json::Value>("wait-ready", &format!("watch {} until Ready (at most {ready_timeout_s}s)", node.name), Arc::new(wait_ready(true)))
+        .step("wait-ready", &format!("watch {} until Ready (at most {ready_timeout_s}s)", node.name), wait_ready(true))
         .after(&kubelet)
         .retry(once.clone())
         .timeout_ms(ready_timeout_s * 1000)
@@ -132,10 +131,10 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         )
     };
     let destroy = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "recreate-destroy",
             &format!("terraform destroy -target={terraform_target}"),
-            Arc::new(terraform("destroy")),
+            terraform("destroy"),
         )
         .after(&ready)
         .when(Condition::succeeded(&ready).not())
@@ -150,17 +149,17 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step_dyn::<serde_json::Value>("recreate-apply", &format!("terraform apply -target={terraform_target}"), Arc::new(terraform("apply")))
+        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform("apply"))
         .after(&destroy)
         .retry(a_few_times())
         .timeout_ms(30 * MINUTE_MS)
         .expected_ms(120_000)
         .add();
     let trust = wf
-        .step_dyn::<serde_json::Value>(
+        .step(
             "trust-host-key",
             &format!("trust the new ssh host key of {} (recorded with its fingerprint)", node.name),
-            Arc::new(SshTrustHostKey { target: ssh.clone() }),
+            SshTrustHostKey { target: ssh.clone() },
         )
         .after(&apply)
         .retry(a_few_times())
@@ -186,14 +185,14 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(30_000)
         .add();
     let ready_new = wf
-        .step_dyn::<serde_json::Value>("wait-ready-new", &format!("watch the re-created {} until Ready", node.name), Arc::new(wait_ready(true)))
+        .step("wait-ready-new", &format!("watch the re-created {} until Ready", node.name), wait_ready(true))
         .after(&join)
         .retry(a_few_times())
         .timeout_ms(ready_timeout_s * 1000)
         .expected_ms(30_000)
         .add();
 
-    wf.step_dyn::<serde_json::Value>("uncordon", &format!("kubectl uncordon {}", node.name), Arc::new(Cordon { connection: kube, node: node.name.clone(), cordon: false }))
+    wf.step("uncordon", &format!("kubectl uncordon {}", node.name), Uncordon { connection: kube, node: node.name.clone() })
         .after(&ready)
         .after(&ready_new)
         .when(Condition::Any(vec![Condition::succeeded(&ready), Condition::succeeded(&ready_new)]))

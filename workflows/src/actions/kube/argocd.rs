@@ -8,15 +8,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tracing::Instrument;
 
-use super::{default_true, output, span, status_code, wait_for, Bounds, Kube, KubeConnection};
+use super::{default_true, listed, status_code, wait_for, Kube, KubeConnection};
 
 /// Who dr's sync operations say initiated them.
 pub const INITIATED_BY: &str = "dr";
@@ -106,41 +105,41 @@ pub struct ArgoApps {
     pub require_healthy: bool,
 }
 
-impl Action for ArgoApps {
-    fn kind(&self) -> &'static str {
-        "kube.argocd-apps"
+/// `name (sync/health)` of the applications that are not Synced and Healthy.
+fn not_healthy(apps: &[AppStatus]) -> Vec<String> {
+    apps.iter().filter(|a| !a.healthy()).map(|a| format!("{} ({}/{})", a.name, a.sync, a.health)).collect()
+}
+
+impl TypedAction for ArgoApps {
+    const KIND: &'static str = "kube.argocd-apps";
+    type Params = Self;
+    type Output = Vec<AppStatus>;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, apps: &Vec<AppStatus>) -> String {
+        let bad = not_healthy(apps);
+        format!("{} applications, {} not Synced/Healthy{}", apps.len(), bad.len(), listed(&bad))
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.namespace);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let apps = bounds
-                    .run("listing ArgoCD applications", async {
-                        let kube = self.connection.connect().await?;
-                        list_apps(&kube, &self.namespace).await
-                    })
-                    .await?;
-                let apps: Vec<AppStatus> = apps.iter().map(AppStatus::of).collect();
-                let bad: Vec<String> =
-                    apps.iter().filter(|a| !a.healthy()).map(|a| format!("{} ({}/{})", a.name, a.sync, a.health)).collect();
-                if self.require_healthy && !bad.is_empty() {
-                    return Err(ActionError::retryable(format!(
-                        "ArgoCD applications not Synced/Healthy: {}; sync them (kube.argocd-sync) or check argocd's pods",
-                        bad.join(", ")
-                    )));
-                }
-                let summary = format!("{} applications, {} not Synced/Healthy{}", apps.len(), bad.len(),
-                    if bad.is_empty() { String::new() } else { format!(": {}", bad.join(", ")) });
-                Ok(output(summary, &apps))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Vec<AppStatus>, ActionError> {
+        let apps = ctx
+            .guard("listing ArgoCD applications", async {
+                let kube = self.connection.connect().await?;
+                list_apps(&kube, &self.namespace).await
+            })
+            .await?;
+        let apps: Vec<AppStatus> = apps.iter().map(AppStatus::of).collect();
+        let bad = not_healthy(&apps);
+        if self.require_healthy && !bad.is_empty() {
+            return Err(ActionError::retryable(format!(
+                "ArgoCD applications not Synced/Healthy: {}; sync them (kube.argocd-sync) or check argocd's pods",
+                bad.join(", ")
+            )));
+        }
+        Ok(apps)
     }
 }
 
@@ -177,7 +176,7 @@ pub struct SyncOutcome {
 }
 
 impl ArgoSync {
-    async fn sync(&self, kube: &Kube, ctx: &ActionCtx, bounds: &Bounds) -> Result<Vec<SyncOutcome>, ActionError> {
+    async fn sync(&self, kube: &Kube, ctx: &ActionCtx) -> Result<Vec<SyncOutcome>, ActionError> {
         let ns = &self.namespace;
         let all = list_apps(kube, ns).await?;
         let by_name: BTreeMap<String, &DynamicObject> = all.iter().map(|a| (a.name_any(), a)).collect();
@@ -240,7 +239,7 @@ impl ArgoSync {
         }
         let watch = watcher::Config::default();
         let what = format!("sync of ArgoCD applications {} in namespace {ns}", names.join(", "));
-        let outcomes = wait_for(kube, api, resource(), watch, bounds, &what, |items: &[Arc<DynamicObject>]| {
+        let outcomes = wait_for(kube, api, resource(), watch, ctx, &what, |items: &[Arc<DynamicObject>]| {
             let mut outcomes = Vec::new();
             let mut waiting = Vec::new();
             for name in &names {
@@ -295,48 +294,44 @@ impl ArgoSync {
     }
 }
 
-impl Action for ArgoSync {
-    fn kind(&self) -> &'static str {
-        "kube.argocd-sync"
+impl TypedAction for ArgoSync {
+    const KIND: &'static str = "kube.argocd-sync";
+    type Params = Self;
+    type Output = Vec<SyncOutcome>;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, outcomes: &Vec<SyncOutcome>) -> String {
+        let each: Vec<String> = outcomes.iter().map(|o| format!("{}: {}", o.name, o.outcome)).collect();
+        format!("ArgoCD applications {}", each.join(", "))
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.namespace);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let outcomes = bounds
-                    .run("ArgoCD sync", async {
-                        let kube = self.connection.connect().await?;
-                        self.sync(&kube, &ctx, &bounds).await
-                    })
-                    .await?;
-                let summary = outcomes.iter().map(|o| format!("{}: {}", o.name, o.outcome)).collect::<Vec<_>>().join(", ");
-                Ok(output(format!("ArgoCD applications {summary}"), &outcomes))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Vec<SyncOutcome>, ActionError> {
+        ctx.guard("ArgoCD sync", async {
+            let kube = self.connection.connect().await?;
+            self.sync(&kube, ctx).await
+        })
+        .await
     }
 
     /// Done when every application is Synced and Healthy with no operation
-    /// in progress.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let kube = self.connection.connect().await?;
-            let apps = list_apps(&kube, &self.namespace).await?;
-            let wanted = |a: &&DynamicObject| self.apps.is_empty() || self.apps.contains(&a.name_any());
-            let selected: Vec<AppStatus> = apps.iter().filter(wanted).map(AppStatus::of).collect();
-            let all_there = self.apps.is_empty() || selected.len() == self.apps.len();
-            Ok(all_there && selected.iter().all(|a| a.healthy() && !a.operation_in_progress))
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
-        })
+    /// in progress; the output is each one's status, as `synced`.
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<Vec<SyncOutcome>>, ActionError> {
+        let apps = ctx
+            .guard("listing ArgoCD applications", async {
+                let kube = self.connection.connect().await?;
+                list_apps(&kube, &self.namespace).await
+            })
+            .await?;
+        let wanted = |a: &&DynamicObject| self.apps.is_empty() || self.apps.contains(&a.name_any());
+        let selected: Vec<AppStatus> = apps.iter().filter(wanted).map(AppStatus::of).collect();
+        let all_there = self.apps.is_empty() || selected.len() == self.apps.len();
+        let done = all_there && selected.iter().all(|a| a.healthy() && !a.operation_in_progress);
+        Ok(done.then(|| {
+            selected.into_iter().map(|status| SyncOutcome { name: status.name.clone(), outcome: "synced".to_owned(), status }).collect()
+        }))
     }
 }
 

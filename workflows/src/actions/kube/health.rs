@@ -5,17 +5,16 @@
 //! kube-dns endpoints populated) and a cluster summary (nodes and their
 //! conditions, kube-system pods). Read-only: they change nothing.
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use k8s_openapi::api::core::v1::{Endpoints, Event, Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::ListParams;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
 use super::nodes::node_ready;
 use super::pods::{pod_healthy, unhealthy_pods, UnhealthyPod};
-use super::{output, span, Bounds, Kube, KubeConnection};
+use super::{listed, Kube, KubeConnection};
 
 // ---------------------------------------------------------------------------
 // kube.endpoints-unready
@@ -47,6 +46,13 @@ pub struct EndpointsReport {
     pub unready: Vec<UnreadyEndpoints>,
 }
 
+impl EndpointsReport {
+    /// `namespace/name` of each Endpoints object without a ready address.
+    pub fn names(&self) -> Vec<String> {
+        self.unready.iter().map(|e| format!("{}/{}", e.namespace, e.name)).collect()
+    }
+}
+
 /// (ready, not ready) addresses of an Endpoints object.
 pub fn endpoint_addresses(ep: &Endpoints) -> (usize, usize) {
     let subsets = ep.subsets.iter().flatten();
@@ -71,39 +77,35 @@ pub async fn unready_endpoints(kube: &Kube, namespace: Option<&str>) -> Result<E
     Ok(report)
 }
 
-impl Action for EndpointsUnready {
-    fn kind(&self) -> &'static str {
-        "kube.endpoints-unready"
+impl TypedAction for EndpointsUnready {
+    const KIND: &'static str = "kube.endpoints-unready";
+    type Params = Self;
+    type Output = EndpointsReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, report: &EndpointsReport) -> String {
+        let names = report.names();
+        format!("{} of {} endpoints without ready addresses{}", names.len(), report.checked, listed(&names))
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), self.namespace.as_deref().unwrap_or("all namespaces"));
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let report = bounds
-                    .run("listing endpoints", async {
-                        let kube = self.connection.connect().await?;
-                        unready_endpoints(&kube, self.namespace.as_deref()).await
-                    })
-                    .await?;
-                let names: Vec<String> = report.unready.iter().map(|e| format!("{}/{}", e.namespace, e.name)).collect();
-                if self.fail_if_any && !names.is_empty() {
-                    return Err(ActionError::retryable(format!(
-                        "endpoints without ready addresses: {}; check the pods behind these services",
-                        names.join(", ")
-                    )));
-                }
-                let summary = format!("{} of {} endpoints without ready addresses{}", names.len(), report.checked,
-                    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) });
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<EndpointsReport, ActionError> {
+        let report = ctx
+            .guard("listing endpoints", async {
+                let kube = self.connection.connect().await?;
+                unready_endpoints(&kube, self.namespace.as_deref()).await
+            })
+            .await?;
+        if self.fail_if_any && !report.unready.is_empty() {
+            let names = report.names();
+            return Err(ActionError::retryable(format!(
+                "endpoints without ready addresses: {}; check the pods behind these services",
+                names.join(", ")
+            )));
+        }
+        Ok(report)
     }
 }
 
@@ -175,32 +177,26 @@ pub async fn recent_events(kube: &Kube, namespace: &str, limit: usize, warnings_
         .collect())
 }
 
-impl Action for RecentEvents {
-    fn kind(&self) -> &'static str {
-        "kube.events"
+impl TypedAction for RecentEvents {
+    const KIND: &'static str = "kube.events";
+    type Params = Self;
+    type Output = Vec<EventInfo>;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, events: &Vec<EventInfo>) -> String {
+        let warnings = events.iter().filter(|e| e.type_ == "Warning").count();
+        format!("{} recent events in namespace {} ({warnings} warnings)", events.len(), self.namespace)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.namespace);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let events = bounds
-                    .run(&format!("listing events of namespace {}", self.namespace), async {
-                        let kube = self.connection.connect().await?;
-                        recent_events(&kube, &self.namespace, self.limit, self.warnings_only).await
-                    })
-                    .await?;
-                let warnings = events.iter().filter(|e| e.type_ == "Warning").count();
-                let summary = format!("{} recent events in namespace {} ({warnings} warnings)", events.len(), self.namespace);
-                Ok(output(summary, &events))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<Vec<EventInfo>, ActionError> {
+        ctx.guard(&format!("listing events of namespace {}", self.namespace), async {
+            let kube = self.connection.connect().await?;
+            recent_events(&kube, &self.namespace, self.limit, self.warnings_only).await
+        })
+        .await
     }
 }
 
@@ -270,47 +266,43 @@ impl DnsCheck {
     }
 }
 
-impl Action for DnsCheck {
-    fn kind(&self) -> &'static str {
-        "kube.dns-check"
+impl TypedAction for DnsCheck {
+    const KIND: &'static str = "kube.dns-check";
+    type Params = Self;
+    type Output = DnsReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.service);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let report = bounds
-                    .run("DNS check", async {
-                        let kube = self.connection.connect().await?;
-                        self.check(&kube).await
-                    })
-                    .await?;
-                if !report.healthy {
-                    return Err(ActionError::retryable(format!(
-                        "cluster DNS unhealthy: {} of {} pods ({}) Ready{}, service {}/{} has {} ready addresses; \
-                         restart it (rollout restart deployment/coredns -n kube-system) and check kube-proxy",
-                        report.ready_pods,
-                        report.pods,
-                        self.selector,
-                        if report.unready.is_empty() { String::new() } else { format!(" (not ready: {})", report.unready.join(", ")) },
-                        self.namespace,
-                        self.service,
-                        report.ready_addresses
-                    )));
-                }
-                let summary = format!(
-                    "cluster DNS healthy: {} pods Ready, {} ready addresses behind {}",
-                    report.ready_pods, report.ready_addresses, self.service
-                );
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
+    fn summary(&self, report: &DnsReport) -> String {
+        format!(
+            "cluster DNS healthy: {} pods Ready, {} ready addresses behind {}",
+            report.ready_pods, report.ready_addresses, self.service
         )
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<DnsReport, ActionError> {
+        let report = ctx
+            .guard("DNS check", async {
+                let kube = self.connection.connect().await?;
+                self.check(&kube).await
+            })
+            .await?;
+        if !report.healthy {
+            return Err(ActionError::retryable(format!(
+                "cluster DNS unhealthy: {} of {} pods ({}) Ready{}, service {}/{} has {} ready addresses; \
+                 restart it (rollout restart deployment/coredns -n kube-system) and check kube-proxy",
+                report.ready_pods,
+                report.pods,
+                self.selector,
+                if report.unready.is_empty() { String::new() } else { format!(" (not ready: {})", report.unready.join(", ")) },
+                self.namespace,
+                self.service,
+                report.ready_addresses
+            )));
+        }
+        Ok(report)
     }
 }
 
@@ -384,44 +376,40 @@ pub async fn cluster_health(kube: &Kube) -> Result<ClusterReport, ActionError> {
     Ok(ClusterReport { healthy, nodes, kube_system_pods: system.checked, kube_system_unhealthy: system.unhealthy })
 }
 
-impl Action for ClusterHealth {
-    fn kind(&self) -> &'static str {
-        "kube.cluster-health"
+impl TypedAction for ClusterHealth {
+    const KIND: &'static str = "kube.cluster-health";
+    type Params = Self;
+    type Output = ClusterReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), "cluster");
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let report = bounds
-                    .run("cluster health", async {
-                        let kube = self.connection.connect().await?;
-                        cluster_health(&kube).await
-                    })
-                    .await?;
-                let not_ready: Vec<&str> = report.nodes.iter().filter(|n| !n.ready).map(|n| n.name.as_str()).collect();
-                let pods: Vec<&str> = report.kube_system_unhealthy.iter().map(|p| p.name.as_str()).collect();
-                let summary = format!(
-                    "{}: {} of {} nodes Ready{}, {} of {} kube-system pods unhealthy{}",
-                    if report.healthy { "healthy" } else { "unhealthy" },
-                    report.nodes.len() - not_ready.len(),
-                    report.nodes.len(),
-                    if not_ready.is_empty() { String::new() } else { format!(" (not ready: {})", not_ready.join(", ")) },
-                    pods.len(),
-                    report.kube_system_pods,
-                    if pods.is_empty() { String::new() } else { format!(" ({})", pods.join(", ")) },
-                );
-                if self.fail_if_unhealthy && !report.healthy {
-                    return Err(ActionError::retryable(format!("cluster {summary}")));
-                }
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
+    fn summary(&self, report: &ClusterReport) -> String {
+        let not_ready: Vec<&str> = report.nodes.iter().filter(|n| !n.ready).map(|n| n.name.as_str()).collect();
+        let pods: Vec<&str> = report.kube_system_unhealthy.iter().map(|p| p.name.as_str()).collect();
+        format!(
+            "{}: {} of {} nodes Ready{}, {} of {} kube-system pods unhealthy{}",
+            if report.healthy { "healthy" } else { "unhealthy" },
+            report.nodes.len() - not_ready.len(),
+            report.nodes.len(),
+            if not_ready.is_empty() { String::new() } else { format!(" (not ready: {})", not_ready.join(", ")) },
+            pods.len(),
+            report.kube_system_pods,
+            if pods.is_empty() { String::new() } else { format!(" ({})", pods.join(", ")) },
         )
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<ClusterReport, ActionError> {
+        let report = ctx
+            .guard("cluster health", async {
+                let kube = self.connection.connect().await?;
+                cluster_health(&kube).await
+            })
+            .await?;
+        if self.fail_if_unhealthy && !report.healthy {
+            return Err(ActionError::retryable(format!("cluster {}", self.summary(&report))));
+        }
+        Ok(report)
     }
 }

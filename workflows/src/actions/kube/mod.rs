@@ -6,7 +6,9 @@
 //! config, kube's own 429/503 retry turned off so the step's retry policy and
 //! deadline decide), the mapping of API errors to retryable / permanent
 //! [`ActionError`]s naming the server, and waits that watch (never sleep)
-//! until a condition holds or the step's deadline passes.
+//! until a condition holds or the step's deadline passes ([`wait_for`],
+//! [`pause`]: they say what they waited for; other calls run under
+//! [`ActionCtx::guard`]).
 //! Refuses: anything node-side (ssh), etcd, and retrying forever.
 
 pub mod argocd;
@@ -20,7 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dr_orchestrator::{ActionCtx, ActionError, ActionOutput};
+use dr_orchestrator::{ActionCtx, ActionError};
 use futures::StreamExt;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::reflector::{self, store::Writer};
@@ -29,9 +31,6 @@ use kube::{Api, Client, Config, Resource};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-
-use super::ssh::attempt_deadline;
 
 /// How to reach the API server. Holds a path, never credentials.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,44 +140,36 @@ impl std::fmt::Display for ObjectRef {
     }
 }
 
-/// When the attempt must end and how to stop early.
-pub struct Bounds {
-    pub deadline: Instant,
-    pub cancel: CancellationToken,
-    pub started: Instant,
+/// `": a, b"` to follow a count in a summary, or nothing when `names` is empty.
+pub(crate) fn listed(names: &[String]) -> String {
+    if names.is_empty() {
+        String::new()
+    } else {
+        format!(": {}", names.join(", "))
+    }
 }
 
-impl Bounds {
-    pub fn of(ctx: &ActionCtx) -> Self {
-        Bounds { deadline: attempt_deadline(ctx, None).into(), cancel: ctx.cancel.clone(), started: Instant::now() }
-    }
+/// Milliseconds since `started`.
+pub fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
-    /// Milliseconds since the attempt started.
-    pub fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+/// Sleeps until the step deadline (forever without one).
+async fn step_deadline(ctx: &ActionCtx) {
+    match ctx.remaining() {
+        Some(left) => tokio::time::sleep(left).await,
+        None => std::future::pending().await,
     }
+}
 
-    /// Runs `work` until it ends, the deadline passes or the run is cancelled.
-    pub async fn run<T>(
-        &self,
-        what: &str,
-        work: impl std::future::Future<Output = Result<T, ActionError>>,
-    ) -> Result<T, ActionError> {
-        tokio::select! {
-            result = tokio::time::timeout_at(self.deadline, work) => result
-                .unwrap_or_else(|_| Err(ActionError::retryable(format!("{what} did not finish before the step's deadline")))),
-            () = self.cancel.cancelled() => Err(ActionError::retryable(format!("{what} cancelled"))),
-        }
-    }
-
-    /// Waits `delay`, or less when the deadline comes first; false when the
-    /// deadline has passed or the run was cancelled.
-    pub async fn pause(&self, delay: Duration) -> bool {
-        let until = (Instant::now() + delay).min(self.deadline);
-        tokio::select! {
-            () = tokio::time::sleep_until(until) => Instant::now() < self.deadline,
-            () = self.cancel.cancelled() => false,
-        }
+/// Waits `delay`, or less when the step deadline comes first; false when the
+/// deadline came first or the attempt was cancelled (the caller then says
+/// what it was waiting for).
+pub async fn pause(ctx: &ActionCtx, delay: Duration) -> bool {
+    let deadline_first = ctx.remaining().is_some_and(|left| left <= delay);
+    tokio::select! {
+        () = tokio::time::sleep(ctx.timeout(Some(delay)).unwrap_or(delay)) => !deadline_first,
+        () = ctx.cancel.cancelled() => false,
     }
 }
 
@@ -192,7 +183,7 @@ pub async fn wait_for<K, T>(
     api: Api<K>,
     dyntype: K::DynamicType,
     watch: watcher::Config,
-    bounds: &Bounds,
+    ctx: &ActionCtx,
     what: &str,
     mut check: impl FnMut(&[Arc<K>]) -> Result<T, String>,
 ) -> Result<T, ActionError>
@@ -204,20 +195,22 @@ where
     let reader = writer.as_reader();
     let stream = reflector::reflector(writer, watcher(api, watch).default_backoff());
     let mut stream = std::pin::pin!(stream);
+    let started = Instant::now();
+    let mut deadline = std::pin::pin!(step_deadline(ctx));
     let mut initialized = false;
     let mut why_not = "the watch has not listed the objects yet".to_owned();
     let mut last_error: Option<String> = None;
     loop {
         let event = tokio::select! {
             event = stream.next() => event,
-            () = tokio::time::sleep_until(bounds.deadline) => {
+            () = &mut deadline => {
                 let error = last_error.map(|e| format!("; last watch error: {e}")).unwrap_or_default();
                 return Err(ActionError::retryable(format!(
                     "{what}: not done before the step's deadline ({} ms): {why_not}{error}",
-                    bounds.elapsed_ms()
+                    elapsed_ms(started)
                 )));
             }
-            () = bounds.cancel.cancelled() => return Err(ActionError::retryable(format!("{what}: cancelled"))),
+            () = ctx.cancel.cancelled() => return Err(ActionError::retryable(format!("{what}: cancelled"))),
         };
         match event {
             None => return Err(ActionError::retryable(format!("{what}: the watch on {} ended", kube.server))),
@@ -250,16 +243,6 @@ where
             }
         }
     }
-}
-
-/// "summary\n{json}": the output format of the actions.
-pub fn output<T: Serialize>(summary: String, value: &T) -> ActionOutput {
-    let json = serde_json::to_string(value).unwrap_or_default();
-    ActionOutput::new(format!("{summary}\n{json}"))
-}
-
-pub fn span(ctx: &ActionCtx, kind: &'static str, target: &str) -> tracing::Span {
-    tracing::info_span!("action", dr.run_id = %ctx.run_id, dr.step = %ctx.step, dr.attempt = ctx.attempt, dr.action = kind, target = %target)
 }
 
 /// Now, as Kubernetes writes timestamps (RFC 3339, UTC, seconds).

@@ -8,16 +8,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{EvictParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
+use tokio::time::Instant;
 
 use super::pods::controller_of;
-use super::{default_true, output, span, status_code, wait_for, Bounds, Kube, KubeConnection};
+use super::{default_true, elapsed_ms, pause, status_code, wait_for, Kube, KubeConnection};
 
 /// The node's `Ready` condition: (status, reason).
 pub fn node_ready(node: &Node) -> (bool, String) {
@@ -54,12 +54,12 @@ pub struct NodeWaitReport {
 }
 
 impl NodeWaitReady {
-    async fn wait(&self, kube: &Kube, bounds: &Bounds) -> Result<NodeWaitReport, ActionError> {
+    async fn wait(&self, kube: &Kube, ctx: &ActionCtx, started: Instant) -> Result<NodeWaitReport, ActionError> {
         let api: Api<Node> = Api::all(kube.client.clone());
         let watch = watcher::Config::default().fields(&format!("metadata.name={}", self.node));
         let want = if self.ready { "Ready" } else { "NotReady" };
         let what = format!("waiting for node {} to be {want} (API server {})", self.node, kube.server);
-        let condition = wait_for(kube, api, (), watch, bounds, &what, |items: &[Arc<Node>]| {
+        let condition = wait_for(kube, api, (), watch, ctx, &what, |items: &[Arc<Node>]| {
             let Some(node) = items.iter().find(|n| n.name_any() == self.node) else {
                 return Err(format!("node {} is not registered (kubeadm join?)", self.node));
             };
@@ -71,44 +71,45 @@ impl NodeWaitReady {
             }
         })
         .await?;
-        Ok(NodeWaitReport { node: self.node.clone(), ready: self.ready, condition, waited_ms: bounds.elapsed_ms() })
+        Ok(NodeWaitReport { node: self.node.clone(), ready: self.ready, condition, waited_ms: elapsed_ms(started) })
     }
 }
 
-impl Action for NodeWaitReady {
-    fn kind(&self) -> &'static str {
-        "kube.node-wait-ready"
+/// Reads a node (`None` when it is not registered).
+async fn read_node(ctx: &ActionCtx, connection: &KubeConnection, name: &str) -> Result<Option<Node>, ActionError> {
+    ctx.guard(&format!("reading node {name}"), async {
+        let kube = connection.connect().await?;
+        let api: Api<Node> = Api::all(kube.client.clone());
+        api.get_opt(name).await.map_err(|e| kube.error(&format!("reading node {name}"), e))
+    })
+    .await
+}
+
+impl TypedAction for NodeWaitReady {
+    const KIND: &'static str = "kube.node-wait-ready";
+    type Params = Self;
+    type Output = NodeWaitReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, report: &NodeWaitReport) -> String {
+        format!("node {} is {} after {} ms", report.node, report.condition, report.waited_ms)
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.node);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let kube = bounds.run("connecting to the API server", self.connection.connect()).await?;
-                let report = self.wait(&kube, &bounds).await?;
-                Ok(output(format!("node {} is {} after {} ms", report.node, report.condition, report.waited_ms), &report))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<NodeWaitReport, ActionError> {
+        let started = Instant::now();
+        let kube = ctx.guard("connecting to the API server", self.connection.connect()).await?;
+        self.wait(&kube, ctx, started).await
     }
 
     /// Done when the node is in the state waited for.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let kube = self.connection.connect().await?;
-            let api: Api<Node> = Api::all(kube.client.clone());
-            let node = api.get_opt(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
-            Ok(node.is_some_and(|n| node_ready(&n).0 == self.ready))
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
-        })
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<NodeWaitReport>, ActionError> {
+        let node = read_node(ctx, &self.connection, &self.node).await?;
+        Ok(node.map(|n| node_ready(&n)).filter(|(ready, _)| *ready == self.ready).map(|(ready, condition)| {
+            NodeWaitReport { node: self.node.clone(), ready, condition, waited_ms: 0 }
+        }))
     }
 }
 
@@ -125,59 +126,56 @@ async fn set_unschedulable(kube: &Kube, node: &str, unschedulable: bool) -> Resu
     Ok(())
 }
 
-/// `kubectl cordon NODE` (`cordon: true`) or `kubectl uncordon NODE`.
+/// `kubectl cordon NODE` ([`Cordon`], `CORDON` true) or `kubectl uncordon
+/// NODE` ([`Uncordon`]).
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Cordon {
+pub struct SetUnschedulable<const CORDON: bool> {
     #[serde(flatten)]
     pub connection: KubeConnection,
     pub node: String,
-    /// true: cordon; false: uncordon.
-    pub cordon: bool,
 }
 
-impl Action for Cordon {
-    fn kind(&self) -> &'static str {
-        if self.cordon {
-            "kube.cordon"
-        } else {
-            "kube.uncordon"
-        }
+/// `kube.cordon`.
+pub type Cordon = SetUnschedulable<true>;
+/// `kube.uncordon`.
+pub type Uncordon = SetUnschedulable<false>;
+
+/// A node's `spec.unschedulable` as a cordon or uncordon left it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeScheduling {
+    pub node: String,
+    pub unschedulable: bool,
+}
+
+impl<const CORDON: bool> TypedAction for SetUnschedulable<CORDON> {
+    const KIND: &'static str = if CORDON { "kube.cordon" } else { "kube.uncordon" };
+    type Params = Self;
+    type Output = NodeScheduling;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, output: &NodeScheduling) -> String {
+        format!("node {} {}", output.node, if output.unschedulable { "cordoned" } else { "uncordoned" })
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.node);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                bounds
-                    .run(&format!("{} of node {}", self.kind(), self.node), async {
-                        let kube = self.connection.connect().await?;
-                        set_unschedulable(&kube, &self.node, self.cordon).await
-                    })
-                    .await?;
-                let state = if self.cordon { "cordoned" } else { "uncordoned" };
-                Ok(output(format!("node {} {state}", self.node), &serde_json::json!({"node": self.node, "unschedulable": self.cordon})))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<NodeScheduling, ActionError> {
+        ctx.guard(&format!("{} of node {}", Self::KIND, self.node), async {
+            let kube = self.connection.connect().await?;
+            set_unschedulable(&kube, &self.node, CORDON).await
+        })
+        .await?;
+        Ok(NodeScheduling { node: self.node.clone(), unschedulable: CORDON })
     }
 
     /// Done when the node's `spec.unschedulable` is what this step sets.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
-            let kube = self.connection.connect().await?;
-            let api: Api<Node> = Api::all(kube.client.clone());
-            let node = api.get(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
-            Ok(node.spec.and_then(|s| s.unschedulable).unwrap_or(false) == self.cordon)
-            }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
-        })
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<NodeScheduling>, ActionError> {
+        let node = read_node(ctx, &self.connection, &self.node)
+            .await?
+            .ok_or_else(|| ActionError::permanent(format!("node {} is not registered", self.node)))?;
+        let unschedulable = node.spec.and_then(|s| s.unschedulable).unwrap_or(false);
+        Ok((unschedulable == CORDON).then(|| NodeScheduling { node: self.node.clone(), unschedulable }))
     }
 }
 
@@ -272,7 +270,7 @@ fn eviction_reason(error: &kube::Error) -> String {
 }
 
 impl Drain {
-    async fn drain(&self, kube: &Kube, bounds: &Bounds, report: &mut DrainReport) -> Result<(), ActionError> {
+    async fn drain(&self, kube: &Kube, ctx: &ActionCtx, report: &mut DrainReport) -> Result<(), ActionError> {
         let node = &self.node;
         set_unschedulable(kube, node, true).await?;
         let all: Api<Pod> = Api::all(kube.client.clone());
@@ -353,9 +351,9 @@ impl Drain {
                 break;
             }
             to_evict = still;
-            if !bounds.pause(backoff).await {
+            if !pause(ctx, backoff).await {
                 let list: Vec<String> = report.blocked.iter().map(|b| format!("{}: {}", b.pod, b.reason)).collect();
-                let what = if bounds.cancel.is_cancelled() { "cancelled" } else { "not finished before the step's deadline" };
+                let what = if ctx.cancel.is_cancelled() { "cancelled" } else { "not finished before the step's deadline" };
                 return Err(ActionError::retryable(format!(
                     "drain of node {node} {what}: {} pods blocked by disruption budgets after {} rounds: {}; evicted: [{}]; \
                      the node stays cordoned; scale the workloads up or relax their PodDisruptionBudgets, then retry",
@@ -372,7 +370,7 @@ impl Drain {
         if !evicted_uids.is_empty() {
             let watch = watcher::Config::default().fields(&on_node);
             let what = format!("evicted pods leaving node {node}");
-            wait_for(kube, all, (), watch, bounds, &what, |items: &[Arc<Pod>]| {
+            wait_for(kube, all, (), watch, ctx, &what, |items: &[Arc<Pod>]| {
                 let left: Vec<String> =
                     items.iter().filter(|p| evicted_uids.contains(&p.uid().unwrap_or_default())).map(|p| key(p)).collect();
                 if left.is_empty() {
@@ -387,66 +385,78 @@ impl Drain {
     }
 }
 
-impl Action for Drain {
-    fn kind(&self) -> &'static str {
-        "kube.drain"
+impl TypedAction for Drain {
+    const KIND: &'static str = "kube.drain";
+    type Params = Self;
+    type Output = DrainReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.node);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let kube = bounds.run("connecting to the API server", self.connection.connect()).await?;
-                let mut report = DrainReport { node: self.node.clone(), ..DrainReport::default() };
-                tokio::select! {
-                    result = self.drain(&kube, &bounds, &mut report) => result?,
-                    () = tokio::time::sleep_until(bounds.deadline + Duration::from_millis(50)) => {
-                        return Err(ActionError::retryable(format!(
-                            "drain of node {} did not finish before the step's deadline (API server {})",
-                            self.node, kube.server
-                        )));
-                    }
-                }
-                report.waited_ms = bounds.elapsed_ms();
-                let summary = format!(
-                    "node {} drained: {} pods evicted, {} DaemonSet pods left",
-                    report.node,
-                    report.evicted.len(),
-                    report.daemonset_pods.len()
-                );
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
+    fn summary(&self, report: &DrainReport) -> String {
+        format!(
+            "node {} drained: {} pods evicted, {} DaemonSet pods left",
+            report.node,
+            report.evicted.len(),
+            report.daemonset_pods.len()
         )
     }
 
+    async fn run(&self, ctx: &ActionCtx) -> Result<DrainReport, ActionError> {
+        let started = Instant::now();
+        let kube = ctx.guard("connecting to the API server", self.connection.connect()).await?;
+        let mut report = DrainReport { node: self.node.clone(), ..DrainReport::default() };
+        // The drain's waits end at the deadline or a cancel saying what
+        // blocked them; this backstop, a moment later so that their message
+        // wins, ends an API call that hangs past the deadline.
+        let backstop = async {
+            match ctx.remaining() {
+                Some(left) => tokio::time::sleep(left + Duration::from_millis(50)).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = self.drain(&kube, ctx, &mut report) => result?,
+            () = backstop => {
+                return Err(ActionError::retryable(format!(
+                    "drain of node {} did not finish before the step's deadline (API server {})",
+                    self.node, kube.server
+                )));
+            }
+        }
+        report.waited_ms = elapsed_ms(started);
+        Ok(report)
+    }
+
     /// Done when the node is cordoned and only DaemonSet, mirror and
-    /// finished pods are left on it.
-    fn probe(&self, _ctx: ActionCtx) -> BoxFuture<'_, Result<Option<ActionOutput>, ActionError>> {
-        Box::pin(async move {
-            let took: Result<bool, ActionError> = async move {
+    /// finished pods are left on it; the output lists those.
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<DrainReport>, ActionError> {
+        let node = &self.node;
+        ctx.guard(&format!("reading the pods of node {node}"), async {
             let kube = self.connection.connect().await?;
             let nodes: Api<Node> = Api::all(kube.client.clone());
-            let node = nodes.get(&self.node).await.map_err(|e| kube.error(&format!("reading node {}", self.node), e))?;
-            if !node.spec.and_then(|s| s.unschedulable).unwrap_or(false) {
-                return Ok(false);
+            let read = nodes.get(node).await.map_err(|e| kube.error(&format!("reading node {node}"), e))?;
+            if !read.spec.and_then(|s| s.unschedulable).unwrap_or(false) {
+                return Ok(None);
             }
             let pods: Api<Pod> = Api::all(kube.client.clone());
             let on_node = pods
-                .list(&ListParams::default().fields(&format!("spec.nodeName={}", self.node)))
+                .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
                 .await
-                .map_err(|e| kube.error(&format!("listing the pods of node {}", self.node), e))?;
-            Ok(on_node.items.iter().all(|p| {
-                is_mirror(p) || finished(p) || controller_of(&p.metadata).is_some_and(|(kind, _)| kind == "DaemonSet")
-            }))
+                .map_err(|e| kube.error(&format!("listing the pods of node {node}"), e))?;
+            let mut report = DrainReport { node: node.clone(), ..DrainReport::default() };
+            for pod in &on_node.items {
+                if is_mirror(pod) {
+                    report.mirror_pods.push(key(pod));
+                } else if controller_of(&pod.metadata).is_some_and(|(kind, _)| kind == "DaemonSet") {
+                    report.daemonset_pods.push(key(pod));
+                } else if !finished(pod) {
+                    return Ok(None);
+                }
             }
-            .await;
-            Ok(took?.then(|| ActionOutput::new("probe: the lost attempt had taken effect")))
+            Ok(Some(report))
         })
+        .await
     }
 }

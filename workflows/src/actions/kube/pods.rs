@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use dr_orchestrator::{Action, ActionCtx, ActionError, ActionOutput, BoxFuture};
+use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
@@ -17,9 +17,8 @@ use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use tracing::Instrument;
 
-use super::{default_true, now_rfc3339, output, span, wait_for, Bounds, Kube, KubeConnection, ObjectRef};
+use super::{default_true, elapsed_ms, listed, now_rfc3339, wait_for, Kube, KubeConnection, ObjectRef};
 
 // ---------------------------------------------------------------------------
 // Pod state
@@ -121,6 +120,13 @@ pub struct UnhealthyPodsReport {
     pub restart: Vec<ObjectRef>,
 }
 
+impl UnhealthyPodsReport {
+    /// `namespace/name` of each unhealthy pod.
+    pub fn names(&self) -> Vec<String> {
+        self.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect()
+    }
+}
+
 pub async fn unhealthy_pods(kube: &Kube, namespace: Option<&str>) -> Result<UnhealthyPodsReport, ActionError> {
     let (pods, replicasets): (Api<Pod>, Api<ReplicaSet>) = match namespace {
         Some(ns) => (Api::namespaced(kube.client.clone(), ns), Api::namespaced(kube.client.clone(), ns)),
@@ -169,41 +175,37 @@ pub async fn unhealthy_pods(kube: &Kube, namespace: Option<&str>) -> Result<Unhe
     Ok(report)
 }
 
-impl Action for UnhealthyPods {
-    fn kind(&self) -> &'static str {
-        "kube.unhealthy-pods"
+impl TypedAction for UnhealthyPods {
+    const KIND: &'static str = "kube.unhealthy-pods";
+    type Params = Self;
+    type Output = UnhealthyPodsReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, report: &UnhealthyPodsReport) -> String {
+        let names = report.names();
+        format!("{} of {} pods unhealthy{}", names.len(), report.checked, listed(&names))
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), self.namespace.as_deref().unwrap_or("all namespaces"));
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let report = bounds
-                    .run("listing unhealthy pods", async {
-                        let kube = self.connection.connect().await?;
-                        unhealthy_pods(&kube, self.namespace.as_deref()).await
-                    })
-                    .await?;
-                let names: Vec<String> = report.unhealthy.iter().map(|p| format!("{}/{}", p.namespace, p.name)).collect();
-                if self.fail_if_any && !report.unhealthy.is_empty() {
-                    return Err(ActionError::retryable(format!(
-                        "{} unhealthy pods: {}; restart their owners: {}",
-                        names.len(),
-                        names.join(", "),
-                        report.restart.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
-                    )));
-                }
-                let summary = format!("{} of {} pods unhealthy{}", report.unhealthy.len(), report.checked,
-                    if names.is_empty() { String::new() } else { format!(": {}", names.join(", ")) });
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<UnhealthyPodsReport, ActionError> {
+        let report = ctx
+            .guard("listing unhealthy pods", async {
+                let kube = self.connection.connect().await?;
+                unhealthy_pods(&kube, self.namespace.as_deref()).await
+            })
+            .await?;
+        if self.fail_if_any && !report.unhealthy.is_empty() {
+            let names = report.names();
+            return Err(ActionError::retryable(format!(
+                "{} unhealthy pods: {}; restart their owners: {}",
+                names.len(),
+                names.join(", "),
+                report.restart.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            )));
+        }
+        Ok(report)
     }
 }
 
@@ -274,7 +276,7 @@ impl RolloutRestart {
         api: Api<K>,
         patch: &serde_json::Value,
         fields: watcher::Config,
-        bounds: &Bounds,
+        ctx: &ActionCtx,
         noun: &str,
         units: &str,
         rollout: fn(&K, i64) -> (bool, i32, i32, i32),
@@ -293,7 +295,7 @@ impl RolloutRestart {
             return Ok((generation, done, desired, updated, available));
         }
         let what = format!("rollout of {target}");
-        wait_for(kube, api, (), fields, bounds, &what, |items| {
+        wait_for(kube, api, (), fields, ctx, &what, |items| {
             let Some(k) = items.iter().find(|k| k.name_any() == self.name) else {
                 return Err(format!("the {noun} is gone"));
             };
@@ -311,7 +313,7 @@ impl RolloutRestart {
         ObjectRef { kind: format!("{:?}", self.workload), namespace: self.namespace.clone(), name: self.name.clone() }
     }
 
-    async fn restart(&self, kube: &Kube, bounds: &Bounds) -> Result<RolloutReport, ActionError> {
+    async fn restart(&self, kube: &Kube, ctx: &ActionCtx) -> Result<RolloutReport, ActionError> {
         let target = self.target();
         let restarted_at = now_rfc3339();
         let patch = serde_json::json!({"spec": {"template": {"metadata": {"annotations": {
@@ -321,11 +323,11 @@ impl RolloutRestart {
         let (generation, complete, desired, updated, available) = match self.workload {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(kube.client.clone(), &self.namespace);
-                self.patch_and_wait(kube, api, &patch, fields, bounds, "deployment", "replicas", deployment_rollout).await?
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "deployment", "replicas", deployment_rollout).await?
             }
             WorkloadKind::DaemonSet => {
                 let api: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &self.namespace);
-                self.patch_and_wait(kube, api, &patch, fields, bounds, "daemonset", "pods", daemonset_rollout).await?
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "daemonset", "pods", daemonset_rollout).await?
             }
         };
         Ok(RolloutReport {
@@ -336,44 +338,37 @@ impl RolloutRestart {
             updated,
             available,
             complete,
-            waited_ms: u64::try_from(wait_started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            waited_ms: elapsed_ms(wait_started),
         })
     }
 }
 
-impl Action for RolloutRestart {
-    fn kind(&self) -> &'static str {
-        "kube.rollout-restart"
+impl TypedAction for RolloutRestart {
+    const KIND: &'static str = "kube.rollout-restart";
+    type Params = Self;
+    type Output = RolloutReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
-    }
-
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.target().to_string());
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let what = format!("rollout restart of {}", self.target());
-                let report = bounds
-                    .run(&what, async {
-                        let kube = self.connection.connect().await?;
-                        self.restart(&kube, &bounds).await
-                    })
-                    .await?;
-                let summary = format!(
-                    "{} restarted; {}/{} updated, {} available{}",
-                    report.workload,
-                    report.updated,
-                    report.desired,
-                    report.available,
-                    if report.complete { ", rollout complete" } else { "" }
-                );
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
+    fn summary(&self, report: &RolloutReport) -> String {
+        format!(
+            "{} restarted; {}/{} updated, {} available{}",
+            report.workload,
+            report.updated,
+            report.desired,
+            report.available,
+            if report.complete { ", rollout complete" } else { "" }
         )
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<RolloutReport, ActionError> {
+        ctx.guard(&format!("rollout restart of {}", self.target()), async {
+            let kube = self.connection.connect().await?;
+            self.restart(&kube, ctx).await
+        })
+        .await
     }
 }
 
@@ -406,7 +401,7 @@ pub struct DeletePodsReport {
 }
 
 impl DeletePods {
-    async fn delete(&self, kube: &Kube, bounds: &Bounds) -> Result<DeletePodsReport, ActionError> {
+    async fn delete(&self, kube: &Kube, ctx: &ActionCtx) -> Result<DeletePodsReport, ActionError> {
         let api: Api<Pod> = Api::namespaced(kube.client.clone(), &self.namespace);
         let mut list = ListParams::default();
         let mut watch = watcher::Config::default();
@@ -435,7 +430,7 @@ impl DeletePods {
         let started = tokio::time::Instant::now();
         let mut ready = Vec::new();
         if self.wait && replaced > 0 {
-            ready = wait_for(kube, api, (), watch, bounds, &format!("pods of {where_} Ready again"), |items: &[Arc<Pod>]| {
+            ready = wait_for(kube, api, (), watch, ctx, &format!("pods of {where_} Ready again"), |items: &[Arc<Pod>]| {
                 let old: Vec<String> =
                     items.iter().filter(|p| old_uids.contains(&p.uid().unwrap_or_default())).map(|p| p.name_any()).collect();
                 let new: Vec<&Arc<Pod>> = items.iter().filter(|p| !old_uids.contains(&p.uid().unwrap_or_default())).collect();
@@ -458,41 +453,30 @@ impl DeletePods {
             selector: self.selector.clone(),
             deleted,
             ready,
-            waited_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            waited_ms: elapsed_ms(started),
         })
     }
 }
 
-impl Action for DeletePods {
-    fn kind(&self) -> &'static str {
-        "kube.delete-pods"
+impl TypedAction for DeletePods {
+    const KIND: &'static str = "kube.delete-pods";
+    type Params = Self;
+    type Output = DeletePodsReport;
+
+    fn params(&self) -> &Self {
+        self
     }
 
-    fn params(&self) -> serde_json::Value {
-        serde_json::to_value(self).unwrap_or_default()
+    fn summary(&self, report: &DeletePodsReport) -> String {
+        format!("{} pods of namespace {} deleted; {} Ready again", report.deleted.len(), report.namespace, report.ready.len())
     }
 
-    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
-        let span = span(&ctx, self.kind(), &self.namespace);
-        Box::pin(
-            async move {
-                let bounds = Bounds::of(&ctx);
-                let report = bounds
-                    .run(&format!("deleting the pods of namespace {}", self.namespace), async {
-                        let kube = self.connection.connect().await?;
-                        self.delete(&kube, &bounds).await
-                    })
-                    .await?;
-                let summary = format!(
-                    "{} pods of namespace {} deleted; {} Ready again",
-                    report.deleted.len(),
-                    report.namespace,
-                    report.ready.len()
-                );
-                Ok(output(summary, &report))
-            }
-            .instrument(span),
-        )
+    async fn run(&self, ctx: &ActionCtx) -> Result<DeletePodsReport, ActionError> {
+        ctx.guard(&format!("deleting the pods of namespace {}", self.namespace), async {
+            let kube = self.connection.connect().await?;
+            self.delete(&kube, ctx).await
+        })
+        .await
     }
 }
 
