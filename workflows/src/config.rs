@@ -176,6 +176,10 @@ pub struct Etcd {
     /// The data directory as seen on the node etcd runs on.
     #[serde(default = "default_data_dir")]
     pub data_dir: String,
+    /// Where a restore builds the new data directory and keeps the old one,
+    /// as seen on the etcd node (same filesystem as `data_dir`).
+    #[serde(default = "default_staging_dir")]
+    pub staging_dir: String,
     /// The node etcd runs on (one of `[[nodes]]`): restores ssh there.
     pub node: String,
 }
@@ -185,6 +189,9 @@ fn default_cluster_token() -> String {
 }
 fn default_data_dir() -> String {
     "/var/lib/etcd".to_owned()
+}
+fn default_staging_dir() -> String {
+    "/var/lib".to_owned()
 }
 
 /// `[backup]`: where the backups are and how old the newest may be.
@@ -197,6 +204,13 @@ pub struct Backup {
     /// The backup files' names (`*` any run, `?` one character).
     #[serde(default = "default_pattern")]
     pub pattern: String,
+    /// Where recoveries extract backups and keep the snapshot they restore, on the bastion.
+    #[serde(default = "default_work_dir")]
+    pub work_dir: PathBuf,
+}
+
+fn default_work_dir() -> PathBuf {
+    PathBuf::from("/var/tmp/dr")
 }
 
 fn default_pattern() -> String {
@@ -525,6 +539,7 @@ impl Config {
             resolve(path);
         }
         resolve(&mut self.backup.dir);
+        resolve(&mut self.backup.work_dir);
         resolve(&mut self.terraform.dir);
         // A bare program name is looked up on PATH when run.
         if self.terraform.binary.components().count() > 1 {

@@ -400,12 +400,22 @@ impl ApiServer {
         io.attach(&self.shared, config).await
     }
 
-    /// [`ApiServer::attach_etcd`] for blocking callers (not on the server's runtime).
+    /// [`ApiServer::attach_etcd`] for blocking callers. It blocks on a thread of
+    /// its own, so a caller that is itself inside a runtime (an async test
+    /// starting a lab) does not make tokio refuse to block.
     pub fn attach_etcd_blocking(&self, config: EtcdConfig) -> std::result::Result<(), ApiError> {
         let shared = self.shared.clone();
-        self.runtime.block_on(async move {
-            let mut io = shared.persist.begin().await;
-            io.attach(&shared, config).await
+        let runtime = &self.runtime;
+        std::thread::scope(|scope| {
+            scope
+                .spawn(move || {
+                    runtime.block_on(async move {
+                        let mut io = shared.persist.begin().await;
+                        io.attach(&shared, config).await
+                    })
+                })
+                .join()
+                .unwrap_or_else(|_| Err(ApiError::new(500, "InternalError", "attaching the API server to etcd panicked")))
         })
     }
 

@@ -564,7 +564,7 @@ impl Lab {
         }
         out.push_str(&format!("[ssh]\nuser = {}\nkey = {}\nknown_hosts = {}\n\n", toml_string(&self.user), q(&self.ssh_key()), q(&self.known_hosts())));
         out.push_str(&format!(
-            "[etcd]\nendpoints = [{}]\ncacert = {}\ncert = {}\nkey = {}\nname = {}\ninitial_cluster = {}\ninitial_cluster_token = \"lab-etcd\"\ninitial_advertise_peer_urls = {}\n# as seen on the control-plane node (node commands map it into the node root)\ndata_dir = \"/var/lib/etcd\"\nnode = {}\n\n",
+            "[etcd]\nendpoints = [{}]\ncacert = {}\ncert = {}\nkey = {}\nname = {}\ninitial_cluster = {}\ninitial_cluster_token = \"lab-etcd\"\ninitial_advertise_peer_urls = {}\n# as seen on the control-plane node (node commands map it into the node root)\ndata_dir = \"/var/lib/etcd\"\n# the lab maps /tmp, not /var/lib/etcd.*, into the node root\nstaging_dir = \"/tmp\"\nnode = {}\n\n",
             toml_string(&self.etcd.endpoint),
             q(&self.etcd.cacert),
             q(&self.etcd.cert),
@@ -574,7 +574,7 @@ impl Lab {
             toml_string(&self.etcd_peer_url),
             toml_string(CONTROL_PLANE),
         ));
-        out.push_str(&format!("[backup]\ndir = {}\nrpo_hours = 24\n\n", q(&self.backup_dir())));
+        out.push_str(&format!("[backup]\ndir = {}\nrpo_hours = 24\nwork_dir = {}\n\n", q(&self.backup_dir()), q(&self.dir.join("work"))));
         out.push_str(&format!(
             "[terraform]\ndir = {}\nbinary = {}\ncontrol_plane_target = \"libvirt_domain.k8s-control-plane\"\n\n",
             q(&self.dir.join("terraform")),

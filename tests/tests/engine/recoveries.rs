@@ -125,3 +125,30 @@ fn find_bootstrap_token(text: &str) -> Option<String> {
         .find(|w| w.len() == 23 && w.as_bytes()[6] == b'.' && w.chars().enumerate().all(|(i, c)| if i == 6 { c == '.' } else { word(c) }))
         .map(str::to_owned)
 }
+
+#[test]
+fn pod_recovery_restarts_the_owner_of_the_crashing_pods_found_at_run_time() {
+    let scene = Scene::new();
+    scene.fault("pod-crash", None);
+    let status = scene.recover("pod-recovery", &[]);
+    let found = &step(&status, "find")["output"]["value"];
+    let owners: Vec<String> = found["restart"].as_array().unwrap().iter().map(|o| format!("{}/{}/{}", o["kind"], o["namespace"], o["name"])).collect();
+    assert!(!owners.is_empty(), "find recorded the owners to restart: {found}");
+    let restarted = &step(&status, "restart-owners")["output"]["value"]["restarted"];
+    let restarted: Vec<String> = restarted.as_array().unwrap().iter().map(|r| format!("{}/{}/{}", r["workload"]["kind"], r["workload"]["namespace"], r["workload"]["name"])).collect();
+    assert_eq!(owners, restarted, "exactly the owners find recorded were restarted");
+    assert_eq!(step(&status, "verify")["status"], "succeeded");
+}
+
+#[test]
+fn argocd_recovery_restarts_argocd_and_brings_every_application_to_synced_and_healthy() {
+    let scene = Scene::new();
+    scene.fault("argocd-down", None);
+    let status = scene.recover("argocd-recovery", &[]);
+    let restarted = step(&status, "restart-argocd")["output"]["value"]["restarted"].as_array().unwrap().len();
+    assert!(restarted >= 3, "every ArgoCD workload restarted: {status}");
+    assert_eq!(step(&status, "verify")["status"], "succeeded");
+    let health = scene.health();
+    let apps = health["apps"].as_array().cloned().unwrap_or_default();
+    assert!(!apps.is_empty() && apps.iter().all(|a| a["sync"] == "Synced" && a["health"] == "Healthy"), "{health}");
+}

@@ -396,7 +396,7 @@ impl TypedAction for BackupExtractAction {
     }
 }
 
-fn extract(params: &BackupExtractParams, now: SystemTime, cancel: &CancellationToken) -> Result<BackupExtractOutput, ActionError> {
+pub fn extract(params: &BackupExtractParams, now: SystemTime, cancel: &CancellationToken) -> Result<BackupExtractOutput, ActionError> {
     let backup = match &params.backup {
         Some(path) => path.clone(),
         None => match find_backups(&params.dir, &params.pattern, now)?.into_iter().next() {

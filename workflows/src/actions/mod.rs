@@ -14,6 +14,7 @@ pub mod http;
 pub mod kube;
 pub mod kubeadm;
 pub mod output;
+pub mod snapshot;
 pub mod etcd;
 pub mod ssh;
 

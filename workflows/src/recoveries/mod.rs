@@ -14,11 +14,14 @@ use dr_orchestrator::RetryPolicy;
 
 use crate::Recovery;
 
+pub mod argocd;
+pub mod etcd;
 pub mod network;
+pub mod pod;
 pub mod worker_node;
 
 /// Every recovery of the guide, in the order `dr workflows` lists them.
-pub(crate) const ALL: &[Recovery] = &[network::RECOVERY, worker_node::RECOVERY];
+pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY];
 
 /// A check that waits for the cluster to converge: tried every few seconds
 /// for up to about `within`.

@@ -1,16 +1,18 @@
 //! Pods and their workloads: pods that are not Running/Succeeded or not
 //! Ready with their owner chain (so a workflow restarts the owner, not the
-//! pod), rollout restart of a Deployment or DaemonSet waited on by watching
-//! the rollout, and deletion of a namespace's pods waited on until their
-//! replacements are Ready. Refuses restarting anything but Deployments and
-//! DaemonSets.
+//! pod), rollout restart of a Deployment, DaemonSet or StatefulSet waited on
+//! by watching the rollout, the restart of every workload of a namespace or
+//! of the owners a `kube.unhealthy-pods` step found (read from its recorded
+//! output), and deletion of a namespace's pods waited on until their
+//! replacements are Ready. Refuses restarting anything else (a bare pod has
+//! no owner to restart: it is reported, never deleted blindly).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Debug;
 use std::sync::Arc;
 
-use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use dr_orchestrator::{ActionCtx, ActionError, StepHandle, StepId, TypedAction};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -216,6 +218,19 @@ impl TypedAction for UnhealthyPods {
 pub enum WorkloadKind {
     Deployment,
     DaemonSet,
+    StatefulSet,
+}
+
+impl WorkloadKind {
+    /// The kind an owner reference names, if it is one `rollout restart` handles.
+    pub fn of(kind: &str) -> Option<Self> {
+        match kind {
+            "Deployment" => Some(WorkloadKind::Deployment),
+            "DaemonSet" => Some(WorkloadKind::DaemonSet),
+            "StatefulSet" => Some(WorkloadKind::StatefulSet),
+            _ => None,
+        }
+    }
 }
 
 /// `kubectl rollout restart` and `kubectl rollout status`.
@@ -263,6 +278,18 @@ pub fn daemonset_rollout(d: &DaemonSet, generation: i64) -> (bool, i32, i32, i32
     let updated = st.updated_number_scheduled.unwrap_or(0);
     let available = st.number_available.unwrap_or(0);
     (observed && updated >= desired && available >= desired, desired, updated, available)
+}
+
+/// (complete, desired, updated, available) of a StatefulSet rollout: every
+/// replica at the update revision and ready (`kubectl rollout status`).
+pub fn statefulset_rollout(s: &StatefulSet, generation: i64) -> (bool, i32, i32, i32) {
+    let desired = s.spec.replicas.unwrap_or(1);
+    let Some(st) = &s.status else { return (false, desired, 0, 0) };
+    let observed = st.observed_generation.unwrap_or(0) >= generation;
+    let updated = st.updated_replicas.unwrap_or(0);
+    let ready = st.ready_replicas.unwrap_or(0);
+    let revision_done = st.update_revision.is_some() && st.update_revision == st.current_revision;
+    (observed && updated >= desired && ready >= desired && revision_done, desired, updated, ready)
 }
 
 impl RolloutRestart {
@@ -329,6 +356,10 @@ impl RolloutRestart {
                 let api: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &self.namespace);
                 self.patch_and_wait(kube, api, &patch, fields, ctx, "daemonset", "pods", daemonset_rollout).await?
             }
+            WorkloadKind::StatefulSet => {
+                let api: Api<StatefulSet> = Api::namespaced(kube.client.clone(), &self.namespace);
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "statefulset", "replicas", statefulset_rollout).await?
+            }
         };
         Ok(RolloutReport {
             workload: target,
@@ -367,6 +398,136 @@ impl TypedAction for RolloutRestart {
         ctx.guard(&format!("rollout restart of {}", self.target()), async {
             let kube = self.connection.connect().await?;
             self.restart(&kube, ctx).await
+        })
+        .await
+    }
+}
+
+// ---------------------------------------------------------------------------
+// kube.restart-workloads
+
+/// Which workloads a `kube.restart-workloads` step restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkloadSelection {
+    /// Every Deployment, DaemonSet and StatefulSet of a namespace, found at run time.
+    Namespace { namespace: String },
+    /// The owners (`restart`) a `kube.unhealthy-pods` step found, read from its recorded output.
+    OwnersFoundBy { step: StepId },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RestartWorkloadsParams {
+    #[serde(flatten)]
+    pub connection: KubeConnection,
+    pub select: WorkloadSelection,
+}
+
+/// `kubectl rollout restart` of a set of workloads decided at run time, each
+/// waited on; the ones to restart come from the cluster (a namespace) or from
+/// the output of an earlier step (the unhealthy pods' owners), never from a
+/// pattern on names.
+#[derive(Clone, Debug)]
+pub struct RestartWorkloads {
+    params: RestartWorkloadsParams,
+    owners_from: Option<StepHandle<UnhealthyPodsReport>>,
+}
+
+/// What a `kube.restart-workloads` step did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestartWorkloadsReport {
+    pub restarted: Vec<RolloutReport>,
+    /// Unhealthy pods without an owner that can be restarted (bare pods, Jobs): left alone, named.
+    pub not_restartable: Vec<String>,
+}
+
+impl RestartWorkloads {
+    /// Every Deployment, DaemonSet and StatefulSet of `namespace`.
+    pub fn in_namespace(connection: KubeConnection, namespace: &str) -> Self {
+        let select = WorkloadSelection::Namespace { namespace: namespace.to_owned() };
+        RestartWorkloads { params: RestartWorkloadsParams { connection, select }, owners_from: None }
+    }
+
+    /// The owners of the pods a `kube.unhealthy-pods` step found.
+    pub fn owners_found_by(connection: KubeConnection, unhealthy: &StepHandle<UnhealthyPodsReport>) -> Self {
+        let select = WorkloadSelection::OwnersFoundBy { step: unhealthy.id().clone() };
+        RestartWorkloads { params: RestartWorkloadsParams { connection, select }, owners_from: Some(unhealthy.clone()) }
+    }
+
+    async fn targets(&self, kube: &Kube, ctx: &ActionCtx) -> Result<(Vec<ObjectRef>, Vec<String>), ActionError> {
+        match (&self.params.select, &self.owners_from) {
+            (WorkloadSelection::OwnersFoundBy { .. }, Some(from)) => {
+                let report = ctx.input(from)?;
+                let bare = report.unhealthy.iter().filter(|p| p.restart.is_none()).map(|p| format!("{}/{}", p.namespace, p.name)).collect();
+                Ok((report.restart, bare))
+            }
+            (WorkloadSelection::OwnersFoundBy { step }, None) => {
+                Err(ActionError::permanent(format!("restart-workloads has no handle on step {step}: build it with owners_found_by")))
+            }
+            (WorkloadSelection::Namespace { namespace }, _) => {
+                let lp = ListParams::default();
+                let mut targets = Vec::new();
+                let name = |kind: &str, n: String| ObjectRef { kind: kind.to_owned(), namespace: namespace.clone(), name: n };
+                let deployments: Api<Deployment> = Api::namespaced(kube.client.clone(), namespace);
+                let list = deployments.list(&lp).await.map_err(|e| kube.error(&format!("listing deployments in {namespace}"), e))?;
+                targets.extend(list.items.into_iter().map(|d| name("Deployment", d.name_any())));
+                let daemonsets: Api<DaemonSet> = Api::namespaced(kube.client.clone(), namespace);
+                let list = daemonsets.list(&lp).await.map_err(|e| kube.error(&format!("listing daemonsets in {namespace}"), e))?;
+                targets.extend(list.items.into_iter().map(|d| name("DaemonSet", d.name_any())));
+                let statefulsets: Api<StatefulSet> = Api::namespaced(kube.client.clone(), namespace);
+                match statefulsets.list(&lp).await {
+                    Ok(list) => targets.extend(list.items.into_iter().map(|s| name("StatefulSet", s.name_any()))),
+                    // A cluster without the StatefulSet API has none to restart.
+                    Err(e) if super::status_code(&e) == Some(404) => {}
+                    Err(e) => return Err(kube.error(&format!("listing statefulsets in {namespace}"), e)),
+                }
+                if targets.is_empty() {
+                    return Err(ActionError::retryable(format!("namespace {namespace} has no Deployment, DaemonSet or StatefulSet to restart")));
+                }
+                Ok((targets, Vec::new()))
+            }
+        }
+    }
+}
+
+impl TypedAction for RestartWorkloads {
+    const KIND: &'static str = "kube.restart-workloads";
+    type Params = RestartWorkloadsParams;
+    type Output = RestartWorkloadsReport;
+
+    fn params(&self) -> &RestartWorkloadsParams {
+        &self.params
+    }
+
+    fn summary(&self, report: &RestartWorkloadsReport) -> String {
+        let restarted: Vec<String> = report.restarted.iter().map(|r| r.workload.to_string()).collect();
+        let mut summary = if restarted.is_empty() { "nothing to restart".to_owned() } else { format!("restarted {}", listed(&restarted)) };
+        if !report.not_restartable.is_empty() {
+            summary.push_str(&format!("; no owner to restart for {}", listed(&report.not_restartable)));
+        }
+        summary
+    }
+
+    async fn run(&self, ctx: &ActionCtx) -> Result<RestartWorkloadsReport, ActionError> {
+        ctx.guard("the restart of the workloads", async {
+            let kube = self.params.connection.connect().await?;
+            let (targets, not_restartable) = self.targets(&kube, ctx).await?;
+            let mut report = RestartWorkloadsReport { restarted: Vec::new(), not_restartable };
+            for target in targets {
+                let Some(workload) = WorkloadKind::of(&target.kind) else {
+                    report.not_restartable.push(target.to_string());
+                    continue;
+                };
+                let one = RolloutRestart {
+                    connection: self.params.connection.clone(),
+                    namespace: target.namespace.clone(),
+                    workload,
+                    name: target.name.clone(),
+                    wait: true,
+                };
+                report.restarted.push(one.restart(&kube, ctx).await?);
+            }
+            Ok(report)
         })
         .await
     }
