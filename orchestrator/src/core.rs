@@ -545,8 +545,9 @@ fn jitter_seed(run: &RunRecord, step: usize, attempt: u32) -> u64 {
 }
 
 /// Why a pending step whose dependencies have settled must not run, if so.
-/// A step skipped by its condition takes the steps that need it along; one an
-/// operator skipped (done by hand) does not.
+/// A step skipped by its condition takes the steps that need it along (not
+/// those that depend on it for ordering only); one an operator skipped (done
+/// by hand) does not.
 fn skip_reason(run: &RunRecord, plan: &Plan, i: usize) -> Option<String> {
     match &plan.steps[i].condition {
         Some(condition) => {
@@ -556,6 +557,7 @@ fn skip_reason(run: &RunRecord, plan: &Plan, i: usize) -> Option<String> {
         None => plan.steps[i]
             .deps
             .iter()
+            .filter(|d| !plan.steps[i].ordering_only.contains(d))
             .find(|&&d| matches!(run.steps[d].state, StepState::Skipped { cause: SkipCause::Condition, .. }))
             .map(|&d| format!("it needs {}, which was skipped", run.steps[d].id)),
     }

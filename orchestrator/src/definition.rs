@@ -72,6 +72,10 @@ pub struct StepDef {
     pub tolerate_failure: bool,
     /// Runs when the run ends, however it ends (after its main steps).
     pub cleanup: bool,
+    /// Dependencies that only order this step: it runs after them whatever
+    /// they came to (succeeded, failed-tolerated, or skipped by a condition);
+    /// their skip does not skip it. They are also in `depends_on`.
+    pub ordering_only: Vec<StepId>,
 }
 
 impl StepDef {
@@ -92,6 +96,7 @@ impl StepDef {
             gate: None,
             tolerate_failure: false,
             cleanup: false,
+            ordering_only: Vec::new(),
         }
     }
 }
@@ -184,10 +189,21 @@ impl<T> std::fmt::Debug for StepBuilder<'_, T> {
 }
 
 impl<'a, T> StepBuilder<'a, T> {
-    /// Runs after `step` (and may read its output).
+    /// Runs after `step` (and may read its output); skipped when `step` was
+    /// skipped by its condition (unless this step has a condition of its own).
     pub fn after<U>(mut self, step: &StepHandle<U>) -> Self {
         if !self.def.depends_on.contains(&step.id) {
             self.def.depends_on.push(step.id.clone());
+        }
+        self
+    }
+    /// Runs after `step` whatever it came to — succeeded, failed (tolerated)
+    /// or skipped — and may read its output when it succeeded: for a step
+    /// that uses an optional earlier result (a live snapshot, else a backup).
+    pub fn after_settled<U>(mut self, step: &StepHandle<U>) -> Self {
+        self = self.after(step);
+        if !self.def.ordering_only.contains(&step.id) {
+            self.def.ordering_only.push(step.id.clone());
         }
         self
     }
@@ -264,6 +280,8 @@ pub struct PlanStep {
     pub gate: Option<String>,
     pub tolerate_failure: bool,
     pub cleanup: bool,
+    /// Indexes of dependencies whose skip does not skip this step.
+    pub ordering_only: Vec<usize>,
 }
 
 impl PlanStep {
@@ -281,6 +299,7 @@ impl PlanStep {
             gate: None,
             tolerate_failure: false,
             cleanup: false,
+            ordering_only: Vec::new(),
         }
     }
 }
@@ -299,6 +318,8 @@ struct HashedStep<'a> {
     gate: &'a Option<String>,
     tolerate_failure: bool,
     cleanup: bool,
+    #[serde(skip_serializing_if = "<[StepId]>::is_empty")]
+    ordering_only: &'a [StepId],
 }
 
 impl WorkflowDef {
@@ -366,6 +387,7 @@ impl WorkflowDef {
                     gate: s.gate.clone(),
                     tolerate_failure: s.tolerate_failure,
                     cleanup: s.cleanup,
+                    ordering_only: s.ordering_only.iter().filter_map(|d| index.get(d).copied()).collect(),
                 })
                 .collect(),
         }
@@ -389,6 +411,7 @@ impl WorkflowDef {
                     gate: &s.gate,
                     tolerate_failure: s.tolerate_failure,
                     cleanup: s.cleanup,
+                    ordering_only: &s.ordering_only,
                 };
                 (s.id.clone(), sha256_hex(&serde_json::to_vec(&hashed).unwrap_or_default()))
             })

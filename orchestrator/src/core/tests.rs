@@ -365,6 +365,19 @@ fn a_skip_propagates_to_the_steps_that_need_the_skipped_step() {
 }
 
 #[test]
+fn an_ordering_only_dependency_that_was_skipped_does_not_skip_the_step_after_it() {
+    // step-2 (live snapshot) only when step-1 has /ready true; step-3 (choose) after step-2 whatever it came to.
+    let mut p = chain(3, ResumeClass::Idempotent);
+    p.steps[1].condition = Some(Condition::OutputIs { step: "step-1".into(), pointer: "/ready".into(), value: serde_json::json!(true) });
+    p.steps[2].ordering_only = vec![1];
+    let mut sim = Sim::new(p);
+    sim.feed(Input::Tick).unwrap();
+    let t = sim.succeed_with(0, StepOutput { summary: "down".into(), value: r#"{"ready":false}"#.into() });
+    assert_eq!(Sim::kinds(&t), vec!["step-succeeded", "step-skipped", "step-started"]);
+    assert_eq!(Sim::executes(&t), vec![(2, 1)], "the step after a skipped ordering-only dependency runs");
+}
+
+#[test]
 fn a_gate_pauses_before_the_first_attempt_and_approval_names_the_approver() {
     let mut p = chain(2, ResumeClass::Idempotent);
     p.steps[1].gate = Some("Restore {step-1:/text}?".into());

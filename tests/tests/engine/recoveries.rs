@@ -44,8 +44,8 @@ impl Scene {
         }
         let out = self.dr(&args);
         assert_eq!(code(&out), Some(0), "{workflow}: {}", stderr(&out));
-        let health = self.health();
-        assert_eq!(health["healthy"], true, "{workflow} left the platform unhealthy: {health}");
+        let status = self.lab.status();
+        assert_eq!(status["healthy"], true, "{workflow} left the platform unhealthy (dr-lab status): {status}");
         self.bastion.status()
     }
 }
@@ -151,4 +151,26 @@ fn argocd_recovery_restarts_argocd_and_brings_every_application_to_synced_and_he
     let health = scene.health();
     let apps = health["apps"].as_array().cloned().unwrap_or_default();
     assert!(!apps.is_empty() && apps.iter().all(|a| a["sync"] == "Synced" && a["health"] == "Healthy"), "{health}");
+}
+
+#[test]
+fn etcd_recovery_restores_the_newest_backup_and_what_came_after_it_is_gone() {
+    let scene = Scene::new();
+    let newest = scene.lab.backups().iter().min_by_key(|b| b.age_secs).expect("the lab made backups").clone();
+    let name = newest.path.file_name().unwrap().to_string_lossy().into_owned();
+    scene.lab.etcd().put("/lab/written-after-the-backups", "lost by the restore").expect("put");
+    assert!(scene.lab.etcd().get("/lab/seed/after-backups").expect("get").is_some());
+    scene.fault("etcd-corrupt", None);
+    let status = scene.recover("etcd-recovery", &[]);
+    assert_eq!(step(&status, "health")["status"], "failed-tolerated", "etcd did not answer: {status}");
+    assert_eq!(step(&status, "snapshot-live")["status"], "skipped");
+    let chosen = &step(&status, "choose")["output"]["value"];
+    assert_eq!(chosen["source"], "backup");
+    assert_eq!(chosen["name"], name.as_str(), "the newest backup: {chosen}");
+    assert_eq!(chosen["within_rpo"], true);
+    assert!(step(&status, "restore")["approved"]["by"].as_str().unwrap().contains("--yes"), "the gate was passed by --yes");
+    let lab = scene.lab.status();
+    assert_eq!(lab["etcd_marker"], name.as_str(), "etcd's data came from the newest backup: {lab}");
+    assert_eq!(scene.lab.etcd().get("/lab/written-after-the-backups").expect("get"), None, "a key written after the snapshot is gone");
+    assert_eq!(scene.lab.etcd().get("/lab/seed/after-backups").expect("get"), None);
 }

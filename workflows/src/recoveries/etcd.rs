@@ -104,6 +104,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             "a snapshot from the answering etcd (the guide's backup from a healthy member)",
             EtcdSnapshotSave { etcd: etcd.clone(), path: work.join("live-snapshot.db") },
         )
+        .after(&health)
         .after(&alarms)
         .when(Condition::succeeded(&health))
         .retry(a_few_times())
@@ -122,7 +123,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .timeout_ms(10 * MINUTE_MS)
         .expected_ms(5_000);
     if let Some(live) = &live {
-        choose = choose.after(live);
+        // Whatever the live snapshot came to: skipped or failed, a backup is used.
+        choose = choose.after_settled(live);
     }
     let choose = choose.add();
     let trial = wf
