@@ -198,6 +198,7 @@ mod tests {
             definition_hash: String::new(),
             definition_steps: vec![],
             config_digest: None,
+            config_path: None,
             params: Default::default(),
             level: 1,
             target_secs: 60,

@@ -581,7 +581,7 @@ fn schedule(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool, cleanu
                 if let (Some(template), None) = (&p.gate, &s.approval) {
                     let prompt = render_prompt(template, run);
                     events.push(Event::StepGated { step: s.id.clone(), prompt });
-                    if let Some(by) = &run.gates_preapproved {
+                    if let Some(by) = run.gates_preapproved.as_ref().filter(|_| !p.gate_always) {
                         events.push(Event::OperatorApproved { step: s.id.clone(), by: format!("{by} (dr start --yes)") });
                     }
                     continue;

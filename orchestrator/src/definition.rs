@@ -68,6 +68,9 @@ pub struct StepDef {
     /// A confirmation asked before the first attempt: a prompt template whose
     /// `{step:/pointer}` placeholders are filled from dependencies' outputs.
     pub gate: Option<String>,
+    /// The gate asks even when the run's gates were approved in advance
+    /// (`dr start --yes`): for a loss the operator must accept knowingly.
+    pub gate_always: bool,
     /// Running out of retries is recorded and the run goes on.
     pub tolerate_failure: bool,
     /// Runs when the run ends, however it ends (after its main steps).
@@ -94,6 +97,7 @@ impl StepDef {
             fatal: false,
             condition: None,
             gate: None,
+            gate_always: false,
             tolerate_failure: false,
             cleanup: false,
             ordering_only: Vec::new(),
@@ -124,6 +128,8 @@ pub struct WorkflowDef {
     /// Digest of the configuration the definition was built from (pinned to
     /// the run beside the definition hash); `None` when it reads none.
     pub config_digest: Option<String>,
+    /// Where that configuration was read from (recorded with the run).
+    pub config_path: Option<String>,
 }
 
 /// Builds a [`WorkflowDef`] step by step. Each step added returns a
@@ -144,6 +150,7 @@ impl WorkflowBuilder {
                 description: description.into(),
                 steps: Vec::new(),
                 config_digest: None,
+                config_path: None,
             },
         }
     }
@@ -242,6 +249,13 @@ impl<'a, T> StepBuilder<'a, T> {
         self.def.gate = Some(prompt.to_owned());
         self
     }
+    /// Like [`StepBuilder::gate`], but `dr start --yes` does not approve it:
+    /// an operator must, with `dr approve`.
+    pub fn gate_always(mut self, prompt: &str) -> Self {
+        self.def.gate = Some(prompt.to_owned());
+        self.def.gate_always = true;
+        self
+    }
     /// Its final failure is recorded and the run goes on.
     pub fn tolerate_failure(mut self) -> Self {
         self.def.tolerate_failure = true;
@@ -278,6 +292,7 @@ pub struct PlanStep {
     pub fatal: bool,
     pub condition: Option<Condition>,
     pub gate: Option<String>,
+    pub gate_always: bool,
     pub tolerate_failure: bool,
     pub cleanup: bool,
     /// Indexes of dependencies whose skip does not skip this step.
@@ -297,6 +312,7 @@ impl PlanStep {
             fatal: false,
             condition: None,
             gate: None,
+            gate_always: false,
             tolerate_failure: false,
             cleanup: false,
             ordering_only: Vec::new(),
@@ -316,6 +332,8 @@ struct HashedStep<'a> {
     fatal: bool,
     condition: &'a Option<Condition>,
     gate: &'a Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    gate_always: bool,
     tolerate_failure: bool,
     cleanup: bool,
     #[serde(skip_serializing_if = "<[StepId]>::is_empty")]
@@ -385,6 +403,7 @@ impl WorkflowDef {
                     fatal: s.fatal,
                     condition: s.condition.clone(),
                     gate: s.gate.clone(),
+                    gate_always: s.gate_always,
                     tolerate_failure: s.tolerate_failure,
                     cleanup: s.cleanup,
                     ordering_only: s.ordering_only.iter().filter_map(|d| index.get(d).copied()).collect(),
@@ -409,6 +428,7 @@ impl WorkflowDef {
                     fatal: s.fatal,
                     condition: &s.condition,
                     gate: &s.gate,
+                    gate_always: s.gate_always,
                     tolerate_failure: s.tolerate_failure,
                     cleanup: s.cleanup,
                     ordering_only: &s.ordering_only,
@@ -488,6 +508,17 @@ pub trait Catalog: Send + Sync + 'static {
     fn workflows(&self) -> Vec<WorkflowInfo>;
     /// Builds the definition of a workflow for the given parameters.
     fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError>;
+    /// Builds the definition of an existing run, whose configuration was read
+    /// from `recorded_config` when it started (used unless the operator names
+    /// another). The default ignores it.
+    fn build_for_run(
+        &self,
+        name: &str,
+        params: &BTreeMap<String, String>,
+        _recorded_config: Option<&str>,
+    ) -> Result<WorkflowDef, CatalogError> {
+        self.build(name, params)
+    }
     /// Called when a process stops driving a run (it ended, paused or the
     /// process stops): release what the run's actions hold (connections).
     fn release(&self, _run: RunId) {}

@@ -232,6 +232,7 @@ impl Runner {
             definition_hash: def.hash(),
             definition_steps: def.step_hashes(),
             config_digest: def.config_digest.clone(),
+            config_path: def.config_path.clone(),
             params,
             level: def.level,
             target_secs: if def.target_secs > 0 { def.target_secs } else { default_target_secs(def.level) },
@@ -266,7 +267,7 @@ impl Runner {
 
     /// The definition a run would continue with now, if its workflow still builds.
     pub fn definition_for(&self, run: &RunRecord) -> Result<WorkflowDef> {
-        Ok(self.inner.catalog.build(&run.workflow, &run.params)?)
+        Ok(self.inner.catalog.build_for_run(&run.workflow, &run.params, run.config_path.as_deref())?)
     }
 
     /// The RTO figures of a run now, with learned step durations.

@@ -328,6 +328,8 @@ pub struct RunHeader {
     pub definition_steps: Vec<(StepId, String)>,
     /// Digest of the configuration (`dr.toml`) the definition was built from.
     pub config_digest: Option<String>,
+    /// Where that configuration was read from, so `dr resume` finds it again.
+    pub config_path: Option<String>,
     pub params: BTreeMap<String, String>,
     pub level: u8,
     pub target_secs: u64,
@@ -343,6 +345,7 @@ pub struct RunRecord {
     pub definition_hash: String,
     pub definition_steps: Vec<(StepId, String)>,
     pub config_digest: Option<String>,
+    pub config_path: Option<String>,
     pub params: BTreeMap<String, String>,
     pub level: u8,
     pub target_secs: u64,
@@ -374,6 +377,7 @@ impl RunRecord {
             definition_hash: header.definition_hash.clone(),
             definition_steps: header.definition_steps.clone(),
             config_digest: header.config_digest.clone(),
+            config_path: header.config_path.clone(),
             params: header.params.clone(),
             level: header.level,
             target_secs: header.target_secs,

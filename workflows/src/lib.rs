@@ -17,7 +17,7 @@ pub mod synthetic;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use dr_orchestrator::{Catalog, CatalogError, WorkflowDef, WorkflowInfo};
 
@@ -31,12 +31,13 @@ pub(crate) struct Recovery {
 }
 
 /// Every workflow `dr` knows. The recoveries read the configuration
-/// (`dr.toml`), loaded once, when the first of them is built; `synthetic`
-/// reads none.
+/// (`dr.toml`): the file named with `--config`, else — for a run that already
+/// started — the file it was started with, else [`config::DEFAULT_PATH`];
+/// each file is loaded once. `synthetic` reads none.
 #[derive(Debug, Default)]
 pub struct DrCatalog {
     config_path: Option<PathBuf>,
-    config: OnceLock<Result<Arc<Config>, String>>,
+    loaded: Mutex<BTreeMap<PathBuf, Result<Arc<Config>, String>>>,
 }
 
 impl DrCatalog {
@@ -47,18 +48,45 @@ impl DrCatalog {
 
     /// Reads the configuration from `path` (`--config`), or the default path.
     pub fn with_config(path: Option<PathBuf>) -> Self {
-        DrCatalog { config_path: path, config: OnceLock::new() }
+        DrCatalog { config_path: path, loaded: Mutex::new(BTreeMap::new()) }
     }
 
-    fn config(&self, workflow: &str) -> Result<Arc<Config>, CatalogError> {
-        let loaded = self.config.get_or_init(|| {
-            let path = self.config_path.clone().unwrap_or_else(|| PathBuf::from(config::DEFAULT_PATH));
+    fn config(&self, workflow: &str, recorded: Option<&str>) -> Result<(PathBuf, Arc<Config>), CatalogError> {
+        let (path, given) = match (&self.config_path, recorded) {
+            (Some(path), _) => (path.clone(), true),
+            (None, Some(recorded)) => (PathBuf::from(recorded), true),
+            (None, None) => (PathBuf::from(config::DEFAULT_PATH), false),
+        };
+        let mut loaded = self.loaded.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entry = loaded.entry(path.clone()).or_insert_with(|| {
             Config::load(&path).map(Arc::new).map_err(|e| {
-                let hint = if self.config_path.is_none() { "; pass --config FILE (or set DR_CONFIG)" } else { "" };
+                let hint = if given { "" } else { "; pass --config FILE (or set DR_CONFIG)" };
                 format!("{e}{hint}; `dr config check` shows every problem")
             })
         });
-        loaded.clone().map_err(|detail| CatalogError::Config { workflow: workflow.to_owned(), detail })
+        let config = entry.clone().map_err(|detail| CatalogError::Config { workflow: workflow.to_owned(), detail })?;
+        Ok((path, config))
+    }
+
+    fn build_with(&self, name: &str, params: &BTreeMap<String, String>, recorded: Option<&str>) -> Result<WorkflowDef, CatalogError> {
+        if name == synthetic::NAME {
+            return synthetic::build(params);
+        }
+        let Some(recovery) = recoveries::ALL.iter().find(|r| (r.info)().name == name) else {
+            return Err(CatalogError::UnknownWorkflow {
+                name: name.to_owned(),
+                known: self.workflows().iter().map(|w| w.name.to_owned()).collect(),
+            });
+        };
+        let (path, config) = self.config(name, recorded)?;
+        let mut def = (recovery.build)(&config, params)?;
+        def.config_digest = Some(config.digest());
+        let absolute = std::path::absolute(&path).unwrap_or(path);
+        def.config_path = Some(absolute.to_string_lossy().into_owned());
+        if def.target_secs == 0 {
+            def.target_secs = config.targets.minutes(def.level).map_or(0, |m| u64::from(m) * 60);
+        }
+        Ok(def)
     }
 }
 
@@ -72,21 +100,10 @@ impl Catalog for DrCatalog {
     }
 
     fn build(&self, name: &str, params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
-        if name == synthetic::NAME {
-            return synthetic::build(params);
-        }
-        let Some(recovery) = recoveries::ALL.iter().find(|r| (r.info)().name == name) else {
-            return Err(CatalogError::UnknownWorkflow {
-                name: name.to_owned(),
-                known: self.workflows().iter().map(|w| w.name.to_owned()).collect(),
-            });
-        };
-        let config = self.config(name)?;
-        let mut def = (recovery.build)(&config, params)?;
-        def.config_digest = Some(config.digest());
-        if def.target_secs == 0 {
-            def.target_secs = config.targets.minutes(def.level).map_or(0, |m| u64::from(m) * 60);
-        }
-        Ok(def)
+        self.build_with(name, params, None)
+    }
+
+    fn build_for_run(&self, name: &str, params: &BTreeMap<String, String>, recorded: Option<&str>) -> Result<WorkflowDef, CatalogError> {
+        self.build_with(name, params, recorded)
     }
 }

@@ -33,6 +33,7 @@ fn header(plan: &Plan) -> RunHeader {
         definition_hash: "h".into(),
         definition_steps: vec![],
         config_digest: None,
+            config_path: None,
         params: Default::default(),
         level: 1,
         target_secs: 900,
@@ -411,6 +412,19 @@ fn preapproved_gates_are_recorded_and_do_not_pause() {
     let t = sim.succeed(0);
     assert_eq!(Sim::kinds(&t), vec!["step-succeeded", "step-gated", "operator-approved", "step-started"]);
     assert_eq!(sim.run.steps[1].approval.as_ref().map(|a| a.by.as_str()), Some("bob (dr start --yes)"));
+}
+
+#[test]
+fn a_gate_that_always_asks_is_not_approved_by_yes() {
+    let mut p = chain(2, ResumeClass::Idempotent);
+    p.steps[1].gate = Some("Accept losing a day of changes?".into());
+    p.steps[1].gate_always = true;
+    let mut sim = Sim::with(p, Some("bob".into()));
+    sim.feed(Input::Tick).unwrap();
+    let t = sim.succeed(0);
+    assert_eq!(Sim::kinds(&t), vec!["step-succeeded", "step-gated", "run-paused"]);
+    sim.feed(Input::Operator(OperatorInput::Approve { step: 1, by: "alice".into() })).unwrap();
+    assert_eq!(sim.run.steps[1].approval.as_ref().map(|a| a.by.as_str()), Some("alice"));
 }
 
 #[test]

@@ -71,7 +71,7 @@ impl Catalog for TestCatalog {
             })
             .collect();
         let config_digest = params.get("config").cloned();
-        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps, config_digest })
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps, config_digest, config_path: None })
     }
 }
 
@@ -311,7 +311,7 @@ impl Catalog for PanicCatalog {
     }
     fn build(&self, name: &str, _params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
         let step = StepDef { retry: RetryPolicy::none(), ..StepDef::new("boom", "", Arc::new(Panicking)) };
-        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps: vec![step], config_digest: None })
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps: vec![step], config_digest: None, config_path: None })
     }
 }
 

@@ -22,6 +22,7 @@ fn run(id: RunId, next_seq: u64, status: RunStatus) -> RunRecord {
         ending: None,
         gates_preapproved: None,
         config_digest: None,
+        config_path: None,
         steps: vec![StepRecord::new("step-1")],
     }
 }

@@ -10,6 +10,7 @@
 
 pub mod backup;
 pub mod command;
+pub mod decision;
 pub mod http;
 pub mod kube;
 pub mod kubeadm;

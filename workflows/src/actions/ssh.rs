@@ -834,6 +834,11 @@ fn trust_blocking(target: &SshTarget) -> Result<TrustedKey, ActionError> {
     let print = fingerprint(&key);
     let name = target.known_hosts_name();
     let path = &target.known_hosts;
+    // Steps trusting several rebuilt hosts run at once: their read-modify-write
+    // of the one known_hosts file must not interleave (a lost entry, or two
+    // writers renaming the same temporary file).
+    static KNOWN_HOSTS_EDIT: Mutex<()> = Mutex::new(());
+    let _editing = lock(&KNOWN_HOSTS_EDIT);
     let mut known = session
         .known_hosts()
         .map_err(|e| ActionError::permanent(format!("cannot edit known hosts: {e}")))?;

@@ -15,13 +15,14 @@ use dr_orchestrator::RetryPolicy;
 use crate::Recovery;
 
 pub mod argocd;
+pub mod complete;
 pub mod etcd;
 pub mod network;
 pub mod pod;
 pub mod worker_node;
 
 /// Every recovery of the guide, in the order `dr workflows` lists them.
-pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY];
+pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY, complete::RECOVERY];
 
 /// A check that waits for the cluster to converge: tried every few seconds
 /// for up to about `within`.
