@@ -2,6 +2,7 @@
 //! scenario's fault → `dr start WORKFLOW --config DIR/dr.toml --yes` exits 0
 //! → the platform is healthy again, with the evidence the scenario needs.
 
+use std::collections::BTreeMap;
 use std::process::Output;
 
 use dr_lab::lab::testing::TestLab;
@@ -18,6 +19,16 @@ struct Scene {
 impl Scene {
     fn new() -> Self {
         Scene { lab: TestLab::simulated().expect("the lab starts"), bastion: Bastion::new() }
+    }
+
+    /// A lab whose backups are these many hours old.
+    fn with_backups_aged(hours: &[u64]) -> Self {
+        let lab = TestLab::start(|options| {
+            options.api = dr_lab::lab::ApiChoice::Simulated;
+            options.backup_ages = hours.iter().map(|h| std::time::Duration::from_secs(h * 3600)).collect();
+        })
+        .expect("the lab starts");
+        Scene { lab, bastion: Bastion::new() }
     }
 
     fn fault(&self, name: &str, node: Option<&str>) {
@@ -173,4 +184,94 @@ fn etcd_recovery_restores_the_newest_backup_and_what_came_after_it_is_gone() {
     assert_eq!(lab["etcd_marker"], name.as_str(), "etcd's data came from the newest backup: {lab}");
     assert_eq!(scene.lab.etcd().get("/lab/written-after-the-backups").expect("get"), None, "a key written after the snapshot is gone");
     assert_eq!(scene.lab.etcd().get("/lab/seed/after-backups").expect("get"), None);
+}
+
+/// Destructive commands the nodes' and the bastion's journals recorded, with how often.
+fn destructive_commands(scene: &Scene) -> BTreeMap<String, usize> {
+    let mut lines: Vec<String> = scene.lab.bastion_journal();
+    for node in [dr_lab::lab::CONTROL_PLANE, dr_lab::lab::WORKERS[0], dr_lab::lab::WORKERS[1]] {
+        lines.extend(scene.lab.journal(node).into_iter().map(|l| format!("{node}: {l}")));
+    }
+    let mut counts = BTreeMap::new();
+    for line in lines {
+        for needle in ["terraform apply", "terraform destroy", "kubeadm init", "kubeadm join", "kubeadm reset", "systemctl stop etcd"] {
+            if line.contains(needle) && !line.contains("sudo ") {
+                let node = line.split(':').next().unwrap_or("bastion").to_owned();
+                *counts.entry(format!("{node} {needle}")).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn complete_recovery_rebuilds_the_lost_host_from_the_newest_backup() {
+    let scene = Scene::new();
+    let newest = scene.lab.backups().iter().min_by_key(|b| b.age_secs).expect("backups").clone();
+    let name = newest.path.file_name().unwrap().to_string_lossy().into_owned();
+    scene.fault("host-lost", None);
+    let status = scene.recover("complete-recovery", &[]);
+    let chosen = &step(&status, "choose-backup")["output"]["value"];
+    assert_eq!(chosen["name"], name.as_str());
+    assert_eq!(step(&status, "accept-rpo-loss")["status"], "skipped", "within the RPO, nothing to accept");
+    assert!(step(&status, "host-setup")["approved"]["by"].as_str().unwrap().contains("--yes"));
+    assert_eq!(scene.lab.status()["etcd_marker"], name.as_str(), "etcd holds the newest backup's data");
+    assert_eq!(scene.lab.etcd().get("/lab/seed/after-backups").expect("get"), None, "what came after the backup is gone");
+    for node in [dr_lab::lab::CONTROL_PLANE, dr_lab::lab::WORKERS[0], dr_lab::lab::WORKERS[1]] {
+        assert_eq!(step(&status, &format!("ready-{node}"))["status"], "succeeded", "{node}");
+    }
+}
+
+#[test]
+fn complete_recovery_stops_at_its_gate_when_every_backup_is_older_than_the_rpo_even_with_yes() {
+    let scene = Scene::with_backups_aged(&[30, 50]);
+    scene.fault("host-lost", None);
+    let out = scene.dr(&["start", "complete-recovery", "--yes"]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("older than the RPO") && text.contains("30h") || text.contains("1d06h"), "the gate names the loss: {text}");
+    let status = scene.bastion.status();
+    assert_eq!(step(&status, "accept-rpo-loss")["status"], "gated");
+    assert_eq!(step(&status, "host-setup")["attempts"], 0, "nothing done before the loss is accepted");
+    assert!(!scene.lab.bastion_journal().iter().any(|l| l.contains("terraform") || l.contains("setup-host")), "nothing created");
+}
+
+/// The crash matrix, sampled: `dr` SIGKILLed at a step's `after-start` or
+/// `after-action`, then `dr resume`; the platform ends healthy and no
+/// destructive command ran more often than its step's resume class allows.
+/// (The full matrix over every step runs with `DR_FULL_CRASH_MATRIX=1`.)
+#[test]
+fn complete_recovery_survives_a_sigkill_at_its_steps() {
+    let all = std::env::var_os("DR_FULL_CRASH_MATRIX").is_some();
+    let steps: Vec<&str> = if all {
+        vec![
+            "choose-backup", "trial-restore", "host-setup", "libvirt-sudo", "storage", "verify-host", "terraform-init",
+            "terraform-apply", "trust-k8s-control-plane-1", "ready-k8s-worker-1", "restore-etcd", "verify-etcd",
+            "platform-deploy", "verify-nodes", "verify-apps", "verify-ingress",
+        ]
+    } else {
+        vec!["terraform-apply", "restore-etcd"]
+    };
+    let phases = ["after-start", "after-action"];
+    for step_id in steps {
+        for phase in phases {
+            let scene = Scene::new();
+            scene.fault("host-lost", None);
+            let config = scene.lab.config_path();
+            let args = ["--config", config.to_str().unwrap(), "start", "complete-recovery", "--yes"];
+            let out = scene.bastion.run_crashing(&args, &format!("{step_id}:{phase}"));
+            assert!(crate::support::killed(&out), "{step_id}:{phase}: dr was not killed: {}", stderr(&out));
+            // The run remembers its configuration: resume needs no --config.
+            let out = scene.bastion.run(&["resume", "@latest"]);
+            assert_eq!(code(&out), Some(0), "{step_id}:{phase}: resume: {}", stderr(&out));
+            let lab = scene.lab.status();
+            assert_eq!(lab["healthy"], true, "{step_id}:{phase}: {lab}");
+            let counts = destructive_commands(&scene);
+            for (command, n) in &counts {
+                // terraform apply converges (idempotent class): a rerun after a crash inside it is allowed, once.
+                let allowed = if command.contains("terraform apply") && step_id == "terraform-apply" { 2 } else { 1 };
+                assert!(*n <= allowed, "{step_id}:{phase}: {command} ran {n} times: {counts:?}");
+            }
+        }
+    }
 }
