@@ -35,7 +35,7 @@ fn target(lab: &TestLab, node: &str) -> SshTarget {
 }
 
 fn command(target: SshTarget, line: &str, sudo: bool) -> SshCommand {
-    SshCommand { target, command: line.to_owned(), sudo, timeout_ms: None }
+    SshCommand { target, command: line.to_owned(), sudo, timeout_ms: None, probe: None }
 }
 
 /// One attempt, to its summary line.

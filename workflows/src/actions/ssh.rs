@@ -897,6 +897,23 @@ pub struct SshCommand {
     /// The command's own timeout; the step's deadline applies regardless.
     #[serde(default)]
     pub timeout_ms: Option<u64>,
+    /// For probe-class steps: a command (run with the same `sudo`) that
+    /// exits 0 when a lost attempt took effect (`test -e /etc/kubernetes/admin.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub probe: Option<String>,
+}
+
+impl SshCommand {
+    /// `command` on `target`, with sudo, no probe.
+    pub fn sudo(target: SshTarget, command: impl Into<String>) -> Self {
+        SshCommand { target, command: command.into(), sudo: true, timeout_ms: None, probe: None }
+    }
+
+    /// With a probe command (exit 0: the lost attempt took effect).
+    pub fn probed_by(mut self, probe: impl Into<String>) -> Self {
+        self.probe = Some(probe.into());
+        self
+    }
 }
 
 impl TypedAction for SshCommand {
@@ -915,6 +932,15 @@ impl TypedAction for SshCommand {
     async fn run(&self, ctx: &ActionCtx) -> Result<CommandResult, ActionError> {
         let options = RunOptions { sudo: self.sudo, timeout: self.timeout_ms.map(Duration::from_millis), secrets: Vec::new() };
         run_checked(ctx, &self.target, &self.command, options).await
+    }
+
+    /// Took effect when the probe command exits 0 (its result is the output);
+    /// without a probe command it cannot tell, so the step runs again.
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<CommandResult>, ActionError> {
+        let Some(probe) = &self.probe else { return Ok(None) };
+        let options = RunOptions { sudo: self.sudo, timeout: self.timeout_ms.map(Duration::from_millis), secrets: Vec::new() };
+        let result = run_command(ctx, &self.target, probe, options).await?;
+        Ok((result.exit_status == 0).then_some(result))
     }
 }
 

@@ -95,7 +95,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .timeout_ms(drain_timeout_s * 1000)
         .expected_ms(10_000)
         .add();
-    let systemctl = |unit: &str| SshCommand { target: ssh.clone(), command: format!("systemctl restart {unit}"), sudo: true, timeout_ms: Some(2 * MINUTE_MS) };
+    let systemctl = |unit: &str| SshCommand { target: ssh.clone(), command: format!("systemctl restart {unit}"), sudo: true, timeout_ms: Some(2 * MINUTE_MS), probe: None };
     let containerd = wf
         .step("restart-containerd", &format!("ssh {}: sudo systemctl restart containerd", node.name), systemctl("containerd"))
         .after(&drain)

@@ -1,0 +1,224 @@
+//! `control-plane-recovery` (level 3): the control-plane VM is lost.
+//!
+//! The guide's `control-plane-rebuild.sh`, made safe:
+//! 1. `check-backup`: the newest backup, checked first (the SHA-256 etcd
+//!    appends, its age against the RPO), pinned for the restore;
+//!    `trial-restore` proves it restores; `accept-rpo-loss` asks an operator
+//!    (even with `--yes`) when it is older than the RPO.
+//! 2. `destroy` — **asks first** — then `apply`: `terraform destroy/apply
+//!    -target` of the control-plane VM only. `trust-host-key`: the new VM's
+//!    ssh host key, trusted as a recorded step.
+//! 3. `kubeadm-init` (probe: `/etc/kubernetes/admin.conf` exists), then
+//!    `restore-etcd` of the pinned snapshot (old data kept aside), `verify-etcd`.
+//! 4. Only **after** the restore (bootstrap tokens live in etcd), every worker,
+//!    in parallel: `rejoin-…` — `kubeadm reset -f` and `kubeadm join` with a
+//!    fresh token made by that step and held only in memory — and `ready-…`.
+//! 5. `verify-cluster`, `verify-apps`, `verify-ingress`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, WorkflowBuilder, WorkflowDef, WorkflowInfo};
+
+use super::{a_few_times, converging, MINUTE_MS};
+use crate::actions::command::{CommandAction, CommandParams};
+use crate::actions::decision::Decision;
+use crate::actions::etcd::EtcdEndpointHealth;
+use crate::actions::http::{HttpCheckAction, HttpCheckParams};
+use crate::actions::kube::argocd::ArgoApps;
+use crate::actions::kube::health::ClusterHealth;
+use crate::actions::kube::nodes::NodeWaitReady;
+use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
+use crate::actions::snapshot::{ChooseSnapshot, RestoreChosen, TrialRestore};
+use crate::actions::ssh::{SshCommand, SshTrustHostKey};
+use crate::config::{Config, Role};
+use crate::params::Params;
+use crate::Recovery;
+
+pub const NAME: &str = "control-plane-recovery";
+
+pub(crate) const RECOVERY: Recovery = Recovery { info, build };
+
+fn info() -> WorkflowInfo {
+    WorkflowInfo {
+        name: NAME,
+        level: 3,
+        description: "the control-plane VM lost: backup checked, VM re-created (asks first), kubeadm init, etcd restored, workers re-joined in parallel, verified",
+        params: vec![
+            ParamSpec { name: "pod_network_cidr", description: "kubeadm init --pod-network-cidr", default: Some("10.244.0.0/16") },
+            ParamSpec { name: "service_cidr", description: "kubeadm init --service-cidr", default: Some("10.96.0.0/12") },
+        ],
+    }
+}
+
+fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
+    let info = info();
+    let p = Params::new(&info, values)?;
+    let pod_cidr = p.string("pod_network_cidr").unwrap_or("10.244.0.0/16").to_owned();
+    let service_cidr = p.string("service_cidr").unwrap_or("10.96.0.0/12").to_owned();
+    let missing = |detail: String| CatalogError::Config { workflow: NAME.into(), detail };
+    let cp = config.control_plane().ok_or_else(|| missing("dr.toml names no control-plane node".into()))?;
+    let target = config.terraform_target(cp).ok_or_else(|| missing("[terraform] has no control_plane_target".into()))?.to_owned();
+    let work = config.backup.work_dir.join("control-plane-recovery");
+    let rpo_secs = config.backup.rpo_hours * 3600;
+    let kube = config.kube_connection();
+    let cp_ssh = config.ssh_target(cp);
+    let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
+
+    let backup = wf
+        .step(
+            "check-backup",
+            "the newest backup checked first and pinned (path, SHA-256, age against the RPO)",
+            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, rpo_secs, &work, None),
+        )
+        .retry(a_few_times())
+        .timeout_ms(10 * MINUTE_MS)
+        .add();
+    let trial = wf
+        .step("trial-restore", "the pinned snapshot restored into a scratch directory on the bastion", TrialRestore::new(&backup, &work))
+        .after(&backup)
+        .retry(a_few_times())
+        .timeout_ms(10 * MINUTE_MS)
+        .add();
+    let accept = wf
+        .step("accept-rpo-loss", "an operator accepts restoring a backup older than the RPO", Decision { decision: "restore a backup older than the RPO".into() })
+        .after(&backup)
+        .after(&trial)
+        .when(Condition::output_is(&backup, "/within_rpo", serde_json::json!(false)))
+        .gate_always(&format!(
+            "The newest backup, {{check-backup:/name}}, is {{check-backup:/age}} old: older than the RPO ({} h). \
+             Everything changed after it is lost. Rebuild the control plane from it anyway?",
+            config.backup.rpo_hours
+        ))
+        .timeout_ms(MINUTE_MS)
+        .add();
+
+    let terraform = |verb: &str| {
+        CommandAction::new(
+            CommandParams::new(&config.terraform.binary)
+                .args([verb.to_owned(), "-auto-approve".to_owned(), "-input=false".to_owned(), format!("-target={target}")])
+                .cwd(&config.terraform.dir),
+        )
+    };
+    let destroy = wf
+        .step("destroy", &format!("terraform destroy -target={target}"), terraform("destroy"))
+        .after(&backup)
+        .after(&trial)
+        .after_settled(&accept)
+        .gate(&format!(
+            "Re-create the control-plane VM {cp}? terraform destroy then apply -target={target}: the VM is lost; \
+             kubeadm init, then etcd restored from {{check-backup:/name}} ({{check-backup:/age}} old, revision \
+             {{trial-restore:/revision}}), then every worker reset and re-joined.",
+            cp = cp.name
+        ))
+        .resume(ResumeClass::Confirm)
+        .retry(a_few_times())
+        .timeout_ms(15 * MINUTE_MS)
+        .expected_ms(60_000)
+        .add();
+    let apply = wf
+        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform("apply"))
+        .after(&destroy)
+        .retry(a_few_times())
+        .timeout_ms(30 * MINUTE_MS)
+        .expected_ms(120_000)
+        .add();
+    let trust = wf
+        .step("trust-host-key", &format!("trust the new ssh host key of {} (recorded with its fingerprint)", cp.name), SshTrustHostKey { target: cp_ssh.clone() })
+        .after(&apply)
+        .retry(a_few_times())
+        .timeout_ms(5 * MINUTE_MS)
+        .add();
+    let init = wf
+        .step(
+            "kubeadm-init",
+            "kubeadm init on the new control plane",
+            SshCommand::sudo(
+                cp_ssh.clone(),
+                format!(
+                    "kubeadm init --apiserver-advertise-address={} --pod-network-cidr={pod_cidr} --service-cidr={service_cidr} --upload-certs",
+                    cp.ssh_host
+                ),
+            )
+            .probed_by("ls /etc/kubernetes/admin.conf"),
+        )
+        .after(&trust)
+        .resume(ResumeClass::Probe)
+        .retry(a_few_times())
+        .timeout_ms(15 * MINUTE_MS)
+        .expected_ms(120_000)
+        .add();
+    let restore = wf
+        .step(
+            "restore-etcd",
+            &format!("restore the pinned snapshot into etcd on {} (old data kept aside)", config.etcd.node),
+            RestoreChosen::new(super::etcd::restore_params(config)?, &backup),
+        )
+        .after(&backup)
+        .after(&init)
+        .resume(ResumeClass::Probe)
+        .retry(a_few_times())
+        .timeout_ms(20 * MINUTE_MS)
+        .expected_ms(60_000)
+        .add();
+    let verify_etcd = wf
+        .step("verify-etcd", "every etcd endpoint healthy", EtcdEndpointHealth { etcd: config.etcd_connection() })
+        .after(&restore)
+        .retry(converging(Duration::from_secs(180)))
+        .timeout_ms(MINUTE_MS)
+        .add();
+
+    let mut ready = Vec::new();
+    for worker in config.nodes.iter().filter(|n| n.role == Role::Worker) {
+        let join = wf
+            .step(
+                &format!("rejoin-{}", worker.name),
+                &format!("{}: kubeadm reset -f, then kubeadm join with a fresh token (made after the restore)", worker.name),
+                KubeadmJoin {
+                    params: KubeadmJoinParams {
+                        control_plane: cp_ssh.clone(),
+                        node: config.ssh_target(worker),
+                        node_name: worker.name.clone(),
+                        reset_first: true,
+                        kube: kube.clone(),
+                    },
+                },
+            )
+            .after(&verify_etcd)
+            .retry(a_few_times())
+            .timeout_ms(10 * MINUTE_MS)
+            .expected_ms(30_000)
+            .add();
+        ready.push(
+            wf.step(
+                &format!("ready-{}", worker.name),
+                &format!("watch {} until Ready", worker.name),
+                NodeWaitReady { connection: kube.clone(), node: worker.name.clone(), ready: true },
+            )
+            .after(&join)
+            .retry(a_few_times())
+            .timeout_ms(10 * MINUTE_MS)
+            .add(),
+        );
+    }
+    let mut verify = wf
+        .step("verify-cluster", "nodes Ready, kube-system pods Ready", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: true })
+        .after(&verify_etcd)
+        .retry(converging(Duration::from_secs(300)))
+        .timeout_ms(MINUTE_MS);
+    for r in &ready {
+        verify = verify.after(r);
+    }
+    let verify = verify.add();
+    wf.step("verify-apps", "every ArgoCD Application Synced and Healthy", ArgoApps { connection: kube, namespace: "argocd".into(), require_healthy: true })
+        .after(&verify)
+        .retry(converging(Duration::from_secs(300)))
+        .timeout_ms(MINUTE_MS)
+        .add();
+    wf.step("verify-ingress", &format!("HTTP {} answers", config.verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)))
+        .after(&verify)
+        .retry(converging(Duration::from_secs(300)))
+        .timeout_ms(MINUTE_MS)
+        .add();
+    Ok(wf.build())
+}
