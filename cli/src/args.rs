@@ -64,6 +64,8 @@ pub enum Command {
     Workflows(WorkflowsArgs),
     /// Check the configuration file (dr.toml; see --config)
     Config(ConfigArgs),
+    /// Assess the platform (read-only checks) and name the failure level and the workflow to run; exit 0 when nothing is wrong, 1 when something is
+    Assess(JsonArgs),
 }
 
 #[derive(Debug, Args)]

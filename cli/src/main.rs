@@ -277,6 +277,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Workflows(args) => workflows(args),
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
+        Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Start(args) => {
             let env = open(state_dir)?;
             start(env, args).await
@@ -345,6 +346,34 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
         },
     }
+}
+
+/// `dr assess`: read-only checks, then the level and the workflow, with the evidence.
+async fn assess(config: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    let path = config.unwrap_or_else(|| PathBuf::from(dr_workflows::config::DEFAULT_PATH));
+    let config = dr_workflows::config::Config::load(&path)
+        .map_err(|e| usage(format!("{e}; `dr config check` shows every problem, --config names another file")))?;
+    let assessment = dr_workflows::assess::assess(&config).await;
+    let code = if assessment.level.is_some() || assessment.evidence.iter().any(|e| !e.ok) { exit::FAILED } else { exit::OK };
+    if json {
+        let mut value = serde_json::to_value(&assessment)?;
+        value["command"] = serde_json::json!(assessment.command().map(|c| format!("{c} --config {}", path.display())));
+        print_json(&value)?;
+        return Ok(code);
+    }
+    let mut text = String::new();
+    for e in &assessment.evidence {
+        text.push_str(&format!("{} {:12} {}\n", if e.ok { "ok  " } else { "FAIL" }, e.check, e.detail));
+    }
+    text.push('\n');
+    match (assessment.level, assessment.command()) {
+        (Some(level), Some(command)) => {
+            text.push_str(&format!("Level {level}: {}\nRun: {command} --config {}\n", assessment.reason, path.display()));
+        }
+        _ => text.push_str(&format!("{}\n", assessment.reason)),
+    }
+    print_text(&text)?;
+    Ok(code)
 }
 
 fn workflows(args: args::WorkflowsArgs) -> anyhow::Result<u8> {

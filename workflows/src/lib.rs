@@ -10,6 +10,7 @@
 //! effect and report; retries, timeouts and resumption are the engine's.
 
 pub mod actions;
+pub mod assess;
 pub mod config;
 mod params;
 pub mod recoveries;

@@ -47,8 +47,19 @@ impl Scene {
         self.bastion.run(&all)
     }
 
-    /// `dr start WORKFLOW --yes` must succeed and leave the platform healthy.
+    /// `dr start WORKFLOW --yes` must succeed and leave the platform healthy;
+    /// before it, `dr assess` must name that workflow (and its parameters).
     fn recover(&self, workflow: &str, params: &[&str]) -> Value {
+        let out = self.dr(&["assess", "--json"]);
+        assert_eq!(code(&out), Some(1), "assess finds the fault: {}", stderr(&out));
+        let assessment: Value = serde_json::from_slice(&out.stdout).expect("assess --json");
+        assert_eq!(assessment["workflow"], workflow, "dr assess names the workflow: {assessment}");
+        for p in params {
+            let (key, value) = p.split_once('=').unwrap();
+            if key == "node" {
+                assert_eq!(assessment["params"][key], value, "{assessment}");
+            }
+        }
         let mut args = vec!["start", workflow, "--yes"];
         for p in params {
             args.extend(["-p", p]);
@@ -57,6 +68,8 @@ impl Scene {
         assert_eq!(code(&out), Some(0), "{workflow}: {}", stderr(&out));
         let status = self.lab.status();
         assert_eq!(status["healthy"], true, "{workflow} left the platform unhealthy (dr-lab status): {status}");
+        let out = self.dr(&["assess", "--json"]);
+        assert_eq!(code(&out), Some(0), "assess finds nothing wrong after {workflow}: {}", String::from_utf8_lossy(&out.stdout));
         self.bastion.status()
     }
 }
@@ -239,11 +252,15 @@ fn complete_recovery_stops_at_its_gate_when_every_backup_is_older_than_the_rpo_e
 /// The crash matrix, sampled: `dr` SIGKILLed at a step's `after-start` or
 /// `after-action`, then `dr resume`; the platform ends healthy and no
 /// destructive command ran more often than its step's resume class allows.
-/// (The full matrix over every step runs with `DR_FULL_CRASH_MATRIX=1`.)
+/// (The full matrix over every step runs with `DR_FULL_CRASH_MATRIX=1`; some
+/// steps with `DR_CRASH_MATRIX_STEPS=a,b`.)
 #[test]
 fn complete_recovery_survives_a_sigkill_at_its_steps() {
     let all = std::env::var_os("DR_FULL_CRASH_MATRIX").is_some();
-    let steps: Vec<&str> = if all {
+    let chosen = std::env::var("DR_CRASH_MATRIX_STEPS").unwrap_or_default();
+    let steps: Vec<&str> = if !chosen.is_empty() {
+        chosen.split(',').map(str::trim).collect()
+    } else if all {
         vec![
             "choose-backup", "trial-restore", "host-setup", "libvirt-sudo", "storage", "verify-host", "terraform-init",
             "terraform-apply", "trust-k8s-control-plane-1", "ready-k8s-worker-1", "restore-etcd", "verify-etcd",
