@@ -59,7 +59,10 @@ pub struct Facts {
     pub nodes_total: usize,
     /// Workers the API shows NotReady.
     pub workers_not_ready: Vec<String>,
+    /// ArgoCD's own pods Ready.
     pub argocd_ok: bool,
+    /// Every Application Synced and Healthy.
+    pub apps_ok: bool,
     pub dns_ok: bool,
     pub unhealthy_pods: usize,
 }
@@ -84,13 +87,17 @@ pub fn classify(f: &Facts) -> (Option<u8>, Option<&'static str>, BTreeMap<String
         return (Some(2), Some("worker-node-recovery"), params, format!("worker {worker} is NotReady"));
     }
     if !f.argocd_ok {
-        return (Some(2), Some("argocd-recovery"), none, "ArgoCD or its applications are not healthy".into());
+        return (Some(2), Some("argocd-recovery"), none, "ArgoCD's own pods are not Ready".into());
     }
     if !f.dns_ok {
         return (Some(1), Some("network-recovery"), none, "cluster DNS or Service endpoints are broken".into());
     }
+    // Crashing pods also make their Applications Degraded: the pods come first.
     if f.unhealthy_pods > 0 {
         return (Some(1), Some("pod-recovery"), none, format!("{} pods are not Running and Ready", f.unhealthy_pods));
+    }
+    if !f.apps_ok {
+        return (Some(2), Some("argocd-recovery"), none, "ArgoCD Applications are not Synced and Healthy".into());
     }
     (None, None, none, "every check passed: no incident".into())
 }
@@ -142,12 +149,14 @@ pub async fn assess(config: &Config) -> Assessment {
             .run(&ctx)
             .await;
         let endpoints = EndpointsUnready { connection: kube.clone(), namespace: None, fail_if_any: true }.run(&ctx).await;
-        facts.dns_ok = dns.is_ok() && endpoints.is_ok();
+        // Services without endpoints are evidence; DNS decides the network scenario (crashing pods empty their Services too).
+        facts.dns_ok = dns.is_ok();
         found.push(evidence("dns", &dns, |r| format!("{} CoreDNS pods Ready", r.ready_pods)));
         found.push(evidence("endpoints", &endpoints, |r| format!("{} Services, all with ready endpoints", r.checked)));
         let apps = ArgoApps { connection: kube.clone(), namespace: "argocd".into(), require_healthy: true }.run(&ctx).await;
         let argocd_pods = UnhealthyPods { connection: kube.clone(), namespace: Some("argocd".into()), fail_if_any: true }.run(&ctx).await;
-        facts.argocd_ok = apps.is_ok() && argocd_pods.is_ok();
+        facts.argocd_ok = argocd_pods.is_ok();
+        facts.apps_ok = apps.is_ok();
         found.push(evidence("argocd", &apps, |a| format!("{} Applications Synced and Healthy", a.len())));
         found.push(evidence("argocd pods", &argocd_pods, |r| format!("{} pods Ready", r.checked)));
         let pods = UnhealthyPods { connection: kube, namespace: None, fail_if_any: false }.run(&ctx).await;
@@ -186,6 +195,7 @@ mod tests {
             nodes_total: 3,
             workers_not_ready: vec![],
             argocd_ok: true,
+            apps_ok: true,
             dns_ok: true,
             unhealthy_pods: 0,
         }
@@ -204,6 +214,8 @@ mod tests {
         check(|f| f.unhealthy_pods = 2, Some(1), Some("pod-recovery"));
         check(|f| f.dns_ok = false, Some(1), Some("network-recovery"));
         check(|f| f.argocd_ok = false, Some(2), Some("argocd-recovery"));
+        check(|f| f.apps_ok = false, Some(2), Some("argocd-recovery"));
+        check(|f| { f.apps_ok = false; f.unhealthy_pods = 2 }, Some(1), Some("pod-recovery"));
         check(|f| f.workers_not_ready = vec!["k8s-worker-1".into()], Some(2), Some("worker-node-recovery"));
         check(|f| f.etcd_ok = false, Some(3), Some("etcd-recovery"));
         check(|f| { f.etcd_ok = false; f.api_ok = false; f.control_plane_reachable = false }, Some(3), Some("control-plane-recovery"));
