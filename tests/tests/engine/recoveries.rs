@@ -313,3 +313,33 @@ fn control_plane_recovery_rebuilds_it_restores_etcd_and_rejoins_the_workers_with
     let history = String::from_utf8_lossy(&scene.bastion.run(&["history", "@latest", "--json"]).stdout).into_owned();
     assert!(find_bootstrap_token(&history).is_none(), "no bootstrap token in the history");
 }
+
+/// The names of the objects of one type (`namespaces`, `deployments`) the API server holds.
+fn object_names(scene: &Scene, type_suffix: &str) -> Vec<String> {
+    let state = scene.lab.kube().expect("an in-process API server").state();
+    state["objects"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["type"].as_str().is_some_and(|t| t.ends_with(type_suffix)))
+        .map(|o| o["object"]["metadata"]["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[test]
+fn the_drill_drains_a_worker_records_its_result_and_always_cleans_up() {
+    let scene = Scene::new();
+    let out = scene.dr(&["start", "dr-drill"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let status = scene.bastion.status();
+    let record = &step(&status, "record")["output"]["value"];
+    assert_eq!(record["problems"], serde_json::json!([]), "{record}");
+    assert_eq!(record["passed"].as_array().unwrap().len(), 6, "{record}");
+    assert!(step(&status, "drain")["output"]["value"]["evicted"].as_array().is_some_and(|e| !e.is_empty()), "the drain moved pods");
+    assert_eq!(step(&status, "uncordon")["status"], "succeeded");
+    assert_eq!(step(&status, "remove-test-resources")["status"], "succeeded");
+    assert!(node_schedulable(&scene.health(), dr_lab::lab::WORKERS[0]), "the drilled worker is uncordoned: {}", scene.health());
+    assert!(!object_names(&scene, "namespaces").contains(&"dr-test".to_owned()), "dr-test is removed");
+    assert!(!object_names(&scene, "deployments").contains(&"dr-test-app".to_owned()), "the test deployment is removed");
+    assert_eq!(scene.lab.status()["healthy"], true, "{}", scene.lab.status());
+}

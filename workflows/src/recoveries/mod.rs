@@ -17,13 +17,14 @@ use crate::Recovery;
 pub mod argocd;
 pub mod complete;
 pub mod control_plane;
+pub mod drill;
 pub mod etcd;
 pub mod network;
 pub mod pod;
 pub mod worker_node;
 
 /// Every recovery of the guide, in the order `dr workflows` lists them.
-pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY, control_plane::RECOVERY, complete::RECOVERY];
+pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY, control_plane::RECOVERY, complete::RECOVERY, drill::RECOVERY];
 
 /// A check that waits for the cluster to converge: tried every few seconds
 /// for up to about `within`.

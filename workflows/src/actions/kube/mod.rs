@@ -13,6 +13,7 @@
 
 pub mod argocd;
 pub mod health;
+pub mod manifests;
 pub mod nodes;
 pub mod pods;
 
