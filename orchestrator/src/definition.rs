@@ -204,6 +204,16 @@ impl<'a, T> StepBuilder<'a, T> {
         }
         self
     }
+    /// Runs after every step named (for ordering only when their outputs are
+    /// not read: a barrier after parallel steps of different output types).
+    pub fn after_each<'h>(mut self, steps: impl IntoIterator<Item = &'h StepId>) -> Self {
+        for id in steps {
+            if !self.def.depends_on.contains(id) {
+                self.def.depends_on.push(id.clone());
+            }
+        }
+        self
+    }
     /// Runs after `step` whatever it came to — succeeded, failed (tolerated)
     /// or skipped — and may read its output when it succeeded: for a step
     /// that uses an optional earlier result (a live snapshot, else a backup).

@@ -23,17 +23,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, StepHandle, WorkflowBuilder, WorkflowDef, WorkflowInfo};
+use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepHandle, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
 use crate::actions::command::{CommandAction, CommandParams};
-use crate::actions::decision::Decision;
 use crate::actions::etcd::EtcdEndpointHealth;
-use crate::actions::http::{HttpCheckAction, HttpCheckParams};
-use crate::actions::kube::argocd::ArgoApps;
-use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::NodeWaitReady;
-use crate::actions::snapshot::{ChooseSnapshot, RestoreChosen, TrialRestore};
+use crate::actions::snapshot::RestoreChosen;
 use crate::actions::ssh::SshTrustHostKey;
 use crate::config::Config;
 use crate::params::Params;
@@ -61,41 +57,11 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let p = Params::new(&info, values)?;
     let ready_timeout_s: u64 = p.number("ready_timeout_s", 1..=86_400, "seconds, 1 to 86400")?.unwrap_or(900);
     let work = config.backup.work_dir.join("complete-recovery");
-    let rpo_secs = config.backup.rpo_hours * 3600;
     let kube = config.kube_connection();
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
     // 0. The backup, pinned and proven.
-    let choose = wf
-        .step(
-            "choose-backup",
-            "pin the newest backup: its path and its etcd snapshot's SHA-256 recorded, its age against the RPO",
-            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, rpo_secs, &work, None),
-        )
-        .retry(a_few_times())
-        .timeout_ms(10 * MINUTE_MS)
-        .expected_ms(5_000)
-        .add();
-    let trial = wf
-        .step("trial-restore", "the pinned snapshot restored into a scratch directory on the bastion", TrialRestore::new(&choose, &work))
-        .after(&choose)
-        .retry(a_few_times())
-        .timeout_ms(10 * MINUTE_MS)
-        .expected_ms(5_000)
-        .add();
-    let accept = wf
-        .step("accept-rpo-loss", "an operator accepts restoring a backup older than the RPO", Decision { decision: "restore a backup older than the RPO".into() })
-        .after(&choose)
-        .after(&trial)
-        .when(Condition::output_is(&choose, "/within_rpo", serde_json::json!(false)))
-        .gate_always(&format!(
-            "The newest backup, {{choose-backup:/name}}, is {{choose-backup:/age}} old: older than the RPO ({} h). \
-             Everything changed after it is lost. Rebuild from it anyway?",
-            config.backup.rpo_hours
-        ))
-        .retry(a_few_times())
-        .timeout_ms(MINUTE_MS)
-        .add();
+    let PinnedBackup { choose, trial, accept } = pin_backup(&mut wf, config, &work, "choose-backup", "Rebuild the whole platform");
 
     // 1. Host preparation.
     let script = |dir: &std::path::Path, name: &str| CommandAction::new(CommandParams::new(dir.join(name)).cwd(dir));
@@ -134,11 +100,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
 
     // 2. Infrastructure.
-    let terraform = |args: &[&str]| {
-        CommandAction::new(CommandParams::new(&config.terraform.binary).args(args.iter().copied()).cwd(&config.terraform.dir))
-    };
     let tf_init = wf
-        .step("terraform-init", "terraform init", terraform(&["init", "-input=false"]))
+        .step("terraform-init", "terraform init", CommandAction::new(CommandParams::new(&config.terraform.binary).args(["init", "-input=false"]).cwd(&config.terraform.dir)))
         .after(&verify_host)
         .retry(a_few_times())
         .timeout_ms(10 * MINUTE_MS)
@@ -147,7 +110,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "terraform-apply",
             "terraform apply: every VM (cloud-init runs kubeadm init and the joins); converges, so a rerun creates only what is missing",
-            terraform(&["apply", "-auto-approve", "-input=false"]),
+            terraform(config, "apply", None),
         )
         .after(&tf_init)
         .retry(a_few_times())
@@ -213,20 +176,6 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
 
     // 5. Verification.
-    wf.step("verify-nodes", "nodes Ready, kube-system pods Ready (kubectl get nodes / pods -n kube-system)", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: true })
-        .after(&platform)
-        .retry(converging(Duration::from_secs(600)))
-        .timeout_ms(MINUTE_MS)
-        .add();
-    wf.step("verify-apps", "every ArgoCD Application Synced and Healthy", ArgoApps { connection: kube, namespace: "argocd".into(), require_healthy: true })
-        .after(&platform)
-        .retry(converging(Duration::from_secs(600)))
-        .timeout_ms(MINUTE_MS)
-        .add();
-    wf.step("verify-ingress", &format!("HTTP {} answers", config.verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)))
-        .after(&platform)
-        .retry(converging(Duration::from_secs(600)))
-        .timeout_ms(MINUTE_MS)
-        .add();
+    verify_platform(&mut wf, config, std::slice::from_ref(platform.id()), Duration::from_secs(600));
     Ok(wf.build())
 }

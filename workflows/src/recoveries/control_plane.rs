@@ -18,18 +18,13 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, WorkflowBuilder, WorkflowDef, WorkflowInfo};
+use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepId, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
-use crate::actions::command::{CommandAction, CommandParams};
-use crate::actions::decision::Decision;
+use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
 use crate::actions::etcd::EtcdEndpointHealth;
-use crate::actions::http::{HttpCheckAction, HttpCheckParams};
-use crate::actions::kube::argocd::ArgoApps;
-use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::NodeWaitReady;
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
-use crate::actions::snapshot::{ChooseSnapshot, RestoreChosen, TrialRestore};
+use crate::actions::snapshot::RestoreChosen;
 use crate::actions::ssh::{SshCommand, SshTrustHostKey};
 use crate::config::{Config, Role};
 use crate::params::Params;
@@ -60,48 +55,14 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let cp = config.control_plane().ok_or_else(|| missing("dr.toml names no control-plane node".into()))?;
     let target = config.terraform_target(cp).ok_or_else(|| missing("[terraform] has no control_plane_target".into()))?.to_owned();
     let work = config.backup.work_dir.join("control-plane-recovery");
-    let rpo_secs = config.backup.rpo_hours * 3600;
     let kube = config.kube_connection();
     let cp_ssh = config.ssh_target(cp);
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
-    let backup = wf
-        .step(
-            "check-backup",
-            "the newest backup checked first and pinned (path, SHA-256, age against the RPO)",
-            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, rpo_secs, &work, None),
-        )
-        .retry(a_few_times())
-        .timeout_ms(10 * MINUTE_MS)
-        .add();
-    let trial = wf
-        .step("trial-restore", "the pinned snapshot restored into a scratch directory on the bastion", TrialRestore::new(&backup, &work))
-        .after(&backup)
-        .retry(a_few_times())
-        .timeout_ms(10 * MINUTE_MS)
-        .add();
-    let accept = wf
-        .step("accept-rpo-loss", "an operator accepts restoring a backup older than the RPO", Decision { decision: "restore a backup older than the RPO".into() })
-        .after(&backup)
-        .after(&trial)
-        .when(Condition::output_is(&backup, "/within_rpo", serde_json::json!(false)))
-        .gate_always(&format!(
-            "The newest backup, {{check-backup:/name}}, is {{check-backup:/age}} old: older than the RPO ({} h). \
-             Everything changed after it is lost. Rebuild the control plane from it anyway?",
-            config.backup.rpo_hours
-        ))
-        .timeout_ms(MINUTE_MS)
-        .add();
+    let PinnedBackup { choose: backup, trial, accept } = pin_backup(&mut wf, config, &work, "check-backup", "Rebuild the control plane");
 
-    let terraform = |verb: &str| {
-        CommandAction::new(
-            CommandParams::new(&config.terraform.binary)
-                .args([verb.to_owned(), "-auto-approve".to_owned(), "-input=false".to_owned(), format!("-target={target}")])
-                .cwd(&config.terraform.dir),
-        )
-    };
     let destroy = wf
-        .step("destroy", &format!("terraform destroy -target={target}"), terraform("destroy"))
+        .step("destroy", &format!("terraform destroy -target={target}"), terraform(config, "destroy", Some(&target)))
         .after(&backup)
         .after(&trial)
         .after_settled(&accept)
@@ -117,7 +78,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform("apply"))
+        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform(config, "apply", Some(&target)))
         .after(&destroy)
         .retry(a_few_times())
         .timeout_ms(30 * MINUTE_MS)
@@ -201,24 +162,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             .add(),
         );
     }
-    let mut verify = wf
-        .step("verify-cluster", "nodes Ready, kube-system pods Ready", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: true })
-        .after(&verify_etcd)
-        .retry(converging(Duration::from_secs(300)))
-        .timeout_ms(MINUTE_MS);
-    for r in &ready {
-        verify = verify.after(r);
-    }
-    let verify = verify.add();
-    wf.step("verify-apps", "every ArgoCD Application Synced and Healthy", ArgoApps { connection: kube, namespace: "argocd".into(), require_healthy: true })
-        .after(&verify)
-        .retry(converging(Duration::from_secs(300)))
-        .timeout_ms(MINUTE_MS)
-        .add();
-    wf.step("verify-ingress", &format!("HTTP {} answers", config.verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)))
-        .after(&verify)
-        .retry(converging(Duration::from_secs(300)))
-        .timeout_ms(MINUTE_MS)
-        .add();
+    let after: Vec<StepId> = std::iter::once(verify_etcd.id().clone()).chain(ready.iter().map(|r| r.id().clone())).collect();
+    verify_platform(&mut wf, config, &after, Duration::from_secs(300));
     Ok(wf.build())
 }

@@ -8,10 +8,18 @@
 //! policies of their steps. Refuses: doing anything itself — every side
 //! effect is an action in `crate::actions`.
 
+use std::path::Path;
 use std::time::Duration;
 
-use dr_orchestrator::RetryPolicy;
+use dr_orchestrator::{Condition, RetryPolicy, StepHandle, StepId, WorkflowBuilder};
 
+use crate::actions::command::{CommandAction, CommandParams};
+use crate::actions::decision::{Decision, DecisionRecord};
+use crate::actions::http::{HttpCheckAction, HttpCheckParams};
+use crate::actions::kube::argocd::ArgoApps;
+use crate::actions::kube::health::ClusterHealth;
+use crate::actions::snapshot::{ChooseSnapshot, ChosenSnapshot, TrialRestore, TrialReport};
+use crate::config::Config;
 use crate::Recovery;
 
 pub mod argocd;
@@ -42,3 +50,77 @@ pub(crate) fn a_few_times() -> RetryPolicy {
 }
 
 pub(crate) const MINUTE_MS: u64 = 60_000;
+
+/// The newest backup pinned and proven before a rebuild destroys or creates
+/// anything: `CHOOSE` (its path and snapshot hash recorded, its age against
+/// the RPO), `trial-restore` on the bastion, and `accept-rpo-loss`, which only
+/// runs — behind a gate `--yes` does not pass — when the backup is older than
+/// the RPO. Later steps depend on `accept` with `after_settled`.
+pub(crate) struct PinnedBackup {
+    pub choose: StepHandle<ChosenSnapshot>,
+    pub trial: StepHandle<TrialReport>,
+    pub accept: StepHandle<DecisionRecord>,
+}
+
+pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, config: &Config, work: &Path, choose_id: &str, what: &str) -> PinnedBackup {
+    let choose = wf
+        .step(
+            choose_id,
+            "pin the newest backup: its path and its etcd snapshot's SHA-256 recorded, its age against the RPO",
+            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, config.backup.rpo_hours * 3600, work, None),
+        )
+        .retry(a_few_times())
+        .timeout_ms(10 * MINUTE_MS)
+        .expected_ms(5_000)
+        .add();
+    let trial = wf
+        .step("trial-restore", "the pinned snapshot restored into a scratch directory on the bastion", TrialRestore::new(&choose, work))
+        .after(&choose)
+        .retry(a_few_times())
+        .timeout_ms(10 * MINUTE_MS)
+        .expected_ms(5_000)
+        .add();
+    let accept = wf
+        .step("accept-rpo-loss", "an operator accepts restoring a backup older than the RPO", Decision { decision: "restore a backup older than the RPO".into() })
+        .after(&choose)
+        .after(&trial)
+        .when(Condition::output_is(&choose, "/within_rpo", serde_json::json!(false)))
+        .gate_always(&format!(
+            "The newest backup, {{{choose_id}:/name}}, is {{{choose_id}:/age}} old: older than the RPO ({} h). \
+             Everything changed after it is lost. {what} from it anyway?",
+            config.backup.rpo_hours
+        ))
+        .retry(a_few_times())
+        .timeout_ms(MINUTE_MS)
+        .add();
+    PinnedBackup { choose, trial, accept }
+}
+
+/// `terraform ARGS -auto-approve -input=false`, in the configured directory.
+pub(crate) fn terraform(config: &Config, verb: &str, target: Option<&str>) -> CommandAction {
+    let mut args = vec![verb.to_owned(), "-auto-approve".to_owned(), "-input=false".to_owned()];
+    args.extend(target.map(|t| format!("-target={t}")));
+    CommandAction::new(CommandParams::new(&config.terraform.binary).args(args).cwd(&config.terraform.dir))
+}
+
+/// The platform's verification after a rebuild, in parallel after `after`:
+/// `verify-nodes` (nodes and kube-system pods Ready), `verify-apps` (every
+/// Application Synced/Healthy), `verify-ingress` (the ingress answers).
+pub(crate) fn verify_platform(wf: &mut WorkflowBuilder, config: &Config, after: &[StepId], within: Duration) {
+    let kube = config.kube_connection();
+    wf.step("verify-nodes", "nodes Ready, kube-system pods Ready (kubectl get nodes / pods -n kube-system)", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: true })
+        .after_each(after)
+        .retry(converging(within))
+        .timeout_ms(MINUTE_MS)
+        .add();
+    wf.step("verify-apps", "every ArgoCD Application Synced and Healthy", ArgoApps { connection: kube, namespace: "argocd".into(), require_healthy: true })
+        .after_each(after)
+        .retry(converging(within))
+        .timeout_ms(MINUTE_MS)
+        .add();
+    wf.step("verify-ingress", &format!("HTTP {} answers", config.verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)))
+        .after_each(after)
+        .retry(converging(within))
+        .timeout_ms(MINUTE_MS)
+        .add();
+}

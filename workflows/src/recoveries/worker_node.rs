@@ -21,8 +21,7 @@ use std::collections::BTreeMap;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, MINUTE_MS};
-use crate::actions::command::{CommandAction, CommandParams};
+use super::{a_few_times, terraform, MINUTE_MS};
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
@@ -123,18 +122,11 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
 
     // The branch: the node did not come back.
-    let terraform = |verb: &str| {
-        CommandAction::new(
-            CommandParams::new(&config.terraform.binary)
-                .args([verb.to_owned(), "-auto-approve".to_owned(), format!("-target={terraform_target}")])
-                .cwd(&config.terraform.dir),
-        )
-    };
     let destroy = wf
         .step(
             "recreate-destroy",
             &format!("terraform destroy -target={terraform_target}"),
-            terraform("destroy"),
+            terraform(config, "destroy", Some(terraform_target)),
         )
         .after(&ready)
         .when(Condition::succeeded(&ready).not())
@@ -149,7 +141,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform("apply"))
+        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform(config, "apply", Some(terraform_target)))
         .after(&destroy)
         .retry(a_few_times())
         .timeout_ms(30 * MINUTE_MS)
