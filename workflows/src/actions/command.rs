@@ -105,6 +105,10 @@ pub struct CommandParams {
     /// What the command acts on, for tracing (`bastion`, `terraform`, a node).
     #[serde(default)]
     pub target: Option<String>,
+    /// Exit codes besides 0 that are an answer, not a failure (`terraform
+    /// plan -detailed-exitcode` exits 2 when there are changes).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ok_codes: Vec<i32>,
 }
 
 impl std::fmt::Debug for CommandParams {
@@ -130,6 +134,7 @@ impl CommandParams {
             kill_grace_ms: DEFAULT_KILL_GRACE_MS,
             redact: Vec::new(),
             target: None,
+            ok_codes: Vec::new(),
         }
     }
     pub fn args<I: IntoIterator<Item = S>, S: Into<String>>(mut self, args: I) -> Self {
@@ -204,6 +209,8 @@ pub struct ShownCommandParams {
     pub timeout_ms: Option<u64>,
     pub kill_grace_ms: u64,
     pub target: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ok_codes: Vec<i32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -233,6 +240,7 @@ impl ShownCommandParams {
             timeout_ms: p.timeout_ms,
             kill_grace_ms: p.kill_grace_ms,
             target: p.target.clone(),
+            ok_codes: p.ok_codes.clone(),
         }
     }
 }
@@ -411,7 +419,7 @@ pub async fn run_command(
             let exit_code = exit_code(status);
             let duration_ms = u64::try_from(duration.as_millis()).unwrap_or(u64::MAX);
             tracing::info!(exit_code, duration_ms, "`{shown}` finished");
-            if status.success() {
+            if status.success() || params.ok_codes.contains(&exit_code) {
                 Ok(CommandOutput { command: shown, exit_code, duration_ms, output: captured })
             } else {
                 let how = match std::os::unix::process::ExitStatusExt::signal(&status) {

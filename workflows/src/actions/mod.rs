@@ -18,6 +18,7 @@ pub mod output;
 pub mod snapshot;
 pub mod etcd;
 pub mod ssh;
+pub mod terraform;
 
 use dr_orchestrator::{ActionCtx, ActionError};
 use tokio_util::sync::CancellationToken;

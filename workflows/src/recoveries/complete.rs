@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepHandle, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
+use crate::actions::terraform::TerraformVerb;
 use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
 use crate::actions::command::{CommandAction, CommandParams};
 use crate::actions::etcd::EtcdEndpointHealth;
@@ -109,10 +110,11 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let tf_apply = wf
         .step(
             "terraform-apply",
-            "terraform apply: every VM (cloud-init runs kubeadm init and the joins); converges, so a rerun creates only what is missing",
-            terraform(config, "apply", None),
+            "terraform apply: every VM (cloud-init runs kubeadm init and the joins); probed by terraform plan -detailed-exitcode",
+            terraform(config, TerraformVerb::Apply, None),
         )
         .after(&tf_init)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(60 * MINUTE_MS)
         .expected_ms(10 * MINUTE_MS)

@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepId, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
+use crate::actions::terraform::TerraformVerb;
 use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
 use crate::actions::etcd::EtcdEndpointHealth;
 use crate::actions::kube::nodes::NodeWaitReady;
@@ -62,7 +63,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let PinnedBackup { choose: backup, trial, accept } = pin_backup(&mut wf, config, &work, "check-backup", "Rebuild the control plane");
 
     let destroy = wf
-        .step("destroy", &format!("terraform destroy -target={target}"), terraform(config, "destroy", Some(&target)))
+        .step("destroy", &format!("terraform destroy -target={target}"), terraform(config, TerraformVerb::Destroy, Some(&target)))
         .after(&backup)
         .after(&trial)
         .after_settled(&accept)
@@ -72,14 +73,15 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
              {{trial-restore:/revision}}), then every worker reset and re-joined.",
             cp = cp.name
         ))
-        .resume(ResumeClass::Confirm)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(15 * MINUTE_MS)
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform(config, "apply", Some(&target)))
+        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform(config, TerraformVerb::Apply, Some(&target)))
         .after(&destroy)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(30 * MINUTE_MS)
         .expected_ms(120_000)

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{Condition, RetryPolicy, StepHandle, StepId, WorkflowBuilder};
 
-use crate::actions::command::{CommandAction, CommandParams};
+use crate::actions::terraform::{Terraform, TerraformVerb};
 use crate::actions::decision::{Decision, DecisionRecord};
 use crate::actions::http::{HttpCheckAction, HttpCheckParams};
 use crate::actions::kube::argocd::ArgoApps;
@@ -96,11 +96,11 @@ pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, config: &Config, work: &Path,
     PinnedBackup { choose, trial, accept }
 }
 
-/// `terraform ARGS -auto-approve -input=false`, in the configured directory.
-pub(crate) fn terraform(config: &Config, verb: &str, target: Option<&str>) -> CommandAction {
-    let mut args = vec![verb.to_owned(), "-auto-approve".to_owned(), "-input=false".to_owned()];
-    args.extend(target.map(|t| format!("-target={t}")));
-    CommandAction::new(CommandParams::new(&config.terraform.binary).args(args).cwd(&config.terraform.dir))
+/// `terraform apply|destroy -auto-approve -input=false [-target]` in the
+/// configured directory, probed by `plan -detailed-exitcode` (steps using it
+/// are probe class: a crash inside never runs it blindly again).
+pub(crate) fn terraform(config: &Config, verb: TerraformVerb, target: Option<&str>) -> Terraform {
+    Terraform::new(&config.terraform.binary, &config.terraform.dir, verb, target)
 }
 
 /// The platform's verification after a rebuild, in parallel after `after`:

@@ -21,6 +21,7 @@ use std::collections::BTreeMap;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
+use crate::actions::terraform::TerraformVerb;
 use super::{a_few_times, terraform, MINUTE_MS};
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
@@ -126,7 +127,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "recreate-destroy",
             &format!("terraform destroy -target={terraform_target}"),
-            terraform(config, "destroy", Some(terraform_target)),
+            terraform(config, TerraformVerb::Destroy, Some(terraform_target)),
         )
         .after(&ready)
         .when(Condition::succeeded(&ready).not())
@@ -135,14 +136,15 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
              terraform destroy then apply -target={terraform_target}: the VM and its disk are lost (its pods were drained)",
             name = node.name
         ))
-        .resume(ResumeClass::Confirm)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(15 * MINUTE_MS)
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform(config, "apply", Some(terraform_target)))
+        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform(config, TerraformVerb::Apply, Some(terraform_target)))
         .after(&destroy)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(30 * MINUTE_MS)
         .expected_ms(120_000)
