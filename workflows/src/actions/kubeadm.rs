@@ -11,8 +11,9 @@
 //! token must be made after any etcd restore — which is why it is made by the
 //! step that joins, never earlier.
 //!
-//! Probe: the node is registered and Ready (by the API), so a join that took
-//! effect before a crash is not run again.
+//! Resume: with `reset_first` a rerun after a crash resets the node and joins
+//! again with a new token (idempotent); there is no probe, since what a join
+//! reports (the CA it trusted) cannot be read back from the node alone.
 
 use std::hash::BuildHasher;
 
