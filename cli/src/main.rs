@@ -638,13 +638,17 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    // SIGHUP (the terminal closed, an ssh session dropped) stops the run cleanly too: it is saved as stopped.
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+        (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+    else {
         std::future::pending::<()>().await;
         return;
     };
     tokio::select! {
         _ = int.recv() => {}
         _ = term.recv() => {}
+        _ = hup.recv() => {}
     }
 }
 

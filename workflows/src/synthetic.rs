@@ -236,7 +236,7 @@ impl TypedAction for SyntheticStep {
             Err(e) => return Err(ActionError::retryable(format!("cannot read trace file {}: {e}", path.display()))),
         };
         let prefix = self.line_prefix();
-        let Some(line) = text.lines().filter(|l| l.starts_with(&prefix)).last() else { return Ok(None) };
+        let Some(line) = text.lines().rfind(|l| l.starts_with(&prefix)) else { return Ok(None) };
         let attempt = line.split_whitespace().nth(1).and_then(|a| a.strip_prefix("attempt-")).and_then(|a| a.parse().ok());
         let token = line.split_whitespace().find_map(|w| w.strip_prefix("token=")).map(str::to_owned);
         let token = match (&self.input, token) {

@@ -337,3 +337,30 @@ fn a_reader_that_goes_away_never_hangs_the_run_even_with_logs_on() {
         assert_eq!(status["status"], "succeeded", "DR_LOG={level}: the run was saved and finished: {status}");
     }
 }
+
+#[test]
+fn a_hangup_stops_the_run_like_sigterm_and_resume_continues_it() {
+    let b = Bastion::new();
+    let child = b
+        .dr()
+        .args(["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1500"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for_run(&b);
+    // The terminal closed (an ssh session dropped): SIGHUP.
+    #[allow(unsafe_code)]
+    // SAFETY: kill(2) on a child we spawned.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGHUP);
+    }
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), Some(130), "stopped cleanly, not killed: {:?} {}", out.status, stderr(&out));
+    let events = b.assert_history_contiguous();
+    assert_eq!(events.last().unwrap()["kind"], "process-stopped", "the stop is recorded");
+    let out = b.run(&["resume", "@latest", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "succeeded");
+}
