@@ -280,24 +280,30 @@ pub fn apply(run: &mut RunRecord, record: &EventRecord) -> Result<(), String> {
             run.status = RunStatus::Paused;
             run.reason = Some(reason.clone());
         }
-        Event::RunSucceeded | Event::RunFailed { .. } | Event::RunCancelled { .. } => {
-            expect(!run.steps.iter().any(|s| s.state.is_active()), "a run ends only when no step runs")?;
-            let (status, reason) = match &record.event {
-                Event::RunSucceeded => {
-                    expect(run.steps.iter().all(|s| s.state.is_settled()), "a run succeeds only when every step is settled")?;
-                    (RunStatus::Succeeded, None)
-                }
-                Event::RunFailed { reason } => (RunStatus::Failed, Some(reason.clone())),
-                Event::RunCancelled { reason } => (RunStatus::Cancelled, Some(reason.clone())),
-                _ => unreachable!("matched above"),
-            };
-            run.status = status;
-            run.reason = reason;
-            run.finished_at = Some(at);
+        Event::RunSucceeded => {
+            expect(run.steps.iter().all(|s| s.state.is_settled()), "a run succeeds only when every step is settled")?;
+            end_run(run, RunStatus::Succeeded, None, at).map_err(|what| format!("{kind} at event {}: {what}", record.seq))?;
+        }
+        Event::RunFailed { reason } => {
+            end_run(run, RunStatus::Failed, Some(reason.clone()), at).map_err(|what| format!("{kind} at event {}: {what}", record.seq))?;
+        }
+        Event::RunCancelled { reason } => {
+            end_run(run, RunStatus::Cancelled, Some(reason.clone()), at).map_err(|what| format!("{kind} at event {}: {what}", record.seq))?;
         }
     }
     run.next_seq += 1;
     run.updated_at = at;
+    Ok(())
+}
+
+/// A terminal status, once no step runs.
+fn end_run(run: &mut RunRecord, status: RunStatus, reason: Option<String>, at: Millis) -> Result<(), &'static str> {
+    if run.steps.iter().any(|s| s.state.is_active()) {
+        return Err("a run ends only when no step runs");
+    }
+    run.status = status;
+    run.reason = reason;
+    run.finished_at = Some(at);
     Ok(())
 }
 
