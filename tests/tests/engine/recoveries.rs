@@ -342,3 +342,57 @@ fn the_drill_drains_a_worker_records_its_result_and_always_cleans_up() {
     assert!(!object_names(&scene, "deployments").contains(&"dr-test-app".to_owned()), "the test deployment is removed");
     assert_eq!(scene.lab.status()["healthy"], true, "{}", scene.lab.status());
 }
+
+/// A SIGKILL of `dr` at `STEP:PHASE` of `workflow` after `fault`, then `dr
+/// resume` (the run finds its dr.toml itself): the platform ends healthy, and
+/// each destructive command ran once — or twice where the crashed step's
+/// resume class reruns it (`allow_twice`).
+fn crash_and_resume(fault: (&str, Option<&str>), workflow: &str, params: &[&str], crash_at: &str, allow_twice: &[&str]) {
+    let scene = Scene::new();
+    scene.fault(fault.0, fault.1);
+    let config = scene.lab.config_path();
+    let mut args = vec!["--config", config.to_str().unwrap(), "start", workflow, "--yes"];
+    for p in params {
+        args.extend(["-p", p]);
+    }
+    let out = scene.bastion.run_crashing(&args, crash_at);
+    assert!(crate::support::killed(&out), "{workflow} {crash_at}: dr was not killed: {}", stderr(&out));
+    let out = scene.bastion.run(&["resume", "@latest"]);
+    assert_eq!(code(&out), Some(0), "{workflow} {crash_at}: resume: {}", stderr(&out));
+    let lab = scene.lab.status();
+    assert_eq!(lab["healthy"], true, "{workflow} {crash_at}: {lab}");
+    for (command, n) in destructive_commands(&scene) {
+        let limit = if allow_twice.iter().any(|a| command.contains(a)) { 2 } else { 1 };
+        assert!(n <= limit, "{workflow} {crash_at}: {command} ran {n} times");
+    }
+}
+
+#[test]
+fn the_other_recoveries_survive_a_sigkill_at_their_destructive_steps() {
+    let worker = dr_lab::lab::WORKERS[0];
+    let node = format!("node={worker}");
+    for (fault, workflow, params, crash_at, twice) in [
+        (("etcd-corrupt", None), "etcd-recovery", vec![], "restore:after-start", vec![]),
+        (("etcd-corrupt", None), "etcd-recovery", vec![], "restore:after-action", vec![]),
+        (("control-plane-lost", None), "control-plane-recovery", vec![], "kubeadm-init:after-action", vec![]),
+        (("control-plane-lost", None), "control-plane-recovery", vec![], "apply:after-action", vec![]),
+        // A join is rerun (reset, then join again with a new token): its class allows it.
+        (("control-plane-lost", None), "control-plane-recovery", vec![], "rejoin-k8s-worker-1:after-action", vec!["kubeadm reset", "kubeadm join"]),
+        (("worker-dead", Some(worker)), "worker-node-recovery", vec![node.as_str()], "recreate-destroy:after-action", vec![]),
+        (("worker-dead", Some(worker)), "worker-node-recovery", vec![node.as_str()], "join:after-action", vec!["kubeadm reset", "kubeadm join"]),
+    ] {
+        crash_and_resume(fault, workflow, &params, crash_at, &twice);
+    }
+}
+
+#[test]
+fn the_drill_cleans_up_after_a_sigkill_during_its_drain() {
+    let scene = Scene::new();
+    let config = scene.lab.config_path();
+    let out = scene.bastion.run_crashing(&["--config", config.to_str().unwrap(), "start", "dr-drill"], "drain:after-action");
+    assert!(crate::support::killed(&out), "{}", stderr(&out));
+    let out = scene.bastion.run(&["resume", "@latest"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(node_schedulable(&scene.health(), dr_lab::lab::WORKERS[0]), "uncordoned after the crash: {}", scene.health());
+    assert!(!object_names(&scene, "namespaces").contains(&"dr-test".to_owned()));
+}
