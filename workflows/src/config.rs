@@ -174,11 +174,11 @@ pub struct Etcd {
     pub initial_cluster_token: String,
     pub initial_advertise_peer_urls: String,
     /// The data directory as seen on the node etcd runs on.
-    #[serde(default = "default_data_dir")]
+    #[serde(default = "crate::actions::etcd::default_data_dir")]
     pub data_dir: String,
     /// Where a restore builds the new data directory and keeps the old one,
     /// as seen on the etcd node (same filesystem as `data_dir`).
-    #[serde(default = "default_staging_dir")]
+    #[serde(default = "crate::actions::etcd::default_staging_dir")]
     pub staging_dir: String,
     /// The node etcd runs on (one of `[[nodes]]`): restores ssh there.
     pub node: String,
@@ -186,12 +186,6 @@ pub struct Etcd {
 
 fn default_cluster_token() -> String {
     "etcd-cluster".to_owned()
-}
-fn default_data_dir() -> String {
-    "/var/lib/etcd".to_owned()
-}
-fn default_staging_dir() -> String {
-    "/var/lib".to_owned()
 }
 
 /// `[backup]`: where the backups are and how old the newest may be.

@@ -459,10 +459,12 @@ pub struct EtcdSnapshotRestore {
     pub bump_revision: u64,
 }
 
-fn default_data_dir() -> String {
+/// The data directory kubeadm gives etcd (also `dr.toml`'s default).
+pub(crate) fn default_data_dir() -> String {
     "/var/lib/etcd".to_owned()
 }
-fn default_staging_dir() -> String {
+/// Where restores build and keep data directories (also `dr.toml`'s default).
+pub(crate) fn default_staging_dir() -> String {
     "/var/lib".to_owned()
 }
 fn default_remote_tmp() -> String {
