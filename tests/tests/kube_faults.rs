@@ -111,7 +111,7 @@ fn ready_node(n: &Value) -> bool {
 fn pod_crash_fault_crashloops_one_deployment_until_a_rollout_restart() {
     let server = start();
     let v = lab(&server, "faults/pod-crash", json!({"namespace": "demo", "deployment": "web"}));
-    assert_eq!(v["deployment"], "web");
+    assert_eq!(v["workload"], "deployment/web");
     wait_until("web pods crash-looping with climbing restarts", || {
         let web = pods_where(&server, is_web);
         web.len() == 2 && web.iter().all(|p| crashlooping(p) && !ready(p) && restarts(p) >= 2)
@@ -146,6 +146,54 @@ fn pod_crash_fault_crashloops_one_deployment_until_a_rollout_restart() {
     let web = pods_where(&server, is_web);
     assert_eq!(web.len(), 2);
     assert!(web.iter().all(|p| ready(p) && !crashlooping(p) && restarts(p) == 0));
+    assert_eq!(server.health()["faults"]["pod-crash"], Value::Null);
+}
+
+fn is_cache(p: &Value) -> bool {
+    s(p, "/metadata/namespace") == "demo" && s(p, "/metadata/labels/app") == "api-cache"
+}
+
+#[test]
+fn pod_crash_on_a_statefulset_holds_its_rollout_until_the_stuck_pod_is_deleted() {
+    let server = start();
+    let sts = |server: &ApiServer| {
+        server.shared().lock().store.get(&dr_lab::kube::resources::STATEFULSETS, "demo", "api-cache").cloned().expect("the api-cache statefulset")
+    };
+    let before = pods_where(&server, is_cache);
+    assert_eq!(before.len(), 1);
+    assert_eq!(s(&before[0], "/metadata/name"), "api-cache-0", "stable ordinal names");
+    let v = lab(&server, "faults/pod-crash", json!({"namespace": "demo", "workload": "api-cache"}));
+    assert_eq!(v["workload"], "statefulset/api-cache");
+    wait_until("api-cache-0 crash-looping", || pods_where(&server, is_cache).iter().all(|p| crashlooping(p) && !ready(p)));
+    let broken_uid = s(&pods_where(&server, is_cache)[0], "/metadata/uid").to_string();
+
+    // A rollout restart alone does not pass a pod that is not Ready (OrderedReady), as in a
+    // real cluster: the update revision moves, the broken pod stays.
+    restart(&server, "/apis/apps/v1/namespaces/demo/statefulsets/api-cache");
+    wait_until("the restart observed", || {
+        let st = sts(&server);
+        st["status"]["observedGeneration"] == st["metadata"]["generation"] && s(&st, "/status/updateRevision") != s(&st, "/status/currentRevision")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let stuck = pods_where(&server, is_cache);
+    assert_eq!(stuck.len(), 1);
+    assert_eq!(s(&stuck[0], "/metadata/uid"), broken_uid, "the stuck pod is not replaced by the rollout");
+    let st = sts(&server);
+    assert_ne!(s(&st, "/status/updateRevision"), s(&st, "/status/currentRevision"));
+    assert_eq!(st["status"]["updatedReplicas"], 0);
+
+    // Deleting it is the repair: it comes back under the same name at the update revision.
+    let (code, _) = http(server.addr(), "DELETE", "/api/v1/namespaces/demo/pods/api-cache-0", "application/json", "");
+    assert_eq!(code, 200);
+    server.wait_healthy_blocking(WAIT).expect("healthy once the stuck pod is replaced");
+    let after = pods_where(&server, is_cache);
+    assert_eq!(after.len(), 1);
+    assert_eq!(s(&after[0], "/metadata/name"), "api-cache-0");
+    assert_ne!(s(&after[0], "/metadata/uid"), broken_uid);
+    assert!(ready(&after[0]) && !crashlooping(&after[0]));
+    let st = sts(&server);
+    assert_eq!(s(&st, "/status/updateRevision"), s(&st, "/status/currentRevision"), "{st}");
+    assert_eq!(s(&after[0], "/metadata/labels/controller-revision-hash"), s(&st, "/status/updateRevision"));
     assert_eq!(server.health()["faults"]["pod-crash"], Value::Null);
 }
 

@@ -133,6 +133,32 @@ fn kubectl_rollout_restart_replaces_coredns_pods() {
 }
 
 #[test]
+fn kubectl_rollout_restart_of_a_statefulset_replaces_its_pods_under_the_same_names() {
+    let f = fixture();
+    let controller = |f: &Fixture| -> Vec<(String, String)> {
+        f.pods()
+            .into_iter()
+            .filter(|p| owner_kind(p) == "StatefulSet" && s(p, "/metadata/namespace") == "argocd")
+            .map(|p| (s(&p, "/metadata/name").to_string(), s(&p, "/metadata/uid").to_string()))
+            .collect()
+    };
+    let before = controller(&f);
+    assert_eq!(before.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["argocd-application-controller-0"]);
+    let table = f.kubectl(&["get", "statefulsets", "-n", "argocd"]);
+    assert!(table.contains("argocd-application-controller") && table.contains("1/1"), "{table}");
+    f.kubectl(&["rollout", "restart", "statefulset/argocd-application-controller", "-n", "argocd"]);
+    let status = f.kubectl(&["rollout", "status", "statefulset/argocd-application-controller", "-n", "argocd", "--timeout=30s"]);
+    assert!(status.contains("partitioned roll out complete") || status.contains("rolling update complete"), "{status}");
+    let after = controller(&f);
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].0, before[0].0, "a StatefulSet keeps its pods' names");
+    assert_ne!(after[0].1, before[0].1, "the pod was replaced");
+    let sts = f.json(&["get", "statefulset", "argocd-application-controller", "-n", "argocd"]);
+    assert_eq!(sts["status"]["currentRevision"], sts["status"]["updateRevision"]);
+    assert_eq!(sts["status"]["readyReplicas"], 1);
+}
+
+#[test]
 fn kubectl_drain_moves_pods_to_worker_2_and_uncordon_restores_scheduling() {
     let f = fixture();
     let on = |f: &Fixture, node: &str| -> Vec<Value> {
@@ -141,7 +167,7 @@ fn kubectl_drain_moves_pods_to_worker_2_and_uncordon_restores_scheduling() {
     let moved: Vec<String> = on(&f, "k8s-worker-1")
         .iter()
         .filter(|p| owner_kind(p) != "DaemonSet")
-        .map(|p| s(p, "/metadata/name").to_string())
+        .map(|p| s(p, "/metadata/uid").to_string())
         .collect();
     assert!(!moved.is_empty(), "worker-1 runs workloads before the drain");
     f.kubectl(&["drain", "k8s-worker-1", "--ignore-daemonsets", "--delete-emptydir-data", "--timeout=60s"]);
@@ -151,8 +177,9 @@ fn kubectl_drain_moves_pods_to_worker_2_and_uncordon_restores_scheduling() {
     assert!(!left.is_empty() && left.iter().all(|p| owner_kind(p) == "DaemonSet"), "only daemonset pods stay: {left:?}");
     // Every controller has its replicas back, on the other nodes, ready.
     f.server.wait_healthy_blocking(Duration::from_secs(10)).expect("healthy after the drain");
-    let names: Vec<String> = f.pods().iter().map(|p| s(p, "/metadata/name").to_string()).collect();
-    assert!(moved.iter().all(|m| !names.contains(m)), "evicted pods are gone");
+    // (A StatefulSet's pod comes back under its name, so pods are told apart by uid.)
+    let uids: Vec<String> = f.pods().iter().map(|p| s(p, "/metadata/uid").to_string()).collect();
+    assert!(moved.iter().all(|m| !uids.contains(m)), "evicted pods are gone");
     let web_on_2 = on(&f, "k8s-worker-2").iter().filter(|p| s(p, "/metadata/labels/app") == "web" && is_ready(p)).count();
     assert_eq!(web_on_2, 2, "both web replicas run on worker-2");
     let text = f.kubectl(&["get", "nodes"]);

@@ -1,6 +1,6 @@
 //! The controllers of the simulated cluster, run as one reconcile pass over
 //! the whole world under its lock: garbage collection, node lifecycle,
-//! deployments → replicasets → pods, daemonsets, scheduler, kubelet (pod
+//! deployments → replicasets → pods, daemonsets, statefulsets, scheduler, kubelet (pod
 //! status, faults), endpoints, PDB status, ArgoCD applications. Owns behaviour
 //! only; objects live in the store.
 
@@ -67,6 +67,7 @@ pub fn reconcile(world: &mut World) {
     deployments(world);
     replicasets(world);
     daemonsets(world);
+    statefulsets(world);
     schedule(world);
     kubelet(world, now);
     endpoints(world);
@@ -116,6 +117,17 @@ pub fn deployment_complete(d: &Value) -> bool {
         && int_at(d, "/status/updatedReplicas") == want
         && int_at(d, "/status/replicas") == want
         && int_at(d, "/status/availableReplicas") >= want
+}
+
+/// Whether a StatefulSet's rollout is complete, as `kubectl rollout status` judges it: the
+/// spec is observed, every replica is Ready and at the update revision.
+pub fn statefulset_complete(s: &Value) -> bool {
+    let want = s.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1);
+    int_at(s, "/status/observedGeneration") >= int_at(s, "/metadata/generation")
+        && int_at(s, "/status/readyReplicas") >= want
+        && int_at(s, "/status/updatedReplicas") >= want
+        && !str_at(s, "/status/updateRevision").is_empty()
+        && str_at(s, "/status/updateRevision") == str_at(s, "/status/currentRevision")
 }
 
 pub fn pod_crashlooping(pod: &Value) -> bool {
@@ -479,6 +491,109 @@ fn daemonsets(world: &mut World) {
     }
 }
 
+/// The update revision of a StatefulSet's template, as its pods' `controller-revision-hash`.
+pub fn statefulset_revision(sts: &Value) -> String {
+    format!("{}-{}", meta(sts, "name"), short_hash(&sts.pointer("/spec/template").cloned().unwrap_or(json!({}))))
+}
+
+/// The StatefulSet controller, `OrderedReady` with the `RollingUpdate` strategy: pods
+/// `NAME-0..N-1` with stable names, each created only when every lower ordinal is Ready;
+/// excess ordinals removed from the highest down; on a template change, one pod at a time
+/// (the highest ordinal not yet at the update revision) is deleted and re-created at the new
+/// revision, only while every pod is Ready. `currentRevision` becomes the update revision
+/// once every replica runs it — what `kubectl rollout status statefulset` waits for.
+fn statefulsets(world: &mut World) {
+    for sts in world.store.list(&r::STATEFULSETS, None) {
+        let ns = meta(&sts, "namespace");
+        let name = meta(&sts, "name");
+        let uid = meta(&sts, "uid");
+        let template = sts.pointer("/spec/template").cloned().unwrap_or(json!({}));
+        let update_revision = statefulset_revision(&sts);
+        let replicas = sts.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).max(0);
+        let owned = |world: &World| -> Vec<Value> {
+            world.store.list(&r::PODS, Some(&ns)).into_iter().filter(|p| owner_uid(p).as_deref() == Some(&uid)).collect()
+        };
+        let ordinal = |p: &Value| meta(p, "name").strip_prefix(&format!("{name}-")).and_then(|o| o.parse::<i64>().ok());
+        let pods = owned(world);
+        // Scale down, highest ordinal first, one at a time.
+        if let Some(extra) = pods.iter().filter(|p| ordinal(p).is_none_or(|o| o >= replicas)).max_by_key(|p| ordinal(p)) {
+            let pod_name = meta(extra, "name");
+            let _ = world.store.delete(&r::PODS, &ns, &pod_name);
+            event(world, &sts, "Normal", "SuccessfulDelete", &format!("delete Pod {pod_name} in StatefulSet {name} successful"), "statefulset-controller");
+        } else {
+            // Create the lowest missing ordinal once every lower one is Ready.
+            let mut all_ready = true;
+            for i in 0..replicas {
+                let pod_name = format!("{name}-{i}");
+                match pods.iter().find(|p| meta(p, "name") == pod_name) {
+                    Some(p) if pod_ready(p) => continue,
+                    Some(_) => all_ready = false,
+                    None => {
+                        let owner = owner_ref(&r::STATEFULSETS, &sts);
+                        new_stateful_pod(world, &ns, &pod_name, i, &template, owner, &update_revision, &sts);
+                        event(world, &sts, "Normal", "SuccessfulCreate", &format!("create Pod {pod_name} in StatefulSet {name} successful"), "statefulset-controller");
+                        all_ready = false;
+                    }
+                }
+                break;
+            }
+            // Roll the highest ordinal still at an old revision, one pod at a time.
+            if all_ready {
+                let stale = pods
+                    .iter()
+                    .filter(|p| ordinal(p).is_some_and(|o| o < replicas))
+                    .filter(|p| str_at(p, "/metadata/labels/controller-revision-hash") != update_revision)
+                    .max_by_key(|p| ordinal(p));
+                if let Some(stale) = stale {
+                    let pod_name = meta(stale, "name");
+                    let _ = world.store.delete(&r::PODS, &ns, &pod_name);
+                    event(world, &sts, "Normal", "SuccessfulDelete", &format!("delete Pod {pod_name} in StatefulSet {name} successful"), "statefulset-controller");
+                }
+            }
+        }
+        let pods = owned(world);
+        let at_update = pods.iter().filter(|p| str_at(p, "/metadata/labels/controller-revision-hash") == update_revision).count() as i64;
+        let ready = pods.iter().filter(|p| pod_ready(p)).count() as i64;
+        let previous_current = str_at(&sts, "/status/currentRevision").to_string();
+        let current_revision = if previous_current.is_empty() || (at_update == replicas && pods.len() as i64 == replicas) {
+            update_revision.clone()
+        } else {
+            previous_current
+        };
+        let current = pods.iter().filter(|p| str_at(p, "/metadata/labels/controller-revision-hash") == current_revision).count() as i64;
+        let generation = int_at(&sts, "/metadata/generation");
+        world.store.modify(&r::STATEFULSETS, &ns, &name, |o| {
+            o["status"] = json!({"observedGeneration": generation, "replicas": pods.len(), "readyReplicas": ready,
+                                 "availableReplicas": ready, "currentReplicas": current, "updatedReplicas": at_update,
+                                 "currentRevision": current_revision, "updateRevision": update_revision,
+                                 "collisionCount": 0});
+        });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn new_stateful_pod(world: &mut World, ns: &str, pod_name: &str, index: i64, template: &Value, owner: Value, revision: &str, sts: &Value) {
+    let mut metadata = template.get("metadata").cloned().unwrap_or(json!({}));
+    metadata["name"] = json!(pod_name);
+    metadata["ownerReferences"] = json!([owner]);
+    metadata["labels"]["controller-revision-hash"] = json!(revision);
+    metadata["labels"]["statefulset.kubernetes.io/pod-name"] = json!(pod_name);
+    metadata["labels"]["apps.kubernetes.io/pod-index"] = json!(index.to_string());
+    let mut spec = template.get("spec").cloned().unwrap_or(json!({}));
+    if spec.get("restartPolicy").is_none() {
+        spec["restartPolicy"] = json!("Always");
+    }
+    if spec.get("schedulerName").is_none() {
+        spec["schedulerName"] = json!("default-scheduler");
+    }
+    spec["hostname"] = json!(pod_name);
+    if let Some(service) = sts.pointer("/spec/serviceName").and_then(Value::as_str) {
+        spec["subdomain"] = json!(service);
+    }
+    let status = json!({"phase": "Pending", "qosClass": "BestEffort"});
+    let _ = world.store.create(&r::PODS, ns, json!({"metadata": metadata, "spec": spec, "status": status}));
+}
+
 fn tolerates(pod: &Value, taint: &Value) -> bool {
     let tolerations = pod.pointer("/spec/tolerations").and_then(Value::as_array).cloned().unwrap_or_default();
     tolerations.iter().any(|t| {
@@ -542,10 +657,8 @@ fn pod_health(world: &World, pod: &Value) -> Health {
     if f.argocd_down.contains(&meta(pod, "uid")) {
         return Health::Crash("argocd: failed to connect to redis: dial tcp: connection refused");
     }
-    if let Some((fns, _, fhash)) = &f.pod_crash {
-        if *fns == ns && str_at(pod, "/metadata/labels/pod-template-hash") == fhash {
-            return Health::Crash("panic: runtime error: invalid memory address or nil pointer dereference");
-        }
+    if f.pod_crash.as_ref().is_some_and(|c| c.hits(pod)) {
+        return Health::Crash("panic: runtime error: invalid memory address or nil pointer dereference");
     }
     if let Some((coredns, kube_proxy)) = &f.network {
         if ns == "kube-system" {
@@ -905,8 +1018,9 @@ fn applications(world: &mut World, now: Instant) {
                 missing = true;
                 continue;
             };
-            if *rt == r::DEPLOYMENTS {
-                if !deployment_complete(&live) {
+            if *rt == r::DEPLOYMENTS || *rt == r::STATEFULSETS {
+                let complete = if *rt == r::DEPLOYMENTS { deployment_complete(&live) } else { statefulset_complete(&live) };
+                if !complete {
                     all_available = false;
                 }
                 let selector = live.pointer("/spec/selector").cloned().unwrap_or(json!({}));
@@ -935,8 +1049,12 @@ fn clear_repaired_faults(world: &mut World) {
     let template_hash = |world: &World, rt: &ResourceType, ns: &str, name: &str| {
         world.store.get(rt, ns, name).map(|o| short_hash(&o.pointer("/spec/template").cloned().unwrap_or(json!({}))))
     };
-    if let Some((ns, dep, hash)) = world.sim.faults.pod_crash.clone() {
-        if template_hash(world, &r::DEPLOYMENTS, &ns, &dep).as_deref() != Some(hash.as_str()) {
+    // A crash is repaired once the template changed and no pod of the broken one is left
+    // (a StatefulSet keeps a stuck pod at the old revision until it is deleted).
+    if let Some(c) = world.sim.faults.pod_crash.clone() {
+        if template_hash(world, &c.workload, &c.namespace, &c.name).as_deref() != Some(c.hash.as_str())
+            && !world.store.list(&r::PODS, Some(&c.namespace)).iter().any(|p| c.hits(p))
+        {
             world.sim.faults.pod_crash = None;
         }
     }

@@ -293,10 +293,10 @@ fn get(st: &AppState, rt: &ResourceType, ns: &str, name: &str, query: &Query, ac
     Ok((200, obj))
 }
 
-/// The `scale` subresource (autoscaling/v1 Scale) of deployments and replicasets: GET, and
+/// The `scale` subresource (autoscaling/v1 Scale) of deployments, replicasets and statefulsets: GET, and
 /// PUT/PATCH whose body carries `spec.replicas`.
 fn scale(st: &AppState, rt: &ResourceType, ns: &str, name: &str, body: &Bytes) -> HandlerResult {
-    if *rt != r::DEPLOYMENTS && *rt != r::REPLICASETS {
+    if ![r::DEPLOYMENTS, r::REPLICASETS, r::STATEFULSETS].contains(rt) {
         return Err(ApiError::new(404, "NotFound", format!("{} has no scale subresource", rt.plural)));
     }
     let mut world = st.shared.lock();

@@ -10,7 +10,7 @@ use super::controllers::{argocd_ready, deployment_complete, node_ready, pod_read
 use super::resources as r;
 use super::seed::{self, ARGOCD_NS, DEFAULT_CRASH};
 use super::store::{meta, short_hash, ApiError};
-use super::{KubeletState, World};
+use super::{KubeletState, PodCrash, World};
 
 fn template_hash(world: &World, rt: &r::ResourceType, ns: &str, name: &str) -> Result<String, ApiError> {
     let obj = world.store.get(rt, ns, name).ok_or_else(|| ApiError::not_found(rt, name))?;
@@ -149,11 +149,22 @@ pub fn control(world: &mut World, path: &str, body: &Value) -> Result<Value, Api
 fn fault(world: &mut World, name: &str, body: &Value) -> Result<Value, ApiError> {
     match name {
         "pod-crash" => {
+            // {"namespace", "workload"} (a Deployment, else a StatefulSet of that name);
+            // "deployment" is the older spelling of "workload".
             let ns = body.get("namespace").and_then(Value::as_str).unwrap_or(DEFAULT_CRASH.0).to_string();
-            let dep = body.get("deployment").and_then(Value::as_str).unwrap_or(DEFAULT_CRASH.1).to_string();
-            let hash = template_hash(world, &r::DEPLOYMENTS, &ns, &dep)?;
-            world.sim.faults.pod_crash = Some((ns.clone(), dep.clone(), hash));
-            Ok(json!({"fault": name, "namespace": ns, "deployment": dep, "repair": format!("kubectl rollout restart deployment/{dep} -n {ns}")}))
+            let wanted = body.get("workload").or_else(|| body.get("deployment")).and_then(Value::as_str).unwrap_or(DEFAULT_CRASH.1).to_string();
+            let workload = [r::DEPLOYMENTS, r::STATEFULSETS]
+                .into_iter()
+                .find(|rt| world.store.get(rt, &ns, &wanted).is_some())
+                .ok_or_else(|| ApiError::new(404, "NotFound", format!("no deployment or statefulset {ns}/{wanted} to break")))?;
+            let hash = template_hash(world, &workload, &ns, &wanted)?;
+            let repair = if workload == r::STATEFULSETS {
+                format!("kubectl delete pod -n {ns} -l controller-revision-hash={wanted}-{hash} (an OrderedReady rollout does not pass a pod that is not Ready)")
+            } else {
+                format!("kubectl rollout restart deployment/{wanted} -n {ns}")
+            };
+            world.sim.faults.pod_crash = Some(PodCrash { namespace: ns.clone(), workload, name: wanted.clone(), hash });
+            Ok(json!({"fault": name, "namespace": ns, "workload": format!("{}/{wanted}", workload.singular), "repair": repair}))
         }
         "network" => {
             let coredns = template_hash(world, &r::DEPLOYMENTS, "kube-system", "coredns")?;
@@ -276,7 +287,7 @@ pub fn health(world: &World) -> Value {
         .collect();
     let f = &world.sim.faults;
     let faults = json!({
-        "pod-crash": f.pod_crash.as_ref().map(|(ns, d, _)| format!("{ns}/{d}")),
+        "pod-crash": f.pod_crash.as_ref().map(|c| format!("{}/{}", c.namespace, c.name)),
         "network": f.network.as_ref().map(|(c, k)| json!({"coredns_restarted": c.is_none(), "kube_proxy_restarted": k.is_none()})),
         "argocd-down": !f.argocd_down.is_empty(),
     });

@@ -183,10 +183,35 @@ pub(crate) struct SimPod {
     pub warned: bool,
 }
 
+/// The `pod-crash` fault: the pods of one Deployment or StatefulSet crash while its
+/// template is the one they were broken at.
+#[derive(Debug, Clone)]
+pub(crate) struct PodCrash {
+    pub namespace: String,
+    pub workload: ResourceType,
+    pub name: String,
+    /// The broken template's hash.
+    pub hash: String,
+}
+
+impl PodCrash {
+    /// Whether `pod` runs the broken template: a Deployment's pods by `pod-template-hash`, a
+    /// StatefulSet's by `controller-revision-hash` (NAME-HASH).
+    pub fn hits(&self, pod: &serde_json::Value) -> bool {
+        let label = |key: &str| pod.pointer(&format!("/metadata/labels/{key}")).and_then(serde_json::Value::as_str).unwrap_or_default().to_string();
+        store::meta(pod, "namespace") == self.namespace
+            && if self.workload == resources::STATEFULSETS {
+                label("controller-revision-hash") == format!("{}-{}", self.name, self.hash)
+            } else {
+                label("pod-template-hash") == self.hash
+            }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Faults {
-    /// (namespace, deployment, pod-template-hash of the crashing replicaset).
-    pub pod_crash: Option<(String, String, String)>,
+    /// The workload whose pods crash, until its template changes (a restart).
+    pub pod_crash: Option<PodCrash>,
     /// Template hashes of coredns and kube-proxy when the network broke (None once restarted).
     pub network: Option<(Option<String>, Option<String>)>,
     /// uids of argocd pods that fail until deleted.

@@ -67,6 +67,7 @@ pub const EVENTS: ResourceType = rt("", "v1", "events", "event", "Event", true, 
 pub const DEPLOYMENTS: ResourceType = rt("apps", "v1", "deployments", "deployment", "Deployment", true, &["deploy"], true);
 pub const DAEMONSETS: ResourceType = rt("apps", "v1", "daemonsets", "daemonset", "DaemonSet", true, &["ds"], true);
 pub const REPLICASETS: ResourceType = rt("apps", "v1", "replicasets", "replicaset", "ReplicaSet", true, &["rs"], true);
+pub const STATEFULSETS: ResourceType = rt("apps", "v1", "statefulsets", "statefulset", "StatefulSet", true, &["sts"], true);
 pub const PDBS: ResourceType =
     rt("policy", "v1", "poddisruptionbudgets", "poddisruptionbudget", "PodDisruptionBudget", true, &["pdb"], true);
 pub const APPLICATIONS: ResourceType =
@@ -74,7 +75,8 @@ pub const APPLICATIONS: ResourceType =
 
 /// Every served type.
 pub const ALL: &[ResourceType] = &[
-    NODES, NAMESPACES, PODS, ENDPOINTS, SERVICES, CONFIGMAPS, SECRETS, COMPONENTSTATUSES, EVENTS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, PDBS, APPLICATIONS,
+    NODES, NAMESPACES, PODS, ENDPOINTS, SERVICES, CONFIGMAPS, SECRETS, COMPONENTSTATUSES, EVENTS, DEPLOYMENTS, DAEMONSETS, REPLICASETS, STATEFULSETS, PDBS,
+    APPLICATIONS,
 ];
 
 /// The type served at `group/version/plural`.
@@ -139,7 +141,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
             "name": r.plural, "singularName": r.singular, "namespaced": r.namespaced, "kind": r.kind,
             "verbs": VERBS, "shortNames": r.short_names,
         });
-        if [PODS, SERVICES, DEPLOYMENTS, DAEMONSETS, REPLICASETS].contains(r) {
+        if [PODS, SERVICES, DEPLOYMENTS, DAEMONSETS, REPLICASETS, STATEFULSETS].contains(r) {
             entry["categories"] = json!(["all"]);
         }
         resources.push(entry);
@@ -149,7 +151,7 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
                 "kind": r.kind, "verbs": ["get", "patch", "update"],
             }));
         }
-        if *r == DEPLOYMENTS || *r == REPLICASETS {
+        if [DEPLOYMENTS, REPLICASETS, STATEFULSETS].contains(r) {
             resources.push(json!({
                 "name": format!("{}/scale", r.plural), "singularName": "", "namespaced": true, "group": "autoscaling",
                 "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"],

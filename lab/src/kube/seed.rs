@@ -176,6 +176,19 @@ fn deployment(name: &str, replicas: u32, labels: Value, image: &str, extra_pod_s
     })
 }
 
+/// A StatefulSet made of a `deployment(..)` skeleton: same pod template and selector,
+/// `OrderedReady` pods with stable names behind the headless service `service`.
+fn statefulset(mut workload: Value, service: &str) -> Value {
+    if let Some(spec) = workload["spec"].as_object_mut() {
+        spec.remove("strategy");
+        spec.remove("progressDeadlineSeconds");
+        spec.insert("serviceName".into(), json!(service));
+        spec.insert("podManagementPolicy".into(), json!("OrderedReady"));
+        spec.insert("updateStrategy".into(), json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}}));
+    }
+    workload
+}
+
 fn coredns() -> Value {
     deployment(
         "coredns",
@@ -212,8 +225,12 @@ pub fn platform_deploy(world: &mut World) {
         let labels = json!({"app.kubernetes.io/name": component});
         let meta_labels = json!({"app.kubernetes.io/name": component, "app.kubernetes.io/part-of": "argocd",
                                  "app.kubernetes.io/component": component.trim_start_matches("argocd-")});
-        ensure(world, &r::DEPLOYMENTS, ARGOCD_NS, deployment(component, 1, labels.clone(), "quay.io/argoproj/argocd:v2.13.2", json!({}), meta_labels));
-        if *component != "argocd-application-controller" {
+        let workload = deployment(component, 1, labels.clone(), "quay.io/argoproj/argocd:v2.13.2", json!({}), meta_labels);
+        if *component == "argocd-application-controller" {
+            // Upstream's install.yaml runs the application controller as a StatefulSet.
+            ensure(world, &r::STATEFULSETS, ARGOCD_NS, statefulset(workload, component));
+        } else {
+            ensure(world, &r::DEPLOYMENTS, ARGOCD_NS, workload);
             let port = if *component == "argocd-server" { 443 } else { 8081 };
             ensure(
                 world,
@@ -275,6 +292,19 @@ pub fn app_manifests(app: &str) -> Vec<(ResourceType, String, Value)> {
         "api" => {
             let labels = json!({"app": "api"});
             out.push((r::DEPLOYMENTS, ns.clone(), instance(deployment("api", 2, labels.clone(), "ghcr.io/homelab/api:1.4.2", json!({}), json!({"app": "api"})))));
+            // The api's cache: a StatefulSet (stable names, ordered pods) behind a headless service.
+            let cache = json!({"app": "api-cache"});
+            out.push((
+                r::STATEFULSETS,
+                ns.clone(),
+                instance(statefulset(deployment("api-cache", 1, cache.clone(), "redis:7.4", json!({}), cache.clone()), "api-cache")),
+            ));
+            out.push((
+                r::SERVICES,
+                ns.clone(),
+                instance(json!({"metadata": {"name": "api-cache", "labels": cache},
+                                "spec": {"clusterIP": "None", "selector": cache, "ports": [{"name": "redis", "port": 6379, "protocol": "TCP", "targetPort": 6379}]}})),
+            ));
             out.push((
                 r::SERVICES,
                 ns,

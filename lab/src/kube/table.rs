@@ -97,6 +97,10 @@ fn columns_and_cells(rt: &ResourceType, o: &Value) -> (Vec<Value>, Vec<Value>) {
             vec![col("Name", "string", 0), col("Desired", "integer", 0), col("Current", "integer", 0), col("Ready", "integer", 0), col("Age", "string", 0)],
             vec![name, json!(i(o, "/spec/replicas")), json!(i(o, "/status/replicas")), json!(i(o, "/status/readyReplicas")), age],
         ),
+        r::STATEFULSETS => (
+            vec![col("Name", "string", 0), col("Ready", "string", 0), col("Age", "string", 0)],
+            vec![name, json!(format!("{}/{}", i(o, "/status/readyReplicas"), i(o, "/spec/replicas"))), age],
+        ),
         r::DAEMONSETS => (
             vec![col("Name", "string", 0), col("Desired", "integer", 0), col("Current", "integer", 0), col("Ready", "integer", 0),
                  col("Up-to-date", "integer", 0), col("Available", "integer", 0), col("Age", "string", 0)],

@@ -165,12 +165,30 @@ fn pod_recovery_restarts_the_owner_of_the_crashing_pods_found_at_run_time() {
 }
 
 #[test]
+fn pod_recovery_replaces_a_statefulsets_stuck_pod_that_a_rollout_restart_alone_would_never_pass() {
+    let scene = Scene::new();
+    scene.fault("pod-crash", Some("demo/api-cache"));
+    let status = scene.recover("pod-recovery", &[]);
+    let restarted = &step(&status, "restart-owners")["output"]["value"]["restarted"];
+    let restarted = restarted.as_array().unwrap();
+    assert_eq!(restarted.len(), 1, "{restarted:?}");
+    assert_eq!(restarted[0]["workload"]["kind"], "StatefulSet");
+    assert_eq!(restarted[0]["workload"]["name"], "api-cache");
+    assert_eq!(restarted[0]["replaced"], serde_json::json!(["api-cache-0"]), "the stuck pod was replaced: {restarted:?}");
+    assert_eq!(restarted[0]["complete"], true);
+    assert_eq!(step(&status, "verify")["status"], "succeeded");
+}
+
+#[test]
 fn argocd_recovery_restarts_argocd_and_brings_every_application_to_synced_and_healthy() {
     let scene = Scene::new();
     scene.fault("argocd-down", None);
     let status = scene.recover("argocd-recovery", &[]);
-    let restarted = step(&status, "restart-argocd")["output"]["value"]["restarted"].as_array().unwrap().len();
-    assert!(restarted >= 3, "every ArgoCD workload restarted: {status}");
+    let restarted = step(&status, "restart-argocd")["output"]["value"]["restarted"].as_array().unwrap().clone();
+    assert!(restarted.len() >= 3, "every ArgoCD workload restarted: {status}");
+    let controller = restarted.iter().find(|r| r["workload"]["name"] == "argocd-application-controller").expect("the application controller restarted");
+    assert_eq!(controller["workload"]["kind"], "StatefulSet", "it is a StatefulSet, as upstream: {controller}");
+    assert_eq!(controller["complete"], true);
     assert_eq!(step(&status, "verify")["status"], "succeeded");
     let health = scene.health();
     let apps = health["apps"].as_array().cloned().unwrap_or_default();

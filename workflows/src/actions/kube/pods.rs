@@ -256,6 +256,10 @@ pub struct RolloutReport {
     pub available: i32,
     pub complete: bool,
     pub waited_ms: u64,
+    /// Pods deleted because they were stuck (not Ready at an old revision)
+    /// and would have held a StatefulSet's rollout forever.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replaced: Vec<String>,
 }
 
 /// (complete, desired, updated, available) of a Deployment rollout, as
@@ -292,10 +296,43 @@ pub fn statefulset_rollout(s: &StatefulSet, generation: i64) -> (bool, i32, i32,
     (observed && updated >= desired && ready >= desired && revision_done, desired, updated, ready)
 }
 
+/// A StatefulSet's update revision once the controller has observed
+/// `generation` (it names the revision the restart rolls to).
+pub fn statefulset_update_revision(s: &StatefulSet, generation: i64) -> Option<String> {
+    let st = s.status.as_ref()?;
+    (st.observed_generation.unwrap_or(0) >= generation).then(|| st.update_revision.clone()).flatten()
+}
+
+/// Deletes the pods owned by `owner_uid` that are not Ready and not at
+/// `revision`; returns their names. Their controller re-creates them at the
+/// update revision.
+async fn replace_stuck_pods(kube: &Kube, namespace: &str, owner_uid: &str, revision: &str) -> Result<Vec<String>, ActionError> {
+    let pods: Api<Pod> = Api::namespaced(kube.client.clone(), namespace);
+    let list = pods.list(&ListParams::default()).await.map_err(|e| kube.error(&format!("listing pods in {namespace}"), e))?;
+    let mut replaced = Vec::new();
+    for pod in list.items {
+        let owned = pod.owner_references().iter().any(|o| o.controller == Some(true) && o.uid == owner_uid);
+        let at_revision = pod.labels().get("controller-revision-hash").is_some_and(|r| r == revision);
+        if owned && !at_revision && !pod_ready(&pod) && pod.metadata.deletion_timestamp.is_none() {
+            let name = pod.name_any();
+            match pods.delete(&name, &DeleteParams::default()).await {
+                Ok(_) => replaced.push(name),
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(kube.error(&format!("deleting the stuck pod {namespace}/{name}"), e)),
+            }
+        }
+    }
+    Ok(replaced)
+}
+
 impl RolloutRestart {
     /// Patches the restart annotation into one workload, then (with `wait`)
-    /// watches it until `rollout` judges the new generation complete.
-    /// Returns (generation, complete, desired, updated, available).
+    /// watches it until `rollout` judges the new generation complete. A
+    /// StatefulSet's pods that are stuck (not Ready, at an old revision) are
+    /// replaced first: an `OrderedReady` StatefulSet does not roll past a pod
+    /// that is not Ready, so `kubectl rollout restart` alone never repairs a
+    /// crashing one (Kubernetes' "forced rollback" remedy: delete it).
+    /// Returns (generation, complete, desired, updated, available, replaced).
     #[allow(clippy::too_many_arguments)]
     async fn patch_and_wait<K>(
         &self,
@@ -307,7 +344,8 @@ impl RolloutRestart {
         noun: &str,
         units: &str,
         rollout: fn(&K, i64) -> (bool, i32, i32, i32),
-    ) -> Result<(i64, bool, i32, i32, i32), ActionError>
+        update_revision: Option<fn(&K, i64) -> Option<String>>,
+    ) -> Result<(i64, bool, i32, i32, i32, Vec<String>), ActionError>
     where
         K: Resource<DynamicType = ()> + Clone + DeserializeOwned + Serialize + Debug + Send + Sync + 'static,
     {
@@ -319,10 +357,21 @@ impl RolloutRestart {
         let generation = patched.meta().generation.unwrap_or(0);
         if !self.wait {
             let (done, desired, updated, available) = rollout(&patched, generation);
-            return Ok((generation, done, desired, updated, available));
+            return Ok((generation, done, desired, updated, available, Vec::new()));
+        }
+        let mut replaced = Vec::new();
+        if let Some(update_revision) = update_revision {
+            let what = format!("the update revision of {target}");
+            let revision = wait_for(kube, api.clone(), (), fields.clone(), ctx, &what, |items| {
+                let k = items.iter().find(|k| k.name_any() == self.name).ok_or_else(|| format!("the {noun} is gone"))?;
+                update_revision(k, generation).ok_or_else(|| format!("generation {generation} not yet observed"))
+            })
+            .await?;
+            let uid = patched.meta().uid.clone().unwrap_or_default();
+            replaced = replace_stuck_pods(kube, &self.namespace, &uid, &revision).await?;
         }
         let what = format!("rollout of {target}");
-        wait_for(kube, api, (), fields, ctx, &what, |items| {
+        let (generation, done, desired, updated, available) = wait_for(kube, api, (), fields, ctx, &what, |items| {
             let Some(k) = items.iter().find(|k| k.name_any() == self.name) else {
                 return Err(format!("the {noun} is gone"));
             };
@@ -333,7 +382,8 @@ impl RolloutRestart {
                 Err(format!("{updated} of {desired} {units} updated, {available} available"))
             }
         })
-        .await
+        .await?;
+        Ok((generation, done, desired, updated, available, replaced))
     }
 
     fn target(&self) -> ObjectRef {
@@ -347,18 +397,19 @@ impl RolloutRestart {
             "kubectl.kubernetes.io/restartedAt": restarted_at}}}}});
         let fields = watcher::Config::default().fields(&format!("metadata.name={}", self.name));
         let wait_started = tokio::time::Instant::now();
-        let (generation, complete, desired, updated, available) = match self.workload {
+        let (generation, complete, desired, updated, available, replaced) = match self.workload {
             WorkloadKind::Deployment => {
                 let api: Api<Deployment> = Api::namespaced(kube.client.clone(), &self.namespace);
-                self.patch_and_wait(kube, api, &patch, fields, ctx, "deployment", "replicas", deployment_rollout).await?
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "deployment", "replicas", deployment_rollout, None).await?
             }
             WorkloadKind::DaemonSet => {
                 let api: Api<DaemonSet> = Api::namespaced(kube.client.clone(), &self.namespace);
-                self.patch_and_wait(kube, api, &patch, fields, ctx, "daemonset", "pods", daemonset_rollout).await?
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "daemonset", "pods", daemonset_rollout, None).await?
             }
             WorkloadKind::StatefulSet => {
                 let api: Api<StatefulSet> = Api::namespaced(kube.client.clone(), &self.namespace);
-                self.patch_and_wait(kube, api, &patch, fields, ctx, "statefulset", "replicas", statefulset_rollout).await?
+                let revision: fn(&StatefulSet, i64) -> Option<String> = statefulset_update_revision;
+                self.patch_and_wait(kube, api, &patch, fields, ctx, "statefulset", "replicas", statefulset_rollout, Some(revision)).await?
             }
         };
         Ok(RolloutReport {
@@ -370,6 +421,7 @@ impl RolloutRestart {
             available,
             complete,
             waited_ms: elapsed_ms(wait_started),
+            replaced,
         })
     }
 }
@@ -384,8 +436,12 @@ impl TypedAction for RolloutRestart {
     }
 
     fn summary(&self, report: &RolloutReport) -> String {
+        let replaced = match report.replaced.len() {
+            0 => String::new(),
+            n => format!(" ({n} stuck pod(s) replaced: {})", report.replaced.join(", ")),
+        };
         format!(
-            "{} restarted; {}/{} updated, {} available{}",
+            "{} restarted{replaced}; {}/{} updated, {} available{}",
             report.workload,
             report.updated,
             report.desired,
