@@ -432,7 +432,10 @@ async fn a_cancelled_wait_or_drain_stops_promptly() {
     assert!(error.retryable && error.message.contains("cancelled"), "{error:?}");
     assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
 
-    // A PDB-blocked drain stops retrying when cancelled, naming the blocked pods.
+    // A PDB-blocked drain stops retrying when cancelled, naming the blocked pods (with the
+    // kubelet back: an unready pod's eviction would not be held by the budget).
+    lab.server.control("nodes/k8s-worker-1/kubelet", json!({"state": "running"})).unwrap();
+    lab.server.wait_healthy(Duration::from_secs(20)).await.expect("healthy again");
     strict_pdb(&lab).await;
     let node = lab.pods("demo", ("app", "web"))[0]["spec"]["nodeName"].as_str().unwrap().to_owned();
     let context = ctx(Duration::from_secs(60));

@@ -159,7 +159,7 @@ fn node_object(name: &str, node: &SimNode, index: usize) -> Value {
 
 fn deployment(name: &str, replicas: u32, labels: Value, image: &str, extra_pod_spec: Value, meta_labels: Value) -> Value {
     let mut spec = json!({"containers": [{"name": name.trim_start_matches("argocd-"), "image": image, "imagePullPolicy": "IfNotPresent",
-                                          "resources": {}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
+                                          "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}}, "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File"}],
                           "restartPolicy": "Always", "dnsPolicy": "ClusterFirst", "schedulerName": "default-scheduler",
                           "terminationGracePeriodSeconds": 30, "securityContext": {}});
     if let (Some(s), Some(extra)) = (spec.as_object_mut(), extra_pod_spec.as_object()) {

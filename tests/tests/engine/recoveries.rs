@@ -351,14 +351,41 @@ fn the_drill_drains_a_worker_records_its_result_and_always_cleans_up() {
     let status = scene.bastion.status();
     let record = &step(&status, "record")["output"]["value"];
     assert_eq!(record["problems"], serde_json::json!([]), "{record}");
-    assert_eq!(record["passed"].as_array().unwrap().len(), 6, "{record}");
-    assert!(step(&status, "drain")["output"]["value"]["evicted"].as_array().is_some_and(|e| !e.is_empty()), "the drain moved pods");
+    assert_eq!(record["passed"].as_array().unwrap().len(), 7, "{record}");
+    let check = &step(&status, "drain-check")["output"]["value"];
+    let placements = check["placements"].as_array().unwrap();
+    assert!(!placements.is_empty() && placements.iter().all(|p| p["node"] == dr_lab::lab::WORKERS[1]), "every pod placed on the other worker: {check}");
+    assert!(check["needed"]["cpu_millis"].as_i64().unwrap() >= 100 * placements.len() as i64, "the pods' requests counted: {check}");
+    assert!(check["budgets"].as_array().unwrap().iter().any(|b| b["budget"] == "demo/web" && b["blocks"] == false), "{check}");
+    let evicted = step(&status, "drain")["output"]["value"]["evicted"].as_array().unwrap().len();
+    assert_eq!(evicted, placements.len(), "the drain evicted exactly the pods the check placed");
     assert_eq!(step(&status, "uncordon")["status"], "succeeded");
     assert_eq!(step(&status, "remove-test-resources")["status"], "succeeded");
     assert!(node_schedulable(&scene.health(), dr_lab::lab::WORKERS[0]), "the drilled worker is uncordoned: {}", scene.health());
     assert!(!object_names(&scene, "namespaces").contains(&"dr-test".to_owned()), "dr-test is removed");
     assert!(!object_names(&scene, "deployments").contains(&"dr-test-app".to_owned()), "the test deployment is removed");
     assert_eq!(scene.lab.status()["healthy"], true, "{}", scene.lab.status());
+}
+
+#[test]
+fn a_budget_that_allows_no_disruption_is_a_drill_finding_and_the_worker_is_never_drained() {
+    use dr_lab::kube::resources::PDBS;
+    let scene = Scene::new();
+    let server = scene.lab.kube().expect("the simulated API");
+    let pdb = serde_json::json!({"metadata": {"name": "api-strict"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "api"}}}});
+    server.shared().lock().store.create(&PDBS, "demo", pdb).expect("the strict budget is created");
+    let out = scene.dr(&["start", "dr-drill"]);
+    assert_eq!(code(&out), Some(0), "a drill with findings still completes: {}", stderr(&out));
+    let status = scene.bastion.status();
+    assert_eq!(step(&status, "drain-check")["status"], "failed-tolerated", "{status}");
+    let error = step(&status, "drain-check")["error"].as_str().unwrap_or_default().to_owned();
+    assert!(error.contains("demo/api-strict") && error.contains("no disruption"), "the check names the budget: {error}");
+    assert_eq!(step(&status, "drain")["status"], "skipped", "no drain that would hang on the budget");
+    let record = &step(&status, "record")["output"]["value"];
+    assert!(record["problems"].to_string().contains("drain-check"), "the finding is recorded: {record}");
+    let journal = scene.lab.kube().unwrap().shared().lock().store.get(&dr_lab::kube::resources::NODES, "", dr_lab::lab::WORKERS[0]).cloned().unwrap();
+    assert_ne!(journal.pointer("/spec/unschedulable"), Some(&serde_json::json!(true)), "never cordoned");
+    assert!(!object_names(&scene, "namespaces").contains(&"dr-test".to_owned()), "cleanup ran");
 }
 
 /// A SIGKILL of `dr` at `STEP:PHASE` of `workflow` after `fault`, then `dr

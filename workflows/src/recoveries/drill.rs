@@ -7,8 +7,11 @@
 //! 3. `test-resources`: the backup's `test-resources.yaml` applied into the
 //!    `dr-test` namespace, with ArgoCD's instance labels stripped (so ArgoCD
 //!    neither adopts nor prunes them); `test-ready`: its pods Ready.
-//! 4. `other-worker-ready`: the worker that takes the load is Ready and
-//!    schedulable before the drain (capacity); `drain`: `kubectl drain` of the
+//! 4. `other-worker-ready`: the worker that takes the load is Ready;
+//!    `drain-check`: the drilled worker's pods fit on the other nodes (their
+//!    requests against what each has left) and no PodDisruptionBudget covering
+//!    them allows zero disruptions — if not, the drain is skipped and the
+//!    problems are the drill's findings; `drain`: `kubectl drain` of the
 //!    drilled worker through the Eviction API (PodDisruptionBudgets respected),
 //!    with a deadline; `moved`: every pod Running and Ready again, on the others.
 //! 5. `record`: which checks passed and which did not (tolerated failures are
@@ -20,11 +23,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use dr_orchestrator::{CatalogError, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
+use dr_orchestrator::{CatalogError, Condition, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use super::{a_few_times, converging, MINUTE_MS};
 use crate::actions::backup::{BackupCheckAction, BackupCheckParams};
 use crate::actions::decision::Record;
+use crate::actions::kube::capacity::DrainCheck;
 use crate::actions::kube::manifests::{ApplyManifests, DeleteManifests, ManifestsParams};
 use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
 use crate::actions::kube::pods::UnhealthyPods;
@@ -116,11 +120,22 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .timeout_ms(MINUTE_MS)
         .tolerate_failure()
         .add();
-    let capacity = wf
+    let other_ready = wf
         .step("other-worker-ready", &format!("{other} Ready to take {node}'s pods"), NodeWaitReady { connection: kube.clone(), node: other.clone(), ready: true })
         .after_settled(&ready)
         .retry(a_few_times())
         .timeout_ms(MINUTE_MS)
+        .add();
+    let capacity = wf
+        .step(
+            "drain-check",
+            &format!("{node}'s pods fit on the other nodes (requests vs allocatable) and no PodDisruptionBudget would block its drain"),
+            DrainCheck { connection: kube.clone(), node: node.clone() },
+        )
+        .after(&other_ready)
+        .retry(a_few_times())
+        .timeout_ms(MINUTE_MS)
+        .tolerate_failure()
         .add();
     let drain = wf
         .step(
@@ -128,7 +143,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             &format!("kubectl drain {node} --ignore-daemonsets (Eviction API, disruption budgets respected)"),
             Drain { connection: kube.clone(), node: node.clone(), force: false, delete_emptydir_data: true, backoff_ms: 500, max_backoff_ms: 5_000 },
         )
-        .after(&capacity)
+        .after_settled(&capacity)
+        .when(Condition::succeeded(&capacity))
         .retry(a_few_times())
         .timeout_ms(10 * MINUTE_MS)
         .tolerate_failure()
@@ -150,12 +166,13 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
                 trial.id().clone(),
                 apply.id().clone(),
                 ready.id().clone(),
+                capacity.id().clone(),
                 drain.id().clone(),
                 moved.id().clone(),
             ],
         },
     );
-    record = record.after_settled(&backups).after_settled(&trial).after_settled(&apply).after_settled(&ready).after_settled(&drain).after_settled(&moved);
+    record = record.after_settled(&backups).after_settled(&trial).after_settled(&apply).after_settled(&ready).after_settled(&capacity).after_settled(&drain).after_settled(&moved);
     record.retry(a_few_times()).timeout_ms(MINUTE_MS).add();
 
     // Cleanup: however the drill ends.

@@ -12,6 +12,7 @@
 //! Refuses: anything node-side (ssh), etcd, and retrying forever.
 
 pub mod argocd;
+pub mod capacity;
 pub mod health;
 pub mod manifests;
 pub mod nodes;
