@@ -421,10 +421,10 @@ fn the_other_recoveries_survive_a_sigkill_at_their_destructive_steps() {
         (("etcd-corrupt", None), "etcd-recovery", vec![], "restore:after-action", vec![]),
         (("control-plane-lost", None), "control-plane-recovery", vec![], "kubeadm-init:after-action", vec![]),
         (("control-plane-lost", None), "control-plane-recovery", vec![], "apply:after-action", vec![]),
-        // A join is rerun (reset, then join again with a new token): its class allows it.
-        (("control-plane-lost", None), "control-plane-recovery", vec![], "rejoin-k8s-worker-1:after-action", vec!["kubeadm reset", "kubeadm join"]),
+        // A join is probed by its marker: found done, it is not run again.
+        (("control-plane-lost", None), "control-plane-recovery", vec![], "rejoin-k8s-worker-1:after-action", vec![]),
         (("worker-dead", Some(worker)), "worker-node-recovery", vec![node.as_str()], "recreate-destroy:after-action", vec![]),
-        (("worker-dead", Some(worker)), "worker-node-recovery", vec![node.as_str()], "join:after-action", vec!["kubeadm reset", "kubeadm join"]),
+        (("worker-dead", Some(worker)), "worker-node-recovery", vec![node.as_str()], "join:after-action", vec![]),
     ] {
         crash_and_resume(fault, workflow, &params, crash_at, &twice);
     }

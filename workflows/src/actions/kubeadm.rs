@@ -11,9 +11,13 @@
 //! token must be made after any etcd restore — which is why it is made by the
 //! step that joins, never earlier.
 //!
-//! Resume: with `reset_first` a rerun after a crash resets the node and joins
-//! again with a new token (idempotent); there is no probe, since what a join
-//! reports (the CA it trusted) cannot be read back from the node alone.
+//! Resume (probe): the join command also touches
+//! `/var/lib/kubelet/dr-join-RUN-STEP` on the node when it succeeds, in the
+//! same remote command. After a crash, the join took effect if that marker is
+//! there and the API has the Node registered: a marker can only be this run's
+//! step's (`kubeadm reset` empties `/var/lib/kubelet`, so no earlier join's
+//! survives a reset). Otherwise the step runs again — with `reset_first`, a
+//! reset and a join with a new token, which is safe.
 
 use std::hash::BuildHasher;
 
@@ -21,7 +25,7 @@ use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use serde::{Deserialize, Serialize};
 
 use super::kube::KubeConnection;
-use super::ssh::{run_checked, RunOptions, SshTarget};
+use super::ssh::{run_checked, run_command, RunOptions, SshTarget};
 
 pub const KIND: &str = "kubeadm.join";
 
@@ -48,6 +52,9 @@ pub struct JoinReport {
     /// `sha256:…` of the cluster CA the node trusts.
     pub ca_cert_hash: String,
     pub reset: bool,
+    /// Found done after a crash (by its marker): endpoint and CA hash were not read again.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub probed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -94,6 +101,9 @@ impl TypedAction for KubeadmJoin {
     }
 
     fn summary(&self, report: &JoinReport) -> String {
+        if report.probed {
+            return format!("{}: joined (found done after a restart: its join marker is on the node and the Node is registered)", report.node);
+        }
         let reset = if report.reset { "reset, then " } else { "" };
         format!("{}: {reset}joined {} (CA {})", report.node, report.endpoint, report.ca_cert_hash)
     }
@@ -115,10 +125,41 @@ impl TypedAction for KubeadmJoin {
         if p.reset_first {
             run_checked(ctx, &p.node, "kubeadm reset -f", options()).await?;
         }
-        let join = format!("kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash} --node-name {}", p.node_name);
+        let join = format!(
+            "kubeadm join {endpoint} --token {token} --discovery-token-ca-cert-hash {ca_cert_hash} --node-name {} && sudo -n touch {}",
+            p.node_name,
+            marker(ctx)
+        );
         run_checked(ctx, &p.node, &join, options()).await?;
-        Ok(JoinReport { node: p.node_name.clone(), endpoint, ca_cert_hash, reset: p.reset_first })
+        Ok(JoinReport { node: p.node_name.clone(), endpoint, ca_cert_hash, reset: p.reset_first, probed: false })
     }
+
+    /// The join took effect: this run's step's marker is on the node and the
+    /// Node is registered. The endpoint and CA hash are read from the control
+    /// plane again (`kubeadm token list` would not give them; the CA does not
+    /// change between the join and the probe).
+    async fn probe(&self, ctx: &ActionCtx) -> Result<Option<JoinReport>, ActionError> {
+        let p = &self.params;
+        let options = || RunOptions { sudo: true, timeout: None, secrets: Vec::new() };
+        let marked = run_command(ctx, &p.node, &format!("ls {}", marker(ctx)), options()).await?;
+        if marked.exit_status != 0 {
+            return Ok(None);
+        }
+        let kube = p.kube.connect().await?;
+        let nodes: kube::Api<k8s_openapi::api::core::v1::Node> = kube::Api::all(kube.client.clone());
+        match nodes.get_opt(&p.node_name).await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(None),
+            Err(e) => return Err(kube.error(&format!("reading node {}", p.node_name), e)),
+        }
+        Ok(Some(JoinReport { node: p.node_name.clone(), endpoint: String::new(), ca_cert_hash: String::new(), reset: p.reset_first, probed: true }))
+    }
+}
+
+/// The node-side file that says this run's step joined the node.
+fn marker(ctx: &ActionCtx) -> String {
+    let safe = |s: &str| s.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect::<String>();
+    format!("/var/lib/kubelet/dr-join-{}-{}", safe(&ctx.run_id.to_string()), safe(ctx.step.as_str()))
 }
 
 #[cfg(test)]

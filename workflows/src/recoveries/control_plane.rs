@@ -148,7 +148,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
                 },
             )
             .after(&verify_etcd)
-            .retry(a_few_times())
+            .resume(ResumeClass::Probe)
+        .retry(a_few_times())
             .timeout_ms(10 * MINUTE_MS)
             .expected_ms(30_000)
             .add();

@@ -174,6 +174,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             },
         )
         .after(&trust)
+        .resume(ResumeClass::Probe)
         .retry(a_few_times())
         .timeout_ms(10 * MINUTE_MS)
         .expected_ms(30_000)
