@@ -270,23 +270,13 @@ fn complete_recovery_stops_at_its_gate_when_every_backup_is_older_than_the_rpo_e
 /// The crash matrix, sampled: `dr` SIGKILLed at a step's `after-start` or
 /// `after-action`, then `dr resume`; the platform ends healthy and no
 /// destructive command ran more often than its step's resume class allows.
-/// (The full matrix over every step runs with `DR_FULL_CRASH_MATRIX=1`; some
-/// steps with `DR_CRASH_MATRIX_STEPS=a,b`.)
+/// (Some steps with `DR_CRASH_MATRIX_STEPS=a,b`; every step of every workflow
+/// in the ignored `*_survives_a_sigkill_at_every_step` tests.)
 #[test]
 fn complete_recovery_survives_a_sigkill_at_its_steps() {
-    let all = std::env::var_os("DR_FULL_CRASH_MATRIX").is_some();
+    // The CI sample; the whole matrix is complete_recovery_survives_a_sigkill_at_every_step.
     let chosen = std::env::var("DR_CRASH_MATRIX_STEPS").unwrap_or_default();
-    let steps: Vec<&str> = if !chosen.is_empty() {
-        chosen.split(',').map(str::trim).collect()
-    } else if all {
-        vec![
-            "choose-backup", "trial-restore", "host-setup", "libvirt-sudo", "storage", "verify-host", "terraform-init",
-            "terraform-apply", "trust-k8s-control-plane-1", "ready-k8s-worker-1", "restore-etcd", "verify-etcd",
-            "platform-deploy", "verify-nodes", "verify-apps", "verify-ingress",
-        ]
-    } else {
-        vec!["terraform-apply", "restore-etcd"]
-    };
+    let steps: Vec<&str> = if chosen.is_empty() { vec!["terraform-apply", "restore-etcd"] } else { chosen.split(',').map(str::trim).collect() };
     let phases = ["after-start", "after-action"];
     for step_id in steps {
         for phase in phases {
@@ -440,4 +430,137 @@ fn the_drill_cleans_up_after_a_sigkill_during_its_drain() {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(node_schedulable(&scene.health(), dr_lab::lab::WORKERS[0]), "uncordoned after the crash: {}", scene.health());
     assert!(!object_names(&scene, "namespaces").contains(&"dr-test".to_owned()));
+}
+
+/// The step ids of `workflow`, main phase then cleanup, from `dr workflows show --json`.
+fn step_ids(scene: &Scene, workflow: &str) -> Vec<String> {
+    let out = scene.dr(&["workflows", "show", workflow, "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let shown: Value = serde_json::from_slice(&out.stdout).expect("workflows show --json");
+    shown["steps"].as_array().expect("steps").iter().map(|s| s["id"].as_str().expect("id").to_owned()).collect()
+}
+
+/// The full crash matrix of one workflow: for every step and both failpoints
+/// (`after-start`, `after-action`), a fresh lab with `fault`, `dr start
+/// WORKFLOW --yes` SIGKILLed there, then `dr resume` → exit 0, the platform
+/// healthy, `check` holds, and no destructive command ran twice. A failpoint
+/// the scenario never reaches (a branch not taken) lets the run finish: it
+/// must then succeed all the same. Prints the matrix; fails with every cell
+/// that went wrong.
+fn full_crash_matrix(fault: Option<(&str, Option<&str>)>, workflow: &str, params: &[&str], check: impl Fn(&Scene) -> Result<(), String>) {
+    let steps = step_ids(&Scene::new(), workflow);
+    let (mut killed, mut not_reached, mut failures) = (0, Vec::new(), Vec::new());
+    for step_id in &steps {
+        for phase in ["after-start", "after-action"] {
+            let at = format!("{step_id}:{phase}");
+            let scene = Scene::new();
+            if let Some((name, node)) = fault {
+                scene.fault(name, node);
+            }
+            let config = scene.lab.config_path();
+            let mut args = vec!["--config", config.to_str().unwrap(), "start", workflow, "--yes"];
+            for p in params {
+                args.extend(["-p", p]);
+            }
+            let out = scene.bastion.run_crashing(&args, &at);
+            let outcome = if crate::support::killed(&out) {
+                killed += 1;
+                let out = scene.bastion.run(&["resume", "@latest"]);
+                (code(&out) == Some(0)).then_some(()).ok_or_else(|| format!("resume exited {:?}: {}", code(&out), stderr(&out)))
+            } else {
+                not_reached.push(at.clone());
+                (code(&out) == Some(0)).then_some(()).ok_or_else(|| format!("not killed, exited {:?}: {}", code(&out), stderr(&out)))
+            };
+            let lab = scene.lab.status();
+            let counts = destructive_commands(&scene);
+            let twice: Vec<String> = counts.iter().filter(|(_, n)| **n > 1).map(|(c, n)| format!("{c} x{n}")).collect();
+            let verdict = outcome
+                .and_then(|()| if lab["healthy"] == true { Ok(()) } else { Err(format!("platform unhealthy: {lab}")) })
+                .and_then(|()| if twice.is_empty() { Ok(()) } else { Err(format!("ran twice: {}", twice.join(", "))) })
+                .and_then(|()| check(&scene));
+            eprintln!("crash matrix {workflow} {at}: {}", match &verdict { Ok(()) => "ok".to_owned(), Err(e) => format!("FAILED {e}") });
+            if let Err(e) = verdict {
+                failures.push(format!("{at}: {e}"));
+            }
+        }
+    }
+    eprintln!("crash matrix {workflow}: {} steps, {killed} kills resumed, not reached: {not_reached:?}", steps.len());
+    assert!(killed > 0, "{workflow}: no failpoint was reached");
+    assert!(failures.is_empty(), "{workflow}: {} of {} cells failed:\n{}", failures.len(), steps.len() * 2, failures.join("\n"));
+}
+
+fn fine(_: &Scene) -> Result<(), String> {
+    Ok(())
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn pod_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("pod-crash", None)), "pod-recovery", &[], fine);
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn network_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("network", None)), "network-recovery", &[], fine);
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn worker_node_recovery_of_a_stopped_kubelet_survives_a_sigkill_at_every_step() {
+    let node = format!("node={WORKER}");
+    full_crash_matrix(Some(("worker-down", Some(WORKER))), "worker-node-recovery", &[&node], |scene| {
+        node_schedulable(&scene.health(), WORKER).then_some(()).ok_or_else(|| format!("{WORKER} not Ready and schedulable"))
+    });
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn worker_node_recovery_of_a_dead_worker_survives_a_sigkill_at_every_step() {
+    let node = format!("node={WORKER}");
+    full_crash_matrix(Some(("worker-dead", Some(WORKER))), "worker-node-recovery", &[&node], |scene| {
+        node_schedulable(&scene.health(), WORKER).then_some(()).ok_or_else(|| format!("{WORKER} not Ready and schedulable"))
+    });
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn argocd_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("argocd-down", None)), "argocd-recovery", &[], fine);
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn etcd_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("etcd-corrupt", None)), "etcd-recovery", &[], |scene| {
+        let newest = scene.lab.backups().iter().min_by_key(|b| b.age_secs).map(|b| b.path.file_name().unwrap().to_string_lossy().into_owned());
+        let marker = scene.lab.status()["etcd_marker"].as_str().map(str::to_owned);
+        (marker == newest).then_some(()).ok_or_else(|| format!("etcd data from {marker:?}, not the newest backup {newest:?}"))
+    });
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn control_plane_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("control-plane-lost", None)), "control-plane-recovery", &[], fine);
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn complete_recovery_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(Some(("host-lost", None)), "complete-recovery", &[], fine);
+}
+
+#[test]
+#[ignore = "the full crash matrix: minutes per workflow; cargo nextest run --run-ignored only -E 'test(every_step)'"]
+fn the_drill_survives_a_sigkill_at_every_step() {
+    full_crash_matrix(None, "dr-drill", &[], |scene| {
+        if !node_schedulable(&scene.health(), WORKER) {
+            return Err(format!("{WORKER} left cordoned"));
+        }
+        if object_names(scene, "namespaces").contains(&"dr-test".to_owned()) {
+            return Err("dr-test left behind".into());
+        }
+        Ok(())
+    });
 }
