@@ -199,6 +199,34 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     Ok(Access::Local(Env { runner, clock, dir }))
 }
 
+/// Which runs a process drives now: none when we hold the store ourselves,
+/// else what its owner says — or, if it cannot say, every run (as before it
+/// could: better "running" than a false "stopped").
+enum Driving {
+    Runs(Vec<dr_state::RunId>),
+    Unknown,
+}
+
+impl Driving {
+    fn nothing() -> Self {
+        Driving::Runs(Vec::new())
+    }
+
+    fn drives(&self, id: dr_state::RunId) -> bool {
+        match self {
+            Driving::Runs(ids) => ids.contains(&id),
+            Driving::Unknown => true,
+        }
+    }
+}
+
+fn owner_driving(dir: &std::path::Path) -> Driving {
+    match control::request(dir, &control::Request::Driving, std::time::Duration::from_secs(5)) {
+        Ok(Some(control::Response::Driving { runs, .. })) => Driving::Runs(runs),
+        _ => Driving::Unknown,
+    }
+}
+
 /// Asks the owner of a busy store; its "busy" error when nobody answers.
 fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Request) -> anyhow::Result<control::Response> {
     // An owner that is just starting opens its socket a moment after taking the lock.
@@ -314,7 +342,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             Access::Local(env) => {
                 let code = status(env, args.id.as_deref(), args.json).await?;
                 if args.watch {
-                    eprintln!("dr: no process is driving the run, so it is not moving; `dr resume ID` continues it");
+                    eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
                 }
                 Ok(code)
             }
@@ -324,7 +352,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 if args.watch {
                     return watch(&dir, runs, args.id.is_some(), args.json).await;
                 }
-                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), true)?;
+                let driving = owner_driving(&dir);
+                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving)?;
                 Ok(exit::OK)
             }
         },
@@ -334,7 +363,8 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
                     bail!("unexpected control response")
                 };
-                show_list(runs, &damaged, args.json)
+                let driving = owner_driving(&dir);
+                show_list(runs, &damaged, args.json, &driving)
             }
         },
         Command::History(args) => match access(state_dir)? {
@@ -515,7 +545,8 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
             }
         }
     }
-    show_runs(&runs, true, json, SystemClock.now_ms(), true)?;
+    let driving = owner_driving(&dir);
+    show_runs(&runs, true, json, SystemClock.now_ms(), &driving)?;
     Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
 }
 
@@ -525,14 +556,15 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
 async fn watch(dir: &std::path::Path, mut runs: Vec<(RunRecord, dr_orchestrator::Rto)>, single: bool, json: bool) -> anyhow::Result<u8> {
     let tty = std::io::stdout().is_terminal() && !json;
     let query: Vec<String> = runs.iter().map(|(r, _)| r.id.to_string()).collect();
-    let mut last_seen: Vec<u64> = Vec::new();
+    let mut last_seen: Vec<(u64, bool)> = Vec::new();
     let mut drawn = 0usize;
+    let mut driving = owner_driving(dir);
     loop {
-        let seen: Vec<u64> = runs.iter().map(|(r, _)| r.next_seq).collect();
+        let seen: Vec<(u64, bool)> = runs.iter().map(|(r, _)| (r.next_seq, driving.drives(r.id))).collect();
         if tty {
             let mut text = String::new();
             for (run, rto) in &runs {
-                text.push_str(&render::status_text(run, rto, SystemClock.now_ms()));
+                text.push_str(&render::status_text(run, rto, SystemClock.now_ms(), driving.drives(run.id)));
             }
             let mut out = std::io::stdout().lock();
             if drawn > 0 {
@@ -545,25 +577,28 @@ async fn watch(dir: &std::path::Path, mut runs: Vec<(RunRecord, dr_orchestrator:
             // One compact object per line and per change: a stream a script can read line by line.
             let mut lines = String::new();
             for (run, rto) in &runs {
-                lines.push_str(&serde_json::to_string(&render::status_json(run, rto))?);
+                lines.push_str(&serde_json::to_string(&render::status_json(run, rto, driving.drives(run.id)))?);
                 lines.push('\n');
             }
             print_text(&lines)?;
         } else if seen != last_seen {
-            show_runs(&runs, single, false, SystemClock.now_ms(), true)?;
+            show_runs(&runs, single, false, SystemClock.now_ms(), &driving)?;
         }
         last_seen = seen;
-        if runs.iter().all(|(r, _)| r.status.is_terminal() || r.status == RunStatus::Paused) {
+        // Nothing more will happen by itself once every run has ended, paused, or lost its driver.
+        if runs.iter().all(|(r, _)| r.status.is_terminal() || r.status == RunStatus::Paused || !driving.drives(r.id)) {
             return Ok(runs.first().map_or(exit::OK, |(r, _)| if single { code_for_status(r.status) } else { exit::OK }));
         }
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let mut next = Vec::new();
+        driving = owner_driving(dir);
         for id in &query {
             let request = control::Request::Status { query: Some(id.clone()) };
             match control::request(dir, &request, std::time::Duration::from_secs(10)) {
                 Ok(Some(control::Response::Runs(mut now))) => next.append(&mut now),
                 // The driving process let the store go: show what it left, once.
                 _ => {
+                    driving = Driving::nothing();
                     let env = open(Some(dir.to_path_buf()))?;
                     let run = env.runner.store().load(id.parse().map_err(|e| anyhow!("bad run id {id}: {e}"))?)?;
                     if let Some(run) = run {
@@ -628,9 +663,9 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
         t.abort();
     }
     let DriveOutcome { run, interrupted } = outcome?;
+    // This process no longer drives the run: an interrupted one is shown stopped, with how to continue.
     report(&runner, &run, json, !live.is_tty())?;
     if interrupted {
-        eprintln!("dr: stopped; continue with: dr resume {}", &run.id.to_string()[..13]);
         return Ok(exit::INTERRUPTED);
     }
     Ok(code_for_status(run.status))
@@ -664,10 +699,10 @@ fn code_for_status(status: RunStatus) -> u8 {
 fn report(runner: &Runner, run: &RunRecord, json: bool, print_table: bool) -> anyhow::Result<()> {
     let rto = runner.rto(run);
     if json {
-        return print_json(&render::status_json(run, &rto));
+        return print_json(&render::status_json(run, &rto, false));
     }
     if print_table {
-        print_text(&render::status_text(run, &rto, runner.now_ms()))?;
+        print_text(&render::status_text(run, &rto, runner.now_ms(), false))?;
     }
     print_hints(run, false);
     Ok(())
@@ -689,9 +724,9 @@ fn print_hints(run: &RunRecord, driven: bool) {
 }
 
 /// Shows runs with their RTO figures: one object for a query, an array otherwise.
-fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64, driven: bool) -> anyhow::Result<()> {
+fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64, driving: &Driving) -> anyhow::Result<()> {
     if json {
-        let values: Vec<_> = runs.iter().map(|(r, rto)| render::status_json(r, rto)).collect();
+        let values: Vec<_> = runs.iter().map(|(r, rto)| render::status_json(r, rto, driving.drives(r.id))).collect();
         return match (single, values.first()) {
             (true, Some(one)) => print_json(one),
             _ => print_json(&serde_json::Value::Array(values)),
@@ -701,8 +736,8 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
         if i > 0 {
             print_text("\n")?;
         }
-        print_text(&render::status_text(run, rto, now))?;
-        print_hints(run, driven);
+        print_text(&render::status_text(run, rto, now, driving.drives(run.id)))?;
+        print_hints(run, driving.drives(run.id));
     }
     Ok(())
 }
@@ -732,7 +767,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
         runs.push((run, rto));
     }
     // Any state that could be shown is a success; scripts read the status field.
-    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), false)?;
+    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), &Driving::nothing())?;
     Ok(exit::OK)
 }
 
@@ -757,20 +792,21 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
             Err(e) => damaged.push(e.to_string()),
         }
     }
-    show_list(rows, &damaged, json)
+    show_list(rows, &damaged, json, &Driving::nothing())
 }
 
-fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool) -> anyhow::Result<u8> {
+fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool, driving: &Driving) -> anyhow::Result<u8> {
     for d in damaged {
         eprintln!("dr: skipping a damaged run record: {d}");
     }
     if json {
-        let values: Vec<_> = rows.iter().rev().map(|(s, rto)| render::summary_json(s, rto)).collect();
+        let values: Vec<_> = rows.iter().rev().map(|(s, rto)| render::summary_json(s, rto, driving.drives(s.id))).collect();
         print_json(&serde_json::Value::Array(values))?;
     } else if rows.is_empty() {
         eprintln!("dr: no runs yet; start one with: dr start WORKFLOW (see dr workflows)");
     } else {
-        print_text(&render::list_text(&rows))?;
+        let driven: Vec<dr_state::RunId> = rows.iter().map(|(s, _)| s.id).filter(|id| driving.drives(*id)).collect();
+        print_text(&render::list_text(&rows, &driven))?;
     }
     Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
 }

@@ -76,14 +76,23 @@ fn step_json(s: &StepRecord) -> Value {
     })
 }
 
-/// The `dr status --json` object.
-pub fn status_json(run: &RunRecord, rto: &Rto) -> Value {
+/// Whether a run is stopped: recorded as running, but no process drives it
+/// (its process was stopped or killed; `dr resume` continues it).
+pub fn is_stopped(status: RunStatus, driven: bool) -> bool {
+    status == RunStatus::Running && !driven
+}
+
+/// The `dr status --json` object. `driven`: a process drives the run now.
+pub fn status_json(run: &RunRecord, rto: &Rto, driven: bool) -> Value {
     let steps: Vec<Value> = run.steps.iter().map(step_json).collect();
+    let stopped = is_stopped(run.status, driven);
     json!({
         "id": run.id.to_string(),
         "workflow": run.workflow,
         "level": run.level,
         "status": run.status.as_str(),
+        "driven": driven && !run.status.is_terminal(),
+        "stopped_since": if stopped { rfc3339(run.updated_at) } else { Value::Null },
         "reason": run.reason,
         "ending": run.ending.as_ref().map(Ending::as_str),
         "gates_preapproved_by": run.gates_preapproved,
@@ -109,12 +118,15 @@ fn waiting_for(s: &StepRecord) -> Value {
 }
 
 /// A `dr list --json` element: the status object without steps.
-pub fn summary_json(s: &RunSummary, rto: &Rto) -> Value {
+pub fn summary_json(s: &RunSummary, rto: &Rto, driven: bool) -> Value {
+    let stopped = is_stopped(s.status, driven);
     json!({
         "id": s.id.to_string(),
         "workflow": s.workflow,
         "level": s.level,
         "status": s.status.as_str(),
+        "driven": driven && !s.status.is_terminal(),
+        "stopped_since": if stopped { rfc3339(s.updated_at) } else { Value::Null },
         "reason": s.reason,
         "incident_at": rfc3339(s.incident_at),
         "started_at": rfc3339(s.started_at),
@@ -125,26 +137,34 @@ pub fn summary_json(s: &RunSummary, rto: &Rto) -> Value {
     })
 }
 
-pub fn rto_line(rto: &Rto, status: RunStatus, incident_at: Millis) -> String {
+/// The RTO line: how long since the incident against the target and, while
+/// the run is not over, the projected total — saying plainly when nothing
+/// moves it (paused for an operator, or stopped) while the clock runs on.
+pub fn rto_line(rto: &Rto, status: RunStatus, incident_at: Millis, driven: bool) -> String {
     let ms = |secs: f64| human_ms((secs * 1000.0) as u64);
-    let verdict = match (status.is_terminal(), rto.at_risk) {
-        (true, false) => "within target",
-        (true, true) => "MISSED TARGET",
-        (false, false) => "on track",
-        (false, true) => "AT RISK",
-    };
-    if status.is_terminal() {
-        format!("{} of {} target  [{verdict}]", ms(rto.elapsed_secs), ms(rto.target_secs as f64))
-    } else {
-        let finish = clock_time(incident_at.saturating_add((rto.projected_secs * 1000.0) as i64));
-        let margin = rto.target_secs as f64 - rto.projected_secs;
-        let margin = if margin >= 0.0 { format!("{} to spare", ms(margin)) } else { format!("{} over", ms(-margin)) };
-        format!(
-            "elapsed {} of {} target, projected {} (done ~{finish}, {margin})  [{verdict}]",
-            ms(rto.elapsed_secs),
-            ms(rto.target_secs as f64),
-            ms(rto.projected_secs)
-        )
+    let (elapsed, target) = (ms(rto.elapsed_secs), ms(rto.target_secs as f64));
+    match status {
+        RunStatus::Succeeded => {
+            let verdict = if rto.at_risk { "MISSED TARGET" } else { "within target" };
+            format!("recovered in {elapsed} of {target} target  [{verdict}]")
+        }
+        RunStatus::Failed | RunStatus::Cancelled => {
+            format!("{} after {elapsed} ({target} target)  [NOT RECOVERED]", status.as_str())
+        }
+        RunStatus::Paused | RunStatus::Running => {
+            let finish = clock_time(incident_at.saturating_add((rto.projected_secs * 1000.0) as i64));
+            let margin = rto.target_secs as f64 - rto.projected_secs;
+            let margin = if margin >= 0.0 { format!("{} to spare", ms(margin)) } else { format!("{} over", ms(-margin)) };
+            let verdict = if rto.at_risk { "AT RISK" } else { "on track" };
+            let projected = format!("projected {} (done ~{finish}, {margin})", ms(rto.projected_secs));
+            if status == RunStatus::Paused {
+                format!("paused — the clock runs, waiting for you: elapsed {elapsed} of {target} target, {projected} if it goes on now  [{verdict}]")
+            } else if !driven {
+                format!("stopped — the clock runs, nothing drives the run: elapsed {elapsed} of {target} target, {projected} if resumed now  [{verdict}]")
+            } else {
+                format!("elapsed {elapsed} of {target} target, {projected}  [{verdict}]")
+            }
+        }
     }
 }
 
@@ -186,8 +206,12 @@ fn icon(state: &StepState) -> &'static str {
     }
 }
 
-/// The human status view.
-pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis) -> String {
+/// The human status view. `driven`: a process drives the run now; a run
+/// recorded as running that nobody drives is shown as stopped, its clocks
+/// frozen at its last event.
+pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis, driven: bool) -> String {
+    let stopped = is_stopped(run.status, driven);
+    let now = if stopped { run.updated_at } else { now };
     let mut out = String::new();
     let done = run.steps.iter().filter(|s| s.state.is_settled()).count();
     let _ = writeln!(out, "Run       {}", run.id);
@@ -197,23 +221,32 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis) -> String {
         (Some(ending), false) => format!(" — ending ({}), cleaning up", ending.as_str()),
         _ => String::new(),
     };
-    let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}{ending}", run.status.as_str(), run.steps.len());
+    if stopped {
+        let _ = writeln!(
+            out,
+            "Status    stopped ({done}/{} steps done) — nothing drives it since {}; continue with: dr resume {}",
+            run.steps.len(),
+            local_time(run.updated_at),
+            &run.id.to_string()[..13]
+        );
+    } else {
+        let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}{ending}", run.status.as_str(), run.steps.len());
+    }
     let finished = run.finished_at.map(local_time).unwrap_or_else(|| "—".into());
     let _ = writeln!(out, "Incident  {}   started {}   finished {finished}", local_time(run.incident_at), local_time(run.started_at));
-    let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status, run.incident_at));
+    let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status, run.incident_at, driven));
     let _ = writeln!(out);
     let width = run.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(4).max(4);
     let _ = writeln!(out, "  {:width$}  {:14}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for s in &run.steps {
-        let line = format!(
-            "{} {:width$}  {:14}  {:>8}  {:>9}  {}",
-            icon(&s.state),
-            s.id.as_str(),
-            s.state.as_str(),
-            s.attempts,
-            step_duration(s, now),
-            step_note(s, now)
-        );
+        // A step shown running in a stopped run is not running: its process is gone.
+        let interrupted = stopped && matches!(s.state, StepState::Running { .. } | StepState::Probing { .. });
+        let (icon, state, note) = if interrupted {
+            ("~", "interrupted", "its process stopped; dr resume decides by its resume class".to_owned())
+        } else {
+            (icon(&s.state), s.state.as_str(), step_note(s, now))
+        };
+        let line = format!("{} {:width$}  {:14}  {:>8}  {:>9}  {}", icon, s.id.as_str(), state, s.attempts, step_duration(s, now), note);
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
@@ -262,26 +295,28 @@ pub fn short_ids(ids: &[String]) -> Vec<String> {
         .collect()
 }
 
-/// The `dr list` table, newest first.
-pub fn list_text(rows: &[(RunSummary, Rto)]) -> String {
+/// The `dr list` table, newest first. `driving`: the runs a process drives now.
+pub fn list_text(rows: &[(RunSummary, Rto)], driving: &[dr_state::RunId]) -> String {
     let ids: Vec<String> = rows.iter().map(|(s, _)| s.id.to_string()).collect();
     let shorts = short_ids(&ids);
     let idw = shorts.iter().map(String::len).max().unwrap_or(2).max(2);
     let ww = rows.iter().map(|(s, _)| s.workflow.len()).max().unwrap_or(8).max(8);
     let mut out = format!("{:idw$}  {:ww$}  LVL  {:9}  STEPS  {:19}  {:>9}  RTO\n", "ID", "WORKFLOW", "STATUS", "STARTED", "ELAPSED");
     for (i, (s, rto)) in rows.iter().enumerate().rev() {
-        let verdict = match (s.status.is_terminal(), rto.at_risk) {
+        let verdict = match (s.status, rto.at_risk) {
+            (RunStatus::Failed | RunStatus::Cancelled, _) => "not recovered",
             (_, false) => "ok",
-            (true, true) => "missed",
-            (false, true) => "AT RISK",
+            (RunStatus::Succeeded, true) => "missed",
+            (_, true) => "AT RISK",
         };
+        let status = if is_stopped(s.status, driving.contains(&s.id)) { "stopped" } else { s.status.as_str() };
         let _ = writeln!(
             out,
             "{:idw$}  {:ww$}  {:>3}  {:9}  {:>5}  {:19}  {:>9}  {verdict}",
             shorts[i],
             s.workflow,
             s.level,
-            s.status.as_str(),
+            status,
             format!("{}/{}", s.steps_done, s.steps_total),
             local_time(s.started_at),
             human_ms((rto.elapsed_secs * 1000.0) as u64),
@@ -450,7 +485,7 @@ impl LiveView {
         let Some(run) = state.run.clone() else { return };
         let now = self.clock.now_ms();
         let rto = rto::compute(&run, Some(&self.plan), &self.expected, now);
-        let mut text = status_text(&run, &rto, now);
+        let mut text = status_text(&run, &rto, now, true);
         // Keep the block within the terminal: show at most 20 steps around the active ones.
         let lines: Vec<&str> = text.lines().collect();
         if lines.len() > 28 {

@@ -31,6 +31,8 @@ pub enum Request {
     List,
     History { query: String },
     Operate { query: String, command: OperatorCommand },
+    /// Which runs the owner drives now (the others are stopped: nobody moves them).
+    Driving,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -46,6 +48,8 @@ pub enum Response {
     /// Summaries that could be read, and messages for those that could not.
     List { runs: Vec<(RunSummary, Rto)>, damaged: Vec<String> },
     Events(Vec<EventRecord>),
+    /// The runs the owner drives, and its pid.
+    Driving { runs: Vec<RunId>, pid: u32 },
     Error { kind: ErrorKind, message: String },
 }
 
@@ -169,6 +173,7 @@ async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Respon
             Response::List { runs, damaged }
         }
         Request::History { query } => Response::Events(store.events(store.resolve(&query)?)?),
+        Request::Driving => Response::Driving { runs: runner.driving(), pid: std::process::id() },
         Request::Operate { query, command } => {
             let id = store.resolve(&query)?;
             match runner.operate(id, command).await? {

@@ -366,6 +366,13 @@ impl Runner {
         self.lock_active().contains_key(&id)
     }
 
+    /// The runs this runner drives now.
+    pub fn driving(&self) -> Vec<RunId> {
+        let mut ids: Vec<RunId> = self.lock_active().keys().copied().collect();
+        ids.sort();
+        ids
+    }
+
     /// Hands an operator's decision to the driver of a run this runner is
     /// driving now (a cancel reaches the running step). Returns the run once
     /// the decision is durable; `None` when this runner does not drive it.

@@ -155,13 +155,23 @@ fn while_a_run_is_driven_other_commands_reach_it_and_sigint_stops_it_with_130() 
     // The store is the other process's; status, list and history go through its socket.
     let status = b.status();
     assert_eq!(status["status"], "running");
+    assert_eq!(status["driven"], true, "the owner says it drives the run: {status}");
+    assert_eq!(status["stopped_since"], Value::Null);
     assert_eq!(status["steps"][0]["status"], "running");
     let out = b.run(&["list", "--json"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let list: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["id"], status["id"]);
+    assert_eq!(list[0]["driven"], true);
     let out = b.run(&["history", "@latest", "--json"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    // A watch from another shell, following the run when its driver stops.
+    let mut watcher = b.dr().args(["status", "@latest", "--watch", "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut watched = std::io::BufReader::new(watcher.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut watched, &mut first).unwrap();
+    let first: Value = serde_json::from_str(&first).expect("the watch's first line");
+    assert_eq!(first["driven"], true);
 
     // SIGINT: the process records the stop and exits 130.
     #[allow(unsafe_code)]
@@ -173,8 +183,25 @@ fn while_a_run_is_driven_other_commands_reach_it_and_sigint_stops_it_with_130() 
     assert_eq!(code(&out), Some(130), "{}", stderr(&out));
     assert!(stderr(&out).contains("dr resume"), "{}", stderr(&out));
 
+    // Nobody drives it now: shown as stopped everywhere, with how to continue.
     let status = b.status();
-    assert_eq!(status["status"], "running");
+    assert_eq!(status["status"], "running", "the record keeps its state");
+    assert_eq!(status["driven"], false, "{status}");
+    assert!(status["stopped_since"].is_string(), "{status}");
+    let out = b.run(&["status", "@latest"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Status    stopped") && text.contains("nothing drives it since") && text.contains("dr resume"), "{text}");
+    assert!(text.contains("interrupted") && !text.contains("> step-1"), "no step shown as running: {text}");
+    assert!(text.contains("stopped — the clock runs"), "the RTO line says so: {text}");
+    let out = b.run(&["list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().nth(1).is_some_and(|l| l.contains("stopped")), "{text}");
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut watched, &mut rest).unwrap();
+    let watched = watcher.wait_with_output().unwrap();
+    let last: Value = rest.lines().last().map(|l| serde_json::from_str(l).unwrap()).expect("the watch printed the stop");
+    assert_eq!(last["driven"], false, "the watch ends showing the run stopped: {last}");
+    assert_eq!(code(&watched), Some(130), "a watch that ends on a stopped run exits 130: {}", stderr(&watched));
     let events = b.assert_history_contiguous();
     assert_eq!(events.last().unwrap()["kind"], "process-stopped");
 
@@ -211,8 +238,16 @@ fn cancel_ends_a_paused_run_and_history_tells_the_story() {
     let b = Bastion::new();
     let out = b.run(&["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"]);
     assert_eq!(code(&out), Some(3));
+    // Paused: the RTO line says the clock runs while it waits for a person, not "on track" alone.
+    let text = String::from_utf8_lossy(&b.run(&["status", "@latest"]).stdout).into_owned();
+    assert!(text.contains("RTO       paused — the clock runs, waiting for you"), "{text}");
     let out = b.run(&["cancel", "@latest", "--reason", "rebuilding instead"]);
     assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    // Cancelled is not recovered, whatever the clock says.
+    let text = String::from_utf8_lossy(&b.run(&["status", "@latest"]).stdout).into_owned();
+    assert!(text.contains("[NOT RECOVERED]") && !text.contains("within target"), "{text}");
+    let text = String::from_utf8_lossy(&b.run(&["list"]).stdout).into_owned();
+    assert!(text.lines().nth(1).is_some_and(|l| l.contains("cancelled") && l.ends_with("not recovered")), "{text}");
     let status = b.status();
     assert_eq!(status["status"], "cancelled");
     assert_eq!(status["reason"], "rebuilding instead");
