@@ -188,6 +188,9 @@ enum Access {
 
 fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     let dir = cli_state_dir.unwrap_or_else(default_state_dir);
+    if dir.exists() && !dir.is_dir() {
+        return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+    }
     let store = match SledStore::open(&dir) {
         Ok(store) => store,
         Err(busy @ dr_state::Error::Busy { .. }) => return Ok(Access::Remote { dir, busy }),
@@ -197,6 +200,53 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
     let runner = Runner::new(Arc::new(store), Arc::new(catalog()), Arc::clone(&clock), options);
     Ok(Access::Local(Env { runner, clock, dir }))
+}
+
+/// For commands that only read: the store, or nothing when there is none
+/// (a read never creates a store, nor the directories above it).
+enum ReadAccess {
+    Store(Access),
+    Nothing(PathBuf),
+}
+
+fn read_access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<ReadAccess> {
+    let dir = cli_state_dir.unwrap_or_else(default_state_dir);
+    if !store_present(&dir) {
+        if dir.exists() && !dir.is_dir() {
+            return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+        }
+        return Ok(ReadAccess::Nothing(dir));
+    }
+    access(Some(dir)).map(ReadAccess::Store)
+}
+
+/// The state directory of a command about an existing run: a store that is
+/// not there is not created, the run is not found.
+fn existing_store(cli_state_dir: Option<PathBuf>, query: &str) -> anyhow::Result<PathBuf> {
+    let dir = cli_state_dir.unwrap_or_else(default_state_dir);
+    if store_present(&dir) {
+        return Ok(dir);
+    }
+    if dir.exists() && !dir.is_dir() {
+        return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+    }
+    Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {query:?}: {}", no_store(&dir)) }))
+}
+
+/// Whether `dir` holds a store (its data, or the lock of a process creating it).
+fn store_present(dir: &std::path::Path) -> bool {
+    dir.join("sled").exists() || dir.join("LOCK").exists()
+}
+
+/// Why a store has no runs: it does not exist — and, for a user other than
+/// root, whether root's store (where a service's runs are) does.
+fn no_store(dir: &std::path::Path) -> String {
+    let system = std::path::Path::new("/var/lib/dr");
+    let mut text = format!("no store in {} (nothing has run with this state directory)", dir.display());
+    if dir != system && store_present(system) {
+        text.push_str("; the system's store is /var/lib/dr (root's runs, dr serve): use sudo, or --state-dir /var/lib/dr");
+    }
+    text
 }
 
 /// Which runs a process drives now: none when we hold the store ourselves,
@@ -311,7 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             start(env, args).await
         }
         Command::Resume(args) => {
-            let env = open(state_dir)?;
+            let env = open(Some(existing_store(state_dir, &args.id)?))?;
             let options = DriveOptions { resume: true, allow_definition_change: args.allow_definition_change, operator: None };
             drive(env, &args.id, options, args.json).await
         }
@@ -338,42 +388,68 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             };
             operate(state_dir, &args.id, options, args.json).await
         }
-        Command::Status(args) => match access(state_dir)? {
-            Access::Local(env) => {
-                let code = status(env, args.id.as_deref(), args.json).await?;
-                if args.watch {
-                    eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+        Command::Status(args) => match read_access(state_dir)? {
+            ReadAccess::Nothing(dir) => {
+                if let Some(id) = &args.id {
+                    return Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {id:?}: {}", no_store(&dir)) }));
                 }
-                Ok(code)
-            }
-            Access::Remote { dir, busy } => {
-                let request = control::Request::Status { query: args.id.clone() };
-                let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
-                if args.watch {
-                    return watch(&dir, runs, args.id.is_some(), args.json).await;
+                if args.json {
+                    print_json(&serde_json::Value::Array(Vec::new()))?;
                 }
-                let driving = owner_driving(&dir);
-                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving)?;
+                eprintln!("dr: no runs: {}", no_store(&dir));
                 Ok(exit::OK)
             }
+            ReadAccess::Store(access) => match access {
+                Access::Local(env) => {
+                    let code = status(env, args.id.as_deref(), args.json).await?;
+                    if args.watch {
+                        eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+                    }
+                    Ok(code)
+                }
+                Access::Remote { dir, busy } => {
+                    let request = control::Request::Status { query: args.id.clone() };
+                    let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+                    if args.watch {
+                        return watch(&dir, runs, args.id.is_some(), args.json).await;
+                    }
+                    let driving = owner_driving(&dir);
+                    show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving, &dir)?;
+                    Ok(exit::OK)
+                }
+            },
         },
-        Command::List(args) => match access(state_dir)? {
-            Access::Local(env) => list(env, args.json),
-            Access::Remote { dir, busy } => {
-                let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
-                    bail!("unexpected control response")
-                };
-                let driving = owner_driving(&dir);
-                show_list(runs, &damaged, args.json, &driving)
+        Command::List(args) => match read_access(state_dir)? {
+            ReadAccess::Nothing(dir) => {
+                if args.json {
+                    print_json(&serde_json::Value::Array(Vec::new()))?;
+                }
+                eprintln!("dr: no runs: {}", no_store(&dir));
+                Ok(exit::OK)
             }
+            ReadAccess::Store(access) => match access {
+                Access::Local(env) => list(env, args.json),
+                Access::Remote { dir, busy } => {
+                    let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
+                        bail!("unexpected control response")
+                    };
+                    let driving = owner_driving(&dir);
+                    show_list(runs, &damaged, args.json, &driving, &dir)
+                }
+            },
         },
-        Command::History(args) => match access(state_dir)? {
-            Access::Local(env) => history(env, &args.id, args.json),
-            Access::Remote { dir, busy } => {
-                let request = control::Request::History { query: args.id.clone() };
-                let control::Response::Events(events) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
-                show_history(&args.id, &events, args.json)
+        Command::History(args) => match read_access(state_dir)? {
+            ReadAccess::Nothing(dir) => {
+                Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {:?}: {}", args.id, no_store(&dir)) }))
             }
+            ReadAccess::Store(access) => match access {
+                Access::Local(env) => history(env, &args.id, args.json),
+                Access::Remote { dir, busy } => {
+                    let request = control::Request::History { query: args.id.clone() };
+                    let control::Response::Events(events) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
+                    show_history(&args.id, &events, args.json)
+                }
+            },
         },
     }
 }
@@ -517,7 +593,7 @@ async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
 /// An operator's decision: applied here (and the run driven on) when the
 /// store is free, or handed to the process that drives the run.
 async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
-    let (dir, busy) = match access(state_dir)? {
+    let (dir, busy) = match access(Some(existing_store(state_dir, query)?))? {
         Access::Local(env) => return drive(env, query, options, json).await,
         Access::Remote { dir, busy } => (dir, busy),
     };
@@ -546,7 +622,7 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
         }
     }
     let driving = owner_driving(&dir);
-    show_runs(&runs, true, json, SystemClock.now_ms(), &driving)?;
+    show_runs(&runs, true, json, SystemClock.now_ms(), &driving, &dir)?;
     Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
 }
 
@@ -582,7 +658,7 @@ async fn watch(dir: &std::path::Path, mut runs: Vec<(RunRecord, dr_orchestrator:
             }
             print_text(&lines)?;
         } else if seen != last_seen {
-            show_runs(&runs, single, false, SystemClock.now_ms(), &driving)?;
+            show_runs(&runs, single, false, SystemClock.now_ms(), &driving, dir)?;
         }
         last_seen = seen;
         // Nothing more will happen by itself once every run has ended, paused, or lost its driver.
@@ -724,9 +800,16 @@ fn print_hints(run: &RunRecord, driven: bool) {
 }
 
 /// Shows runs with their RTO figures: one object for a query, an array otherwise.
-fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64, driving: &Driving) -> anyhow::Result<()> {
+fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: bool, now: i64, driving: &Driving, store: &std::path::Path) -> anyhow::Result<()> {
     if json {
-        let values: Vec<_> = runs.iter().map(|(r, rto)| render::status_json(r, rto, driving.drives(r.id))).collect();
+        let values: Vec<_> = runs
+            .iter()
+            .map(|(r, rto)| {
+                let mut v = render::status_json(r, rto, driving.drives(r.id));
+                v["store"] = serde_json::json!(store.display().to_string());
+                v
+            })
+            .collect();
         return match (single, values.first()) {
             (true, Some(one)) => print_json(one),
             _ => print_json(&serde_json::Value::Array(values)),
@@ -739,6 +822,7 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
         print_text(&render::status_text(run, rto, now, driving.drives(run.id)))?;
         print_hints(run, driving.drives(run.id));
     }
+    eprintln!("dr: store {}", store.display());
     Ok(())
 }
 
@@ -767,7 +851,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
         runs.push((run, rto));
     }
     // Any state that could be shown is a success; scripts read the status field.
-    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), &Driving::nothing())?;
+    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), &Driving::nothing(), &env.dir)?;
     Ok(exit::OK)
 }
 
@@ -792,21 +876,30 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
             Err(e) => damaged.push(e.to_string()),
         }
     }
-    show_list(rows, &damaged, json, &Driving::nothing())
+    show_list(rows, &damaged, json, &Driving::nothing(), &env.dir)
 }
 
-fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool, driving: &Driving) -> anyhow::Result<u8> {
+fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool, driving: &Driving, store: &std::path::Path) -> anyhow::Result<u8> {
     for d in damaged {
         eprintln!("dr: skipping a damaged run record: {d}");
     }
     if json {
-        let values: Vec<_> = rows.iter().rev().map(|(s, rto)| render::summary_json(s, rto, driving.drives(s.id))).collect();
+        let values: Vec<_> = rows
+            .iter()
+            .rev()
+            .map(|(s, rto)| {
+                let mut v = render::summary_json(s, rto, driving.drives(s.id));
+                v["store"] = serde_json::json!(store.display().to_string());
+                v
+            })
+            .collect();
         print_json(&serde_json::Value::Array(values))?;
     } else if rows.is_empty() {
-        eprintln!("dr: no runs yet; start one with: dr start WORKFLOW (see dr workflows)");
+        eprintln!("dr: no runs yet in {}; start one with: dr start WORKFLOW (see dr workflows)", store.display());
     } else {
         let driven: Vec<dr_state::RunId> = rows.iter().map(|(s, _)| s.id).filter(|id| driving.drives(*id)).collect();
         print_text(&render::list_text(&rows, &driven))?;
+        eprintln!("dr: store {}", store.display());
     }
     Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
 }

@@ -37,15 +37,22 @@ fn an_unknown_run_exits_4_and_help_documents_exit_codes() {
     // No run at all: an answer, not an error.
     let out = b.run(&["status"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no unfinished runs"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("no runs: no store in"), "{}", stderr(&out));
     let out = b.run(&["status", "--json"]);
     assert_eq!(code(&out), Some(0));
     assert_eq!(serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(), serde_json::json!([]));
     let out = b.run(&["status", "0000dead"]);
     assert_eq!(code(&out), Some(4));
+    assert_eq!(stderr(&out).matches("no run matches").count(), 1, "worded once: {}", stderr(&out));
+    // With a store (a finished run in it), an unknown id points at dr list.
+    assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1"])), Some(0));
+    let out = b.run(&["status"]);
+    assert!(stderr(&out).contains("no unfinished runs"), "{}", stderr(&out));
+    let out = b.run(&["status", "0000dead"]);
+    assert_eq!(code(&out), Some(4));
     assert!(stderr(&out).contains("dr list"), "{}", stderr(&out));
     assert_eq!(stderr(&out).matches("no run matches").count(), 1, "worded once: {}", stderr(&out));
-    let out = b.run(&["resume", "@latest"]);
+    let out = b.run(&["resume", "0000dead"]);
     assert_eq!(code(&out), Some(4));
     let out = b.run(&["--help"]);
     let help = String::from_utf8_lossy(&out.stdout);
@@ -273,12 +280,49 @@ fn workflows_lists_and_shows_the_catalog() {
 #[test]
 fn a_state_dir_that_cannot_be_created_is_named() {
     let out = std::process::Command::new(crate::support::dr_bin())
-        .args(["list"])
+        .args(["start", "synthetic", "-p", "steps=1"])
         .env("DR_STATE_DIR", "/proc/dr-cannot-live-here")
         .output()
         .unwrap();
     assert_eq!(code(&out), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("/proc/dr-cannot-live-here"), "{}", stderr(&out));
+    // A file is not a state directory, and says so.
+    let out = std::process::Command::new(crate::support::dr_bin()).args(["--state-dir", "/etc/passwd", "list"]).output().unwrap();
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("/etc/passwd is not a directory"), "{}", stderr(&out));
+}
+
+#[test]
+fn commands_that_only_read_never_create_a_store_and_every_listing_names_its_store() {
+    let tmp = tempfile::tempdir().unwrap();
+    let deep = tmp.path().join("not/yet/there");
+    let dr = |args: &[&str]| std::process::Command::new(crate::support::dr_bin()).args(args).env("DR_STATE_DIR", &deep).stdin(Stdio::null()).output().unwrap();
+    for (args, want) in [
+        (vec!["list"], 0),
+        (vec!["list", "--json"], 0),
+        (vec!["status"], 0),
+        (vec!["status", "--json"], 0),
+        (vec!["status", "@latest"], 4),
+        (vec!["history", "@latest"], 4),
+        (vec!["resume", "@latest"], 4),
+        (vec!["cancel", "@latest", "--reason", "x"], 4),
+        (vec!["retry", "@latest", "step-1"], 4),
+    ] {
+        let out = dr(&args);
+        assert_eq!(code(&out), Some(want), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("no store in") && stderr(&out).contains("not/yet/there"), "{args:?} names the missing store: {}", stderr(&out));
+        assert!(!tmp.path().join("not").exists(), "{args:?} created a directory");
+    }
+    assert_eq!(String::from_utf8_lossy(&dr(&["list", "--json"]).stdout).trim(), "[]");
+
+    // Once a run exists, status and list name the store, in text and JSON.
+    let b = Bastion::new();
+    assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1"])), Some(0));
+    let store = b.state.path().display().to_string();
+    assert_eq!(b.status()["store"], store.as_str());
+    let list: Value = serde_json::from_slice(&b.run(&["list", "--json"]).stdout).unwrap();
+    assert_eq!(list[0]["store"], store.as_str());
+    assert!(stderr(&b.run(&["list"])).contains(&format!("dr: store {store}")));
 }
 
 #[test]
