@@ -25,7 +25,7 @@ fn usage_errors_exit_2_and_say_what_is_expected() {
 
     let out = b.run(&["start", "synthetic", "--detected-at", "yesterday"]);
     assert_eq!(code(&out), Some(2));
-    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("accepted forms") && stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
 
     let out = b.run(&["frobnicate"]);
     assert_eq!(code(&out), Some(2));
@@ -57,7 +57,7 @@ fn an_unknown_run_exits_4_and_help_documents_exit_codes() {
 #[test]
 fn start_json_prints_the_status_object_and_list_json_the_summaries() {
     let b = Bastion::new();
-    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=5", "-p", "level=2", "--json", "--detected-at", "2026-01-01T00:00:00+09:00"]);
+    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=5", "-p", "level=2", "--json", "--detected-at", "2026-01-01T00:00:00+09:00", "--yes"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
     for key in ["id", "workflow", "level", "status", "incident_at", "started_at", "finished_at", "rto", "steps"] {
