@@ -97,10 +97,10 @@ pub struct StartArgs {
     /// A workflow parameter, KEY=VALUE; repeat for more
     #[arg(long = "param", short = 'p', value_name = "KEY=VALUE")]
     pub params: Vec<String>,
-    /// When the incident was detected (RFC 3339, e.g. 2026-11-28T03:12:00+09:00); the RTO clock starts there
-    #[arg(long, value_name = "RFC3339")]
+    /// When the incident was detected; the RTO clock starts there. Forms: 2026-11-28T03:12:00+09:00 or ...Z (RFC 3339), 2026-12-02 03:12[:45] (local time; a T works too), 03:12[:45] (today, or yesterday while still ahead), today 03:12, yesterday 23:10, 10 minutes ago, 90s ago, -15m, -1h30m, now. dr says how it read it; more than a minute ahead is refused; more than 24h ago is asked about on a terminal, else needs --yes
+    #[arg(long, value_name = "WHEN", allow_hyphen_values = true)]
     pub detected_at: Option<String>,
-    /// Approve every gate of the run in advance (recorded in its history with your user name); without it a gated step pauses the run (exit 3) until `dr approve ID STEP`
+    /// Approve every gate of the run in advance (recorded in its history with your user name); without it a gated step pauses the run (exit 3) until `dr approve ID STEP`. Also accepts a --detected-at more than 24h ago
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print the final status as one JSON object on stdout

@@ -8,6 +8,7 @@
 mod args;
 mod config_cmd;
 mod render;
+mod when;
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
@@ -317,14 +318,46 @@ fn parse_params(raw: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(params)
 }
 
-fn parse_detected_at(raw: &str, now: i64) -> anyhow::Result<i64> {
-    let t = chrono::DateTime::parse_from_rfc3339(raw.trim())
-        .map_err(|e| usage(format!("--detected-at {raw:?} is not an RFC 3339 time like 2026-11-28T03:12:00+09:00 ({e})")))?;
-    let ms = t.timestamp_millis();
-    if ms > now + 60_000 {
-        return Err(usage(format!("--detected-at {raw} is in the future")));
+/// How old a `--detected-at` may be before dr asks (or wants `--yes`).
+const DETECTED_LONG_AGO_MS: i64 = 24 * 3_600_000;
+
+/// `--detected-at`, in any form `when::parse` reads, as ms since the epoch.
+/// Says on stderr how it was read (unless `--json`); refuses a time more than
+/// a minute ahead; a time more than a day old is asked about on a terminal,
+/// else refused unless `--yes` accepts it.
+fn detected_at(raw: &str, now_ms: i64, yes: bool, json: bool) -> anyhow::Result<i64> {
+    let now = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(now_ms)
+        .context("the system clock is out of range")?
+        .with_timezone(&chrono::Local);
+    let parsed = when::parse(raw, &now).map_err(|e| usage(format!("--detected-at: {e}")))?;
+    if parsed.at_ms > now_ms.saturating_add(60_000) {
+        return Err(usage(format!("--detected-at {raw:?} was read as {}: in the future; give the moment the incident was detected", parsed.description)));
     }
-    Ok(ms)
+    let age_ms = now_ms.saturating_sub(parsed.at_ms);
+    let ask = age_ms > DETECTED_LONG_AGO_MS && !yes;
+    let too_old = || {
+        usage(format!("--detected-at {raw:?} was read as {}: more than 24h ago; pass --yes to start the RTO clock there", parsed.description))
+    };
+    if ask && !std::io::stdin().is_terminal() {
+        return Err(too_old());
+    }
+    if !json {
+        eprintln!("dr: detected at {}", parsed.description);
+    }
+    if ask && !confirm(&format!("--detected-at is {} ago: start the RTO clock there? [y/N] ", when::span(age_ms)))? {
+        return Err(too_old());
+    }
+    Ok(parsed.at_ms)
+}
+
+/// Asks on stderr, reads a line from stdin: yes only for `y` or `yes`.
+fn confirm(question: &str) -> anyhow::Result<bool> {
+    let mut err = std::io::stderr().lock();
+    write!(err, "dr: {question}")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
 }
 
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
@@ -357,8 +390,10 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Start(args) => {
+            // Read (and perhaps asked about) before the store is opened: a question must not hold it.
+            let incident_at = args.detected_at.as_deref().map(|raw| detected_at(raw, SystemClock.now_ms(), args.yes, args.json)).transpose()?;
             let env = open(state_dir)?;
-            start(env, args).await
+            start(env, args, incident_at).await
         }
         Command::Resume(args) => {
             let env = open(Some(existing_store(state_dir, &args.id)?))?;
@@ -575,12 +610,8 @@ fn operator_name() -> String {
         }))
 }
 
-async fn start(env: Env, args: args::StartArgs) -> anyhow::Result<u8> {
+async fn start(env: Env, args: args::StartArgs, incident_at: Option<i64>) -> anyhow::Result<u8> {
     let params = parse_params(&args.params)?;
-    let incident_at = match &args.detected_at {
-        Some(raw) => Some(parse_detected_at(raw, env.clock.now_ms())?),
-        None => None,
-    };
     // Gates are steps of the workflow: they pause the run (exit 3) unless --yes approved them in advance.
     let preapproved_by = args.yes.then(operator_name);
     let run = env.runner.create(&args.workflow, params, incident_at, preapproved_by).await?;

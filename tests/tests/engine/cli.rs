@@ -25,10 +25,54 @@ fn usage_errors_exit_2_and_say_what_is_expected() {
 
     let out = b.run(&["start", "synthetic", "--detected-at", "yesterday"]);
     assert_eq!(code(&out), Some(2));
-    assert!(stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("accepted forms") && stderr(&out).contains("RFC 3339"), "{}", stderr(&out));
 
     let out = b.run(&["frobnicate"]);
     assert_eq!(code(&out), Some(2));
+}
+
+#[test]
+fn detected_at_reads_a_relative_time_and_says_how_it_read_it() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "--detected-at", "10 minutes ago", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("detected at"), "--json says nothing on stderr about it: {}", stderr(&out));
+    let v = b.status();
+    // The run took milliseconds: its RTO clock ran from ten minutes before it started.
+    let elapsed = v["rto"]["elapsed_secs"].as_f64().expect("elapsed_secs");
+    assert!((540.0..=660.0).contains(&elapsed), "elapsed {elapsed} s, not ~600: {v}");
+    assert!(v["incident_at"].as_str() < v["started_at"].as_str(), "{v}");
+
+    // Without --json it says how it read the time; a leading '-' is a value, not an option.
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "--detected-at", "-15m"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("dr: detected at ") && stderr(&out).contains("(relative; 15 min ago)"), "{}", stderr(&out));
+}
+
+#[test]
+fn detected_at_refuses_the_future_and_wants_yes_for_a_time_days_ago() {
+    let b = Bastion::new();
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "--detected-at", "-2d", "--json"]);
+    assert_eq!(code(&out), Some(2), "stdin is not a terminal: refused, not asked; {}", stderr(&out));
+    assert!(stderr(&out).contains("--yes") && stderr(&out).contains("2d ago"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("[y/N]"), "{}", stderr(&out));
+    assert!(b.run(&["list", "--json"]).stdout.starts_with(b"[]"), "no run was created");
+
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "--detected-at", "-2d", "--yes", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let elapsed = b.status()["rto"]["elapsed_secs"].as_f64().expect("elapsed_secs");
+    assert!((2.0 * 86_400.0 - 60.0..=2.0 * 86_400.0 + 60.0).contains(&elapsed), "elapsed {elapsed} s, not two days");
+
+    let out = b.run(&["start", "synthetic", "--detected-at", "2999-01-01T00:00:00Z"]);
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("in the future"), "{}", stderr(&out));
+
+    let out = b.run(&["start", "synthetic", "--detected-at", "yesterday-ish garbage"]);
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    for form in ["RFC 3339", "03:12", "yesterday 23:10", "10 minutes ago", "-15m", "now"] {
+        assert!(stderr(&out).contains(form), "the refusal lacks {form}: {}", stderr(&out));
+    }
+    assert_eq!(stderr(&out).lines().count(), 1, "one line: {}", stderr(&out));
 }
 
 #[test]
@@ -64,7 +108,7 @@ fn an_unknown_run_exits_4_and_help_documents_exit_codes() {
 #[test]
 fn start_json_prints_the_status_object_and_list_json_the_summaries() {
     let b = Bastion::new();
-    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=5", "-p", "level=2", "--json", "--detected-at", "2026-01-01T00:00:00+09:00"]);
+    let out = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=5", "-p", "level=2", "--json", "--detected-at", "2026-01-01T00:00:00+09:00", "--yes"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).expect("one JSON object on stdout");
     for key in ["id", "workflow", "level", "status", "incident_at", "started_at", "finished_at", "rto", "steps"] {
