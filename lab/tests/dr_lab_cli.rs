@@ -2,7 +2,7 @@
 //! on it, and `dr-lab down` leaves no process behind.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 const DR_LAB: &str = env!("CARGO_BIN_EXE_dr-lab");
 
@@ -13,6 +13,10 @@ impl Drop for Down {
     fn drop(&mut self) {
         let _ = Command::new(DR_LAB).arg("down").arg("--dir").arg(&self.0).output();
     }
+}
+
+fn fault(dir: &Path, args: &[&str]) -> Output {
+    Command::new(DR_LAB).args(["fault", "--dir"]).arg(dir).args(args).output().expect("fault")
 }
 
 fn lab_processes(dir: &Path) -> Vec<String> {
@@ -58,7 +62,21 @@ fn dr_lab_up_starts_a_healthy_lab_and_down_leaves_no_process() {
     let text = String::from_utf8_lossy(&text.stdout).into_owned();
     assert!(text.contains("platform healthy") && text.contains("etcd marker  backup-"), "{text}");
 
-    let fault = Command::new(DR_LAB).args(["fault", "--dir"]).arg(&dir).arg("control-plane-lost").output().expect("fault");
+    // Usage errors: exit 2, the valid names, not the lab script's path.
+    for (args, says) in [
+        (&["worker-down"][..], "dr-lab fault: worker-down needs a NODE (k8s-worker-1, k8s-worker-2)"),
+        (&["worker-down", "k8s-worker-9"][..], "dr-lab fault: unknown node k8s-worker-9 (k8s-control-plane-1, k8s-worker-1, k8s-worker-2)"),
+        (&["bogus"][..], "dr-lab fault: unknown fault \"bogus\" (pod-crash [NAMESPACE/WORKLOAD], network, argocd-down, worker-down NODE,"),
+    ] {
+        let out = fault(&dir, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.starts_with(says), "{args:?}: {stderr}");
+        assert!(!stderr.contains("lab-fault"), "{args:?}: {stderr}");
+    }
+    assert_eq!(std::fs::read_to_string(dir.join("faults.log")).unwrap_or_default(), "", "a refused fault is not logged");
+
+    let fault = fault(&dir, &["control-plane-lost"]);
     assert!(fault.status.success(), "{}", String::from_utf8_lossy(&fault.stderr));
     let status = Command::new(DR_LAB).args(["status", "--json", "--dir"]).arg(&dir).output().expect("status");
     let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
@@ -98,6 +116,10 @@ fn dr_lab_reports_usage_errors_and_handles_a_dir_without_a_lab() {
     assert_eq!(status["running"], false, "no lab in an empty dir");
     let down = Command::new(DR_LAB).args(["down", "--dir"]).arg(temp.path()).output().expect("down");
     assert!(down.status.success(), "down of a stopped lab is a no-op");
-    let fault = Command::new(DR_LAB).args(["fault", "--dir"]).arg(temp.path()).arg("pod-crash").output().expect("fault");
-    assert!(!fault.status.success(), "no lab, no fault");
+    let out = fault(temp.path(), &["pod-crash"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "no lab, no fault: {stderr}");
+    assert!(stderr.starts_with("dr-lab fault: pod-crash could not be injected: no lab in "), "{stderr}");
+    let out = fault(temp.path(), &["worker-down", "k8s-worker-9"]);
+    assert_eq!(out.status.code(), Some(2), "a usage error is one with or without a lab");
 }
