@@ -38,11 +38,16 @@ enum Cmd {
         #[arg(long)]
         stub_api: bool,
     },
-    /// Show whether each part of the lab runs, whether the platform is healthy (one line per
-    /// check) and which backup etcd's data came from.
+    /// Show whether the platform is healthy (one line per check), the faults in effect, whether
+    /// the API answers, each node's Kubernetes status and sshd, and which backup etcd's data
+    /// came from.
+    ///
+    /// Exit status: 0 when the platform is healthy, 1 when it is not (the report is printed
+    /// either way, also with --json), 2 on a usage error.
     Status {
         #[arg(long)]
         dir: PathBuf,
+        /// Print the report as JSON (see docs/LAB.md, "Status").
         #[arg(long)]
         json: bool,
     },
@@ -244,6 +249,7 @@ fn down(dir: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `dr-lab status`: prints the report; 0 when the platform is healthy, else 1.
 fn status(dir: &Path, as_json: bool) -> Result<ExitCode> {
     let report = lab::status::report(&canonical(dir));
     if as_json {
@@ -251,5 +257,5 @@ fn status(dir: &Path, as_json: bool) -> Result<ExitCode> {
     } else {
         print!("{}", lab::status::render_text(&report));
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(if report["healthy"] == true { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
