@@ -38,20 +38,30 @@ enum Cmd {
         #[arg(long)]
         stub_api: bool,
     },
-    /// Show whether each part of the lab runs, whether the platform is healthy (one line per
-    /// check) and which backup etcd's data came from.
+    /// Show whether the platform is healthy (one line per check), the faults in effect, whether
+    /// the API answers, each node's Kubernetes status and sshd, and which backup etcd's data
+    /// came from.
+    ///
+    /// Exit status: 0 when the platform is healthy, 1 when it is not (the report is printed
+    /// either way, also with --json), 2 on a usage error.
     Status {
         #[arg(long)]
         dir: PathBuf,
+        /// Print the report as JSON (see docs/LAB.md, "Status").
         #[arg(long)]
         json: bool,
     },
-    /// Inject a fault: pod-crash, network, argocd-down, worker-down NODE,
+    /// Inject a fault: pod-crash [NAMESPACE/WORKLOAD], network, argocd-down, worker-down NODE,
     /// worker-dead NODE, etcd-corrupt, control-plane-lost, host-lost.
+    ///
+    /// Exit status: 0 when injected, 1 when the lab could not inject it, 2 on a usage error
+    /// (unknown fault, missing or unknown node).
     Fault {
         #[arg(long)]
         dir: PathBuf,
+        /// The fault.
         name: String,
+        /// The node of worker-down and worker-dead; NAMESPACE/WORKLOAD for pod-crash.
         node: Option<String>,
     },
     /// Stop everything the lab started.
@@ -92,19 +102,31 @@ fn main() -> ExitCode {
         }
     };
     let result = match cli.command {
-        Cmd::Up { dir, pace, stub_api } => up(&dir, pace, stub_api),
+        Cmd::Up { dir, pace, stub_api } => up(&dir, pace, stub_api).map(|()| ExitCode::SUCCESS),
         Cmd::Status { dir, json } => status(&dir, json),
-        Cmd::Fault { dir, name, node } => {
-            lab::inject_fault(&canonical(&dir), &name, node.as_deref()).map(|printed| print!("{printed}"))
-        }
-        Cmd::Down { dir } => down(&dir),
-        Cmd::Supervise { dir, pace, stub_api } => supervise(&dir, pace, stub_api),
+        Cmd::Fault { dir, name, node } => return fault(&dir, &name, node.as_deref()),
+        Cmd::Down { dir } => down(&dir).map(|()| ExitCode::SUCCESS),
+        Cmd::Supervise { dir, pace, stub_api } => supervise(&dir, pace, stub_api).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("dr-lab: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `dr-lab fault`: 0 injected, 1 not injected, 2 a usage error.
+fn fault(dir: &Path, name: &str, node: Option<&str>) -> ExitCode {
+    match lab::inject_fault(&canonical(dir), name, node) {
+        Ok(printed) => {
+            print!("{printed}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dr-lab fault: {e}");
+            ExitCode::from(if e.is_usage() { 2 } else { 1 })
         }
     }
 }
@@ -227,12 +249,13 @@ fn down(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn status(dir: &Path, as_json: bool) -> Result<()> {
+/// `dr-lab status`: prints the report; 0 when the platform is healthy, else 1.
+fn status(dir: &Path, as_json: bool) -> Result<ExitCode> {
     let report = lab::status::report(&canonical(dir));
     if as_json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print!("{}", lab::status::render_text(&report));
     }
-    Ok(())
+    Ok(if report["healthy"] == true { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -14,6 +14,7 @@
 
 pub mod backups;
 pub mod etcd;
+pub mod faults;
 pub mod http;
 pub mod pki;
 pub mod process;
@@ -34,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use self::etcd::EtcdClient;
 use self::http::{HttpServer, Request, Response};
 use self::process::{free_port, pid_alive, read_pid, run};
+pub use self::faults::{inject_fault, FaultError};
 pub use self::stub_api::StubApi;
 
 /// The control-plane node's name.
@@ -521,7 +523,8 @@ impl Lab {
 
     /// Injects a named fault (see `docs/LAB.md`).
     pub fn fault(&self, name: &str, node: Option<&str>) -> Result<()> {
-        inject_fault(&self.dir, name, node).map(drop)
+        inject_fault(&self.dir, name, node)?;
+        Ok(())
     }
 
     pub fn summary(&self) -> Summary {
@@ -612,18 +615,6 @@ impl Drop for Lab {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Injects a named fault into the lab in `dir` through `<dir>/bin/lab-fault`;
-/// returns what the script printed.
-pub fn inject_fault(dir: &Path, name: &str, node: Option<&str>) -> Result<String> {
-    let mut command = Command::new(dir.join("bin/lab-fault"));
-    command.arg(name);
-    if let Some(node) = node {
-        command.arg(node);
-    }
-    let output = run(&mut command).with_context(|| format!("injecting fault {name}"))?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The lab processes recorded by pid file under `dir`: (what, pid).
