@@ -5,15 +5,19 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 pub const EXIT_CODES: &str = "\
-Exit codes:
+Exit codes (start, resume, retry, approve, skip, status --watch ID: where the run is when
+dr returns; cancel: 0 once the run ends cancelled; status, list, history: 0 when shown):
   0    the run succeeded (or the command did what was asked)
-  1    the run failed or was cancelled
-  2    usage error: unknown workflow, bad parameter, bad argument
+  1    the run failed, or was cancelled (by another command)
+  2    usage error: unknown workflow or step, bad parameter, bad argument
   3    the run is paused and waits for an operator (dr approve / skip / retry)
-  4    no such run
-  5    the state store is busy: another dr process owns it
-  6    dr could not do it: unreadable store, changed workflow definition, damaged history
-  130  interrupted (SIGINT/SIGTERM); the run is saved, continue it with dr resume";
+  4    no such run (or no store at all)
+  5    the state store is busy: another dr process owns it and does not answer
+  6    dr could not do it: the run's state does not allow it (a retry of a step that
+       did not fail, a decision on an ended run), unreadable store, changed workflow
+       definition, damaged history
+  130  stopped (SIGINT/SIGTERM/SIGHUP, or the process driving it went away): the run is
+       saved, continue it with dr resume";
 
 /// dr: durable disaster recovery for a kubeadm homelab.
 ///

@@ -133,9 +133,9 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
         if let Some(err) = cause.downcast_ref::<dr_orchestrator::Error>() {
             return match err {
                 dr_orchestrator::Error::Store(s) => state_code(s),
-                dr_orchestrator::Error::Catalog(_)
-                | dr_orchestrator::Error::UnknownStep { .. }
-                | dr_orchestrator::Error::NotApplicable { .. } => exit::USAGE,
+                dr_orchestrator::Error::Catalog(_) | dr_orchestrator::Error::UnknownStep { .. } => exit::USAGE,
+                // The run's state does not allow it (retry of a step that did not fail, a decision on an ended run).
+                dr_orchestrator::Error::NotApplicable { .. } => exit::CANNOT,
                 _ => exit::CANNOT,
             };
         }
@@ -192,10 +192,22 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     if dir.exists() && !dir.is_dir() {
         return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
     }
-    let store = match SledStore::open(&dir) {
-        Ok(store) => store,
-        Err(busy @ dr_state::Error::Busy { .. }) => return Ok(Access::Remote { dir, busy }),
-        Err(e) => return Err(e.into()),
+    // A store held by a process without a control socket is most likely a
+    // reader (dr list, dr status) that lets go within moments: wait a little
+    // rather than fail a start at the same moment as someone's dr list.
+    let patience = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    let store = loop {
+        match SledStore::open(&dir) {
+            Ok(store) => break store,
+            Err(busy @ dr_state::Error::Busy { .. }) => {
+                if dir.join(control::SOCKET_NAME).exists() || std::time::Instant::now() >= patience {
+                    return Ok(Access::Remote { dir, busy });
+                }
+                #[allow(clippy::disallowed_methods)] // waiting for another process to let the store go
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(e) => return Err(e.into()),
+        }
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
@@ -436,11 +448,16 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
             }
             ReadAccess::Store(access) => match access {
                 Access::Local(env) => {
-                    let code = status(env, args.id.as_deref(), args.json).await?;
-                    if args.watch {
-                        eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+                    let shown = status(env, args.id.as_deref(), args.json).await?;
+                    if !args.watch {
+                        return Ok(exit::OK);
                     }
-                    Ok(code)
+                    eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+                    // --watch ID exits with where the run is (as when it follows one to its end).
+                    Ok(match (args.id.is_some(), shown.as_slice()) {
+                        (true, [status]) => code_for_status(*status),
+                        _ => exit::OK,
+                    })
                 }
                 Access::Remote { dir, busy } => {
                     let request = control::Request::Status { query: args.id.clone() };
@@ -624,12 +641,23 @@ async fn start(env: Env, args: args::StartArgs, incident_at: Option<i64>) -> any
 /// An operator's decision: applied here (and the run driven on) when the
 /// store is free, or handed to the process that drives the run.
 async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
+    let cancelling = matches!(options.operator, Some(OperatorCommand::Cancel { .. }));
+    // A cancel that ends the run cancelled did what was asked.
+    let code = |status: RunStatus| if cancelling && status == RunStatus::Cancelled { exit::OK } else { code_for_status(status) };
     let (dir, busy) = match access(Some(existing_store(state_dir, query)?))? {
-        Access::Local(env) => return drive(env, query, options, json).await,
+        Access::Local(env) => {
+            let id = env.runner.store().resolve(query)?;
+            let store = Arc::clone(env.runner.store());
+            let driven = drive(env, query, options, json).await?;
+            let status = store.load(id)?.map(|r| r.status);
+            return Ok(match status {
+                Some(status) if driven != exit::INTERRUPTED => code(status),
+                _ => driven,
+            });
+        }
         Access::Remote { dir, busy } => (dir, busy),
     };
     let Some(command) = options.operator else { return Err(busy.into()) };
-    let cancelling = matches!(command, OperatorCommand::Cancel { .. });
     let request = control::Request::Operate { query: query.to_owned(), command };
     let control::Response::Runs(mut runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
     if cancelling {
@@ -654,7 +682,7 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
     }
     let driving = owner_driving(&dir);
     show_runs(&runs, true, json, SystemClock.now_ms(), &driving, &dir)?;
-    Ok(runs.first().map_or(exit::OK, |(r, _)| code_for_status(r.status)))
+    Ok(runs.first().map_or(exit::OK, |(r, _)| code(r.status)))
 }
 
 /// `dr status --watch` while another process drives: redraw every second on a
@@ -728,7 +756,7 @@ async fn drive(env: Env, query: &str, options: DriveOptions, json: bool) -> anyh
 async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
     let plan = env.runner.definition_for(&run).map(|d| d.plan()).context("cannot build the run's workflow")?;
     let expected = expected_durations(env.runner.store().as_ref(), &run, Some(&plan));
-    let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock));
+    let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock), run.id);
     let runner = env.runner.with_observer(Arc::clone(&live) as Arc<dyn dr_orchestrator::Observer>);
     let shutdown = runner.shutdown_token();
     // Other dr processes reach this run through the control socket while it runs.
@@ -765,6 +793,17 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
         })
     });
     let outcome = runner.drive(run.id, options).await;
+    // Runs adopted from other shells (an operator's retry, skip or cancel reached this process,
+    // which owns the store) are driven to their end too; a stop signal stops them, saved.
+    let mut told = false;
+    while !runner.driving().is_empty() {
+        if !told {
+            let others: Vec<String> = runner.driving().iter().map(|id| id.to_string()[..13].to_owned()).collect();
+            eprintln!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
+            told = true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     serving.cancel();
     if let Some(t) = ticker {
         t.abort();
@@ -857,7 +896,8 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
     Ok(())
 }
 
-async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8> {
+/// Shows runs; returns their statuses (none when there was nothing to show).
+async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<Vec<RunStatus>> {
     let store = env.runner.store();
     let ids = match query {
         Some(q) => vec![store.resolve(q)?],
@@ -870,7 +910,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
                 } else {
                     eprintln!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
                 }
-                return Ok(exit::OK);
+                return Ok(Vec::new());
             }
             open
         }
@@ -883,7 +923,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<u8>
     }
     // Any state that could be shown is a success; scripts read the status field.
     show_runs(&runs, query.is_some(), json, env.clock.now_ms(), &Driving::nothing(), &env.dir)?;
-    Ok(exit::OK)
+    Ok(runs.iter().map(|(r, _)| r.status).collect())
 }
 
 fn list(env: Env, json: bool) -> anyhow::Result<u8> {

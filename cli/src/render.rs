@@ -454,6 +454,8 @@ pub struct LiveView {
     plan: Plan,
     expected: Vec<u64>,
     clock: Arc<dyn Clock>,
+    /// The run this view shows (the process may drive others it adopted).
+    run_id: dr_state::RunId,
 }
 
 struct LiveState {
@@ -462,8 +464,9 @@ struct LiveState {
 }
 
 impl LiveView {
-    pub fn new(plan: Plan, expected: Vec<u64>, clock: Arc<dyn Clock>) -> Arc<Self> {
+    pub fn new(plan: Plan, expected: Vec<u64>, clock: Arc<dyn Clock>, run_id: dr_state::RunId) -> Arc<Self> {
         Arc::new(LiveView {
+            run_id,
             state: Mutex::new(LiveState { run: None, lines_drawn: 0 }),
             tty: std::io::stderr().is_terminal() && std::env::var_os("TERM").is_some_and(|t| t != "dumb"),
             plan,
@@ -507,6 +510,10 @@ impl LiveView {
 
 impl Observer for LiveView {
     fn on_transition(&self, run: &RunRecord, events: &[EventRecord]) {
+        if run.id != self.run_id {
+            // A run adopted from another shell (dr retry/cancel/…): its own terminal follows it.
+            return;
+        }
         {
             let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             state.run = Some(run.clone());

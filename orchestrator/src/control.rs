@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::runner::{OperatorCommand, Runner};
+use crate::runner::{DriveOptions, OperatorCommand, Runner};
 use crate::rto::{self, Rto};
 
 /// The socket's name inside the state directory.
@@ -176,25 +176,47 @@ async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Respon
         Request::Driving => Response::Driving { runs: runner.driving(), pid: std::process::id() },
         Request::Operate { query, command } => {
             let id = store.resolve(&query)?;
-            match runner.operate(id, command).await? {
+            match runner.operate(id, command.clone()).await? {
                 Some(run) => {
                     let rto = runner.rto(&run);
                     Response::Runs(vec![(run, rto)])
                 }
-                None => {
-                    let run = load(runner, id)?;
-                    return Err(crate::Error::NotApplicable {
-                        run: id,
-                        status: run.status.as_str(),
-                        detail: format!(
-                            "the process that owns the store (pid {}) is not driving this run; wait for it to finish, or stop it (Ctrl-C) and try again",
-                            std::process::id()
-                        ),
-                    });
-                }
+                // Not driven here: the store is ours, so this process takes the run up and
+                // drives it from the decision on (as `dr resume` would), beside its own.
+                None => Response::Runs(vec![adopt(runner, id, command).await?]),
             }
         }
     })
+}
+
+/// Applies an operator's decision to a run this process does not drive, by
+/// driving it here from that decision on. Answers once the decision is
+/// recorded (or refused: the refusal is the answer), with the run then.
+async fn adopt(runner: &Runner, id: RunId, command: OperatorCommand) -> crate::Result<(RunRecord, Rto)> {
+    let before = load(runner, id)?.next_seq;
+    let driver = runner.clone();
+    let options = DriveOptions { resume: true, operator: Some(command), ..DriveOptions::default() };
+    let mut drive = tokio::spawn(async move { driver.drive(id, options).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        tokio::select! {
+            finished = &mut drive => {
+                let run = match finished {
+                    Ok(outcome) => outcome?.run,
+                    Err(e) => return Err(crate::Error::Internal(format!("driving run {id} stopped: {e}"))),
+                };
+                let rto = runner.rto(&run);
+                return Ok((run, rto));
+            }
+            () = tokio::time::sleep(Duration::from_millis(20)) => {
+                let run = load(runner, id)?;
+                if run.next_seq > before || tokio::time::Instant::now() >= deadline {
+                    let rto = runner.rto(&run);
+                    return Ok((run, rto));
+                }
+            }
+        }
+    }
 }
 
 /// Asks the process that owns the store in `dir`. `None` when nobody answers

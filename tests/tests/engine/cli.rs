@@ -160,7 +160,7 @@ fn a_failing_step_pauses_the_run_with_exit_3_and_retry_continues_it() {
     assert_eq!(v["steps"][1]["attempts"], 4);
     // Operating on a finished run is refused with a reason.
     let out = b.run(&["retry", "@latest", "step-2"]);
-    assert_eq!(code(&out), Some(2));
+    assert_eq!(code(&out), Some(6), "the run's state does not allow it");
     assert!(stderr(&out).contains("already ended"), "{}", stderr(&out));
 }
 
@@ -275,7 +275,7 @@ fn cancel_from_another_shell_reaches_the_running_step() {
     wait_for_run(&b);
     let began = Instant::now();
     let out = b.run(&["cancel", "@latest", "--reason", "wrong host", "--json"]);
-    assert_eq!(code(&out), Some(1), "a cancelled run: {}", stderr(&out));
+    assert_eq!(code(&out), Some(0), "the run ended cancelled, as asked: {}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "cancelled");
     assert_eq!(v["steps"][0]["status"], "cancelled", "the stopped step does not stay running in a cancelled run");
@@ -293,7 +293,7 @@ fn cancel_ends_a_paused_run_and_history_tells_the_story() {
     let text = String::from_utf8_lossy(&b.run(&["status", "@latest"]).stdout).into_owned();
     assert!(text.contains("RTO       paused — the clock runs, waiting for you"), "{text}");
     let out = b.run(&["cancel", "@latest", "--reason", "rebuilding instead"]);
-    assert_eq!(code(&out), Some(1), "{}", stderr(&out));
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     // Cancelled is not recovered, whatever the clock says.
     let text = String::from_utf8_lossy(&b.run(&["status", "@latest"]).stdout).into_owned();
     assert!(text.contains("[NOT RECOVERED]") && !text.contains("within target"), "{text}");
@@ -486,4 +486,63 @@ fn a_hangup_stops_the_run_like_sigterm_and_resume_continues_it() {
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "succeeded");
+}
+
+#[test]
+fn decisions_on_paused_runs_succeed_while_another_run_executes() {
+    let b = Bastion::new();
+    // Two paused runs: a step that fails once (a retry succeeds), and one to cancel.
+    let once = ["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=1", "-p", "attempts=1", "--json"];
+    let out = b.run(&once);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let to_retry = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].as_str().unwrap().to_owned();
+    let out = b.run(&once);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let to_cancel = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"].as_str().unwrap().to_owned();
+    // A long run owns the store now.
+    let child = b.dr().args(["start", "synthetic", "-p", "steps=2", "-p", "step_ms=4000"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while b.run(&["list", "--json"]).stdout.is_empty() || serde_json::from_slice::<Vec<Value>>(&b.run(&["list", "--json"]).stdout).unwrap().len() < 3 {
+        assert!(Instant::now() < deadline, "the third run did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = b.run(&["retry", &to_retry, "step-1", "--json"]);
+    assert_eq!(code(&out), Some(0), "the owner took the retried run up and finished it: {}", stderr(&out));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"], "succeeded");
+    let out = b.run(&["cancel", &to_cancel, "--reason", "not needed", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"], "cancelled");
+    // The long run went on undisturbed.
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(b.status()["status"], "succeeded");
+}
+
+#[test]
+fn exit_codes_follow_the_table_command_by_command() {
+    let b = Bastion::new();
+    let paused = ["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"];
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        (vec!["start", "nope"], 2, "unknown workflow"),
+        (vec!["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1"], 0, "a run that succeeds"),
+        (vec!["retry", "@latest", "step-1"], 6, "retry of a step that did not fail"),
+        (vec!["cancel", "@latest", "--reason", "x"], 6, "cancel of an ended run"),
+        (vec!["resume", "@latest"], 0, "resume of a succeeded run reports it"),
+        (paused.to_vec(), 3, "a run that pauses"),
+        (vec!["status", "@latest"], 0, "status shows it"),
+        (vec!["approve", "@latest", "step-9"], 2, "an unknown step"),
+        (vec!["retry", "@latest", "step-1"], 3, "a retry that fails again pauses again"),
+        (vec!["skip", "@latest", "step-1", "--reason", "done by hand"], 0, "skip: the run goes on and succeeds"),
+        (paused.to_vec(), 3, "another paused run"),
+        (vec!["cancel", "@latest", "--reason", "x"], 0, "cancel: the run ends cancelled, as asked"),
+        (vec!["status", "@latest", "--watch"], 1, "--watch of a cancelled run"),
+        (vec!["history", "@latest"], 0, "history"),
+        (vec!["list"], 0, "list"),
+        (vec!["status", "0000dead"], 4, "no such run"),
+        (vec!["resume", "0000dead"], 4, "no such run"),
+    ];
+    for (args, want, what) in cases {
+        let out = b.run(&args);
+        assert_eq!(code(&out), Some(want), "{what}: dr {}: {}", args.join(" "), stderr(&out));
+    }
 }
