@@ -35,13 +35,13 @@ async fn check(path: PathBuf, args: ConfigCheckArgs) -> anyhow::Result<u8> {
                     // One problem a line, as a compiler prints them (editors jump to FILE:LINE:COL).
                     ConfigError::Invalid(problems) => {
                         for problem in &problems.0 {
-                            eprintln!("{problem}");
+                            say!("{problem}");
                         }
                         let count = problems.0.len();
                         let plural = if count == 1 { "" } else { "s" };
-                        eprintln!("dr: {} is not valid ({count} problem{plural}); every key is in docs/CONFIG.md", path.display());
+                        say!("dr: {} is not valid ({count} problem{plural}); every key is in docs/CONFIG.md", path.display());
                     }
-                    _ => eprintln!("dr: {error}"),
+                    _ => say!("dr: {error}"),
                 }
             }
             return Ok(exit::USAGE);
@@ -62,7 +62,7 @@ async fn check(path: PathBuf, args: ConfigCheckArgs) -> anyhow::Result<u8> {
         }
         print_text(&text)?;
         if failed > 0 {
-            eprintln!("dr: {failed} of {} checks failed; fix what they name and run `dr config check --connect` again", checks.len());
+            say!("dr: {failed} of {} checks failed; fix what they name and run `dr config check --connect` again", checks.len());
         }
     }
     Ok(if failed > 0 { exit::FAILED } else { exit::OK })

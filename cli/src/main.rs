@@ -5,6 +5,15 @@
 //! handling, the tracing subscriber. Refuses: workflow logic and storage
 //! details, which live in `dr-orchestrator`, `dr-workflows` and `dr-state`.
 
+/// `eprintln!` that never panics: a closed or full stderr (`dr … 2>&1 | head`)
+/// loses the message, not the process.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 mod args;
 mod config_cmd;
 mod render;
@@ -79,7 +88,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("dr: cannot start the async runtime: {e}");
+            say!("dr: cannot start the async runtime: {e}");
             return ExitCode::from(exit::CANNOT);
         }
     };
@@ -87,7 +96,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
-            eprintln!("dr: {e:#}");
+            say!("dr: {e:#}");
             ExitCode::from(exit_code_for(&e))
         }
     }
@@ -109,7 +118,7 @@ fn log_filter(value: Option<&str>) -> tracing_subscriber::EnvFilter {
         value.to_owned()
     };
     tracing_subscriber::EnvFilter::try_new(&directives).unwrap_or_else(|e| {
-        eprintln!("dr: DR_LOG={value:?} is not a log filter ({e}); logging nothing. Use a level (info, debug) or directives like info,sled=debug");
+        say!("dr: DR_LOG={value:?} is not a log filter ({e}); logging nothing. Use a level (info, debug) or directives like info,sled=debug");
         tracing_subscriber::EnvFilter::new("off")
     })
 }
@@ -146,7 +155,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 fn state_code(e: &dr_state::Error) -> u8 {
     match e {
         dr_state::Error::NotFound { .. } => exit::NOT_FOUND,
-        dr_state::Error::Ambiguous { .. } => exit::USAGE,
+        dr_state::Error::Ambiguous { .. } | dr_state::Error::DidYouMean { .. } => exit::USAGE,
         dr_state::Error::Busy { .. } => exit::BUSY,
         _ => exit::CANNOT,
     }
@@ -354,7 +363,7 @@ fn detected_at(raw: &str, now_ms: i64, yes: bool, json: bool) -> anyhow::Result<
         return Err(too_old());
     }
     if !json {
-        eprintln!("dr: detected at {}", parsed.description);
+        say!("dr: detected at {}", parsed.description);
     }
     if ask && !confirm(&format!("--detected-at is {} ago: start the RTO clock there? [y/N] ", when::span(age_ms)))? {
         return Err(too_old());
@@ -409,6 +418,11 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Resume(args) => {
             let env = open(Some(existing_store(state_dir, &args.id)?))?;
+            if let Ok(Some(run)) = env.runner.store().resolve(&args.id).and_then(|id| env.runner.store().load(id)) {
+                if run.status == RunStatus::Paused && !args.json {
+                    say!("dr: run {} is paused for a decision: resume alone does not retry a failed step or pass a gate (what it needs is under Next)", &run.id.to_string()[..13]);
+                }
+            }
             let options = DriveOptions { resume: true, allow_definition_change: args.allow_definition_change, operator: None };
             drive(env, &args.id, options, args.json).await
         }
@@ -443,7 +457,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 if args.json {
                     print_json(&serde_json::Value::Array(Vec::new()))?;
                 }
-                eprintln!("dr: no runs: {}", no_store(&dir));
+                say!("dr: no runs: {}", no_store(&dir));
                 Ok(exit::OK)
             }
             ReadAccess::Store(access) => match access {
@@ -452,7 +466,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                     if !args.watch {
                         return Ok(exit::OK);
                     }
-                    eprintln!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+                    say!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
                     // --watch ID exits with where the run is (as when it follows one to its end).
                     Ok(match (args.id.is_some(), shown.as_slice()) {
                         (true, [status]) => code_for_status(*status),
@@ -476,7 +490,7 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 if args.json {
                     print_json(&serde_json::Value::Array(Vec::new()))?;
                 }
-                eprintln!("dr: no runs: {}", no_store(&dir));
+                say!("dr: no runs: {}", no_store(&dir));
                 Ok(exit::OK)
             }
             ReadAccess::Store(access) => match access {
@@ -633,7 +647,7 @@ async fn start(env: Env, args: args::StartArgs, incident_at: Option<i64>) -> any
     let preapproved_by = args.yes.then(operator_name);
     let run = env.runner.create(&args.workflow, params, incident_at, preapproved_by).await?;
     if !args.json {
-        eprintln!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, &run.id.to_string()[..13]);
+        say!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, &run.id.to_string()[..13]);
     }
     drive_run(env, run, DriveOptions::default(), args.json).await
 }
@@ -765,7 +779,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
         let (runner, dir, serving) = (runner.clone(), env.dir.clone(), serving.clone());
         tokio::spawn(async move {
             if let Err(e) = control::serve(runner, dir.clone(), serving).await {
-                eprintln!("dr: warning: no control socket in {} ({e}); dr status from another shell will report the store busy", dir.display());
+                say!("dr: warning: no control socket in {} ({e}); dr status from another shell will report the store busy", dir.display());
             }
         });
     }
@@ -775,7 +789,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
             wait_for_signal().await;
             count += 1;
             if count == 1 {
-                eprintln!("\ndr: stopping; the run is saved and can be continued with dr resume (press Ctrl-C again to quit at once)");
+                say!("\ndr: stopping; the run is saved and can be continued with dr resume (press Ctrl-C again to quit at once)");
                 shutdown.cancel();
             } else {
                 std::process::exit(i32::from(exit::INTERRUPTED));
@@ -799,7 +813,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     while !runner.driving().is_empty() {
         if !told {
             let others: Vec<String> = runner.driving().iter().map(|id| id.to_string()[..13].to_owned()).collect();
-            eprintln!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
+            say!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
             told = true;
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -862,9 +876,9 @@ fn print_hints(run: &RunRecord, driven: bool) {
     }
     let hints = render::next_steps(run);
     if !hints.is_empty() {
-        eprintln!("\nNext:");
+        say!("\nNext:");
         for h in hints {
-            eprintln!("  {h}");
+            say!("  {h}");
         }
     }
 }
@@ -892,7 +906,7 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
         print_text(&render::status_text(run, rto, now, driving.drives(run.id)))?;
         print_hints(run, driving.drives(run.id));
     }
-    eprintln!("dr: store {}", store.display());
+    say!("dr: store {}", store.display());
     Ok(())
 }
 
@@ -908,7 +922,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<Vec
                 if json {
                     print_json(&serde_json::Value::Array(Vec::new()))?;
                 } else {
-                    eprintln!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
+                    say!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
                 }
                 return Ok(Vec::new());
             }
@@ -952,7 +966,7 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
 
 fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool, driving: &Driving, store: &std::path::Path) -> anyhow::Result<u8> {
     for d in damaged {
-        eprintln!("dr: skipping a damaged run record: {d}");
+        say!("dr: skipping a damaged run record: {d}");
     }
     if json {
         let values: Vec<_> = rows
@@ -966,11 +980,11 @@ fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &
             .collect();
         print_json(&serde_json::Value::Array(values))?;
     } else if rows.is_empty() {
-        eprintln!("dr: no runs yet in {}; start one with: dr start WORKFLOW (see dr workflows)", store.display());
+        say!("dr: no runs yet in {}; start one with: dr start WORKFLOW (see dr workflows)", store.display());
     } else {
         let driven: Vec<dr_state::RunId> = rows.iter().map(|(s, _)| s.id).filter(|id| driving.drives(*id)).collect();
         print_text(&render::list_text(&rows, &driven))?;
-        eprintln!("dr: store {}", store.display());
+        say!("dr: store {}", store.display());
     }
     Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
 }

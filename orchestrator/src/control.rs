@@ -57,7 +57,7 @@ impl Response {
     fn error(e: &crate::Error) -> Self {
         let kind = match e {
             crate::Error::Store(dr_state::Error::NotFound { .. }) => ErrorKind::NotFound,
-            crate::Error::Store(dr_state::Error::Ambiguous { .. })
+            crate::Error::Store(dr_state::Error::Ambiguous { .. } | dr_state::Error::DidYouMean { .. })
             | crate::Error::UnknownStep { .. }
             | crate::Error::NotApplicable { .. }
             | crate::Error::Catalog(_) => ErrorKind::Usage,

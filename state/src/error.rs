@@ -34,6 +34,9 @@ pub enum Error {
     #[error("no run matches {query:?}; `dr list` shows the runs")]
     NotFound { query: String },
 
+    #[error("no run matches {query:?}; did you mean {suggestion}?")]
+    DidYouMean { query: String, suggestion: String },
+
     #[error("{query:?} matches {count} runs ({}); type more of the id", candidates.join(", "))]
     Ambiguous { query: String, candidates: Vec<String>, count: usize },
 

@@ -123,6 +123,10 @@ pub fn resolve_in(ids: &[RunId], query: &str) -> Result<RunId> {
         })
         .collect();
     match matches.as_slice() {
+        // A word for the newest run, typed without its @.
+        [] if ["latest", "last", "newest", "@last", "@newest", "@lastest"].contains(&needle.as_str()) => {
+            Err(Error::DidYouMean { query: query.to_owned(), suggestion: "@latest".into() })
+        }
         [] => Err(Error::NotFound { query: query.to_owned() }),
         [one] => Ok(*one),
         many => Err(Error::Ambiguous {

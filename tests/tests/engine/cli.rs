@@ -153,6 +153,10 @@ fn a_failing_step_pauses_the_run_with_exit_3_and_retry_continues_it() {
     assert_eq!(v["steps"][1]["attempts"], 3);
     assert!(v["steps"][1]["error"].as_str().unwrap().contains("synthetic failure"));
     assert_eq!(v["steps"][1]["waiting_for"]["operator"], "out of retries");
+    // Resume alone does not retry: it says what the run needs.
+    let out = b.run(&["resume", "@latest"]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    assert!(stderr(&out).contains("resume alone does not retry") && stderr(&out).contains("dr retry"), "{}", stderr(&out));
     let out = b.run(&["retry", "@latest", "step-2", "--json"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -540,9 +544,26 @@ fn exit_codes_follow_the_table_command_by_command() {
         (vec!["list"], 0, "list"),
         (vec!["status", "0000dead"], 4, "no such run"),
         (vec!["resume", "0000dead"], 4, "no such run"),
+        (vec!["status", "latest"], 2, "@latest typed without its @"),
     ];
     for (args, want, what) in cases {
         let out = b.run(&args);
         assert_eq!(code(&out), Some(want), "{what}: dr {}: {}", args.join(" "), stderr(&out));
     }
+    assert!(stderr(&b.run(&["history", "latest"])).contains("did you mean @latest?"));
+}
+
+#[test]
+fn a_watch_whose_reader_goes_away_ends_quietly() {
+    let b = Bastion::new();
+    let child = b.dr().args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=1500"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for_run(&b);
+    // `dr status @latest --watch 2>&1 | head -3`: both of dr's streams go to a reader that leaves.
+    let script = format!("{} status @latest --watch 2>&1 | head -3 >/dev/null; echo \"${{PIPESTATUS[0]}}\" >&2", crate::support::dr_bin().display());
+    let began = Instant::now();
+    let out = std::process::Command::new("bash").args(["-c", &script]).env("DR_STATE_DIR", b.state.path()).env("DR_LOG", "debug").output().unwrap();
+    let code_of_dr: i32 = String::from_utf8_lossy(&out.stderr).trim().parse().expect("the pipeline's first status");
+    assert!(code_of_dr == 141 || code_of_dr == 0, "dr ended with {code_of_dr} (101 is a panic)");
+    assert!(began.elapsed() < Duration::from_secs(10), "the watch ended");
+    assert_eq!(code(&child.wait_with_output().unwrap()), Some(0), "the driven run was not disturbed");
 }
