@@ -37,10 +37,10 @@ pub struct Cli {
 #[derive(Debug, Args)]
 pub struct Global {
     /// Directory of the state store [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
-    #[arg(long, env = "DR_STATE_DIR", global = true, value_name = "DIR")]
+    #[arg(long, env = "DR_STATE_DIR", hide_env_values = true, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Configuration file (inventory, ssh, etcd, backups, targets) for the workflows that reach the cluster; `synthetic` reads none [default: /etc/dr/dr.toml]
-    #[arg(long, env = "DR_CONFIG", global = true, value_name = "FILE")]
+    #[arg(long, env = "DR_CONFIG", hide_env_values = true, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 
@@ -53,9 +53,9 @@ pub enum Command {
     /// Show a run: steps, attempts, the RTO clock (without ID: every unfinished run, else the latest)
     Status(StatusArgs),
     /// List runs, newest first
-    List(JsonArgs),
-    /// Show the event history of a run
-    History(IdJsonArgs),
+    List(ListArgs),
+    /// Show the event history of a run (without ID: the latest)
+    History(HistoryArgs),
     /// Cancel a run: its running step is told to stop
     Cancel(CancelArgs),
     /// Run a failed or backing-off step again now (all of them without STEP), then continue
@@ -90,6 +90,7 @@ pub struct ConfigCheckArgs {
     #[arg(long)]
     pub connect: bool,
     /// Print one JSON object: valid, path, digest, errors, checks
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -108,6 +109,7 @@ pub struct StartArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// Print the final status as one JSON object on stdout
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -119,6 +121,7 @@ pub struct ResumeArgs {
     /// Continue even though the workflow's definition changed since the run started
     #[arg(long)]
     pub allow_definition_change: bool,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -127,6 +130,7 @@ pub struct ResumeArgs {
 pub struct StatusArgs {
     /// Run id, a unique prefix of one, or @latest
     pub id: Option<String>,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
     /// Keep showing the run while another process drives it, until it ends or pauses (with --json: one object per change)
@@ -136,14 +140,30 @@ pub struct StatusArgs {
 
 #[derive(Debug, Args)]
 pub struct JsonArgs {
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
 
 #[derive(Debug, Args)]
-pub struct IdJsonArgs {
+pub struct ListArgs {
+    /// Only runs in this state: running, paused, succeeded, failed, cancelled, or stopped (running, but no process drives it)
+    #[arg(long, value_name = "STATE", value_parser = ["running", "paused", "succeeded", "failed", "cancelled", "stopped"])]
+    pub status: Option<String>,
+    /// At most this many runs (the newest)
+    #[arg(long, value_name = "N")]
+    pub limit: Option<usize>,
+    /// Print a JSON array of run summaries, newest first
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
     /// Run id, a unique prefix of one, or @latest
+    #[arg(default_value = "@latest")]
     pub id: String,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -155,6 +175,7 @@ pub struct CancelArgs {
     /// Why, recorded in the history
     #[arg(long, default_value = "cancelled by the operator")]
     pub reason: String,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -165,6 +186,7 @@ pub struct RetryArgs {
     pub id: String,
     /// The step to retry (default: every failed or backing-off step)
     pub step: Option<String>,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -173,8 +195,9 @@ pub struct RetryArgs {
 pub struct StepArgs {
     /// Run id, a unique prefix of one, or @latest
     pub id: String,
-    /// The step
+    /// The step's id (as `dr status ID` lists them, e.g. restore-etcd)
     pub step: String,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -183,11 +206,12 @@ pub struct StepArgs {
 pub struct SkipArgs {
     /// Run id, a unique prefix of one, or @latest
     pub id: String,
-    /// The step
+    /// The step's id (as `dr status ID` lists them, e.g. restore-etcd)
     pub step: String,
     /// Why the step can be skipped, recorded in the history
     #[arg(long)]
     pub reason: String,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,
 }
@@ -196,6 +220,7 @@ pub struct SkipArgs {
 pub struct WorkflowsArgs {
     #[command(subcommand)]
     pub show: Option<WorkflowsCommand>,
+    /// Print JSON on stdout instead of text (for scripts)
     #[arg(long, global = true)]
     pub json: bool,
 }

@@ -96,7 +96,7 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
-            say!("dr: {e:#}");
+            say!("dr: {}", error_text(&e));
             ExitCode::from(exit_code_for(&e))
         }
     }
@@ -121,6 +121,23 @@ fn log_filter(value: Option<&str>) -> tracing_subscriber::EnvFilter {
         say!("dr: DR_LOG={value:?} is not a log filter ({e}); logging nothing. Use a level (info, debug) or directives like info,sled=debug");
         tracing_subscriber::EnvFilter::new("off")
     })
+}
+
+/// An error and its causes, each said once: a cause whose text its context
+/// already includes (`state store X: Permission denied`) is not repeated.
+fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// The reader of our output went away (`dr list | head`): end quietly.
@@ -494,13 +511,13 @@ async fn run(cli: Cli) -> anyhow::Result<u8> {
                 Ok(exit::OK)
             }
             ReadAccess::Store(access) => match access {
-                Access::Local(env) => list(env, args.json),
+                Access::Local(env) => list(env, &args),
                 Access::Remote { dir, busy } => {
                     let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
                         bail!("unexpected control response")
                     };
                     let driving = owner_driving(&dir);
-                    show_list(runs, &damaged, args.json, &driving, &dir)
+                    show_list(filter_list(runs, &args, &driving), &damaged, args.json, &driving, &dir)
                 }
             },
         },
@@ -940,7 +957,26 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<Vec
     Ok(runs.iter().map(|(r, _)| r.status).collect())
 }
 
-fn list(env: Env, json: bool) -> anyhow::Result<u8> {
+/// `dr list --status S --limit N`: rows are oldest first; the newest N are kept.
+fn filter_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, args: &args::ListArgs, driving: &Driving) -> Vec<(dr_state::RunSummary, dr_orchestrator::Rto)> {
+    let mut rows: Vec<_> = rows
+        .into_iter()
+        .filter(|(s, _)| match args.status.as_deref() {
+            None => true,
+            Some("stopped") => render::is_stopped(s.status, driving.drives(s.id)),
+            Some("running") => s.status == RunStatus::Running && driving.drives(s.id),
+            Some(state) => s.status.as_str() == state,
+        })
+        .collect();
+    if let Some(limit) = args.limit {
+        let drop = rows.len().saturating_sub(limit);
+        rows.drain(..drop);
+    }
+    rows
+}
+
+fn list(env: Env, args: &args::ListArgs) -> anyhow::Result<u8> {
+    let json = args.json;
     let store = env.runner.store();
     let now = env.clock.now_ms();
     let mut rows = Vec::new();
@@ -961,6 +997,7 @@ fn list(env: Env, json: bool) -> anyhow::Result<u8> {
             Err(e) => damaged.push(e.to_string()),
         }
     }
+    let rows = filter_list(rows, args, &Driving::nothing());
     show_list(rows, &damaged, json, &Driving::nothing(), &env.dir)
 }
 

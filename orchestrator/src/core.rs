@@ -367,7 +367,7 @@ fn operator_events(run: &RunRecord, plan: &Plan, op: &OperatorInput) -> Result<V
             check_step(run, plan, *step)?;
             let s = &run.steps[*step];
             if !s.state.needs_operator() {
-                return reject(format!("step {} is {}, not awaiting approval", s.id, s.state.as_str()));
+                return reject(format!("step {} {}, not awaiting approval", s.id, state_phrase(&s.state)));
             }
             Ok(vec![Event::OperatorApproved { step: s.id.clone(), by: by.clone() }])
         }
@@ -375,7 +375,7 @@ fn operator_events(run: &RunRecord, plan: &Plan, op: &OperatorInput) -> Result<V
             check_step(run, plan, *step)?;
             let s = &run.steps[*step];
             if s.state.is_settled() {
-                return reject(format!("step {} is already {}", s.id, s.state.as_str()));
+                return reject(format!("step {} {} already", s.id, state_phrase(&s.state)));
             }
             if s.state.is_active() {
                 return reject(format!("step {} is running; wait for it or cancel the run", s.id));
@@ -391,7 +391,7 @@ fn operator_events(run: &RunRecord, plan: &Plan, op: &OperatorInput) -> Result<V
                     let s = &run.steps[*i];
                     if !retryable(s) {
                         let hint = if s.state.needs_operator() { "; use dr approve or dr skip" } else { "" };
-                        return reject(format!("step {} is {}, neither failed nor backing off{hint}", s.id, s.state.as_str()));
+                        return reject(format!("step {} {}, neither failed nor backing off{hint}", s.id, state_phrase(&s.state)));
                     }
                     Ok(vec![Event::RetryRequested { step: s.id.clone(), by: by.clone() }])
                 }
@@ -686,8 +686,10 @@ fn decide(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool) -> (Vec<
     let pause_for = |s: &StepRecord| match &s.state {
         StepState::AwaitingOperator(OperatorWait::Gate { prompt }) => format!("step {} waits for confirmation: {prompt}", s.id),
         StepState::AwaitingOperator(OperatorWait::Interrupted { reason }) => format!("step {} needs an operator: {reason}", s.id),
-        StepState::Failed { error, .. } => format!("step {} failed after {} attempts: {error}", s.id, s.attempts),
-        other => format!("step {} is {}", s.id, other.as_str()),
+        StepState::Failed { error, .. } => {
+            format!("step {} failed after {} attempt{}: {error}", s.id, s.attempts, if s.attempts == 1 { "" } else { "s" })
+        }
+        other => format!("step {} {}", s.id, state_phrase(other)),
     };
     let has_cleanup = plan.steps.iter().any(|p| p.cleanup);
     match &run.ending {
@@ -761,3 +763,15 @@ fn decide(run: &RunRecord, plan: &Plan, now: Millis, allow_start: bool) -> (Vec<
 
 #[cfg(test)]
 mod tests;
+
+/// A step's state as a verb phrase: "has succeeded", "is pending".
+fn state_phrase(state: &StepState) -> String {
+    match state {
+        StepState::Succeeded { .. } => "has succeeded".into(),
+        StepState::Failed { tolerated: true, .. } => "has failed (tolerated)".into(),
+        StepState::Failed { .. } => "has failed".into(),
+        StepState::Skipped { .. } => "was skipped".into(),
+        StepState::Cancelled { .. } => "was cancelled".into(),
+        other => format!("is {}", other.as_str().replace('-', " ")),
+    }
+}

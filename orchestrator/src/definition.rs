@@ -542,11 +542,53 @@ pub enum CatalogError {
     BadParam { workflow: String, param: String, value: String, expected: String },
     #[error("workflow {workflow}: parameter {param} is required: {expected}")]
     MissingParam { workflow: String, param: String, expected: String },
-    #[error("workflow {workflow}: unknown parameter {param:?}; it takes: {}", known.join(", "))]
+    #[error("workflow {workflow}: unknown parameter {param:?}{}; it takes: {}", did_you_mean(param, known), known.join(", "))]
     UnknownParam { workflow: String, param: String, known: Vec<String> },
     #[error("workflow {workflow} is invalid: {detail}")]
     Invalid { workflow: String, detail: String },
     /// The workflow reads the configuration (`dr.toml`), which is missing or wrong.
     #[error("workflow {workflow} needs the configuration: {detail}")]
     Config { workflow: String, detail: String },
+}
+
+/// " (did you mean step_ms?)" for a near miss (a dash for an underscore, the
+/// case, or up to two letters off), else nothing.
+pub fn did_you_mean(typed: &str, known: &[String]) -> String {
+    fn distance(a: &str, b: &str) -> usize {
+        let b: Vec<char> = b.chars().collect();
+        let mut row: Vec<usize> = (0..=b.len()).collect();
+        for (i, ca) in a.chars().enumerate() {
+            let mut prev = row[0];
+            row[0] = i + 1;
+            for (j, cb) in b.iter().enumerate() {
+                let cost = usize::from(ca != *cb);
+                let next = (row[j + 1] + 1).min(row[j] + 1).min(prev + cost);
+                prev = row[j + 1];
+                row[j + 1] = next;
+            }
+        }
+        row[b.len()]
+    }
+    let normal = typed.to_ascii_lowercase().replace('-', "_");
+    known
+        .iter()
+        .map(|k| (distance(&normal, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+        .map(|(_, k)| format!(" (did you mean {k}?)"))
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod did_you_mean_tests {
+    use super::did_you_mean;
+
+    #[test]
+    fn near_misses_are_named_and_far_ones_are_not() {
+        let known: Vec<String> = ["steps", "step_ms", "fail_at"].iter().map(|s| (*s).to_owned()).collect();
+        assert_eq!(did_you_mean("step-ms", &known), " (did you mean step_ms?)");
+        assert_eq!(did_you_mean("STEP_MS", &known), " (did you mean step_ms?)");
+        assert_eq!(did_you_mean("fail_a", &known), " (did you mean fail_at?)");
+        assert_eq!(did_you_mean("namespace", &known), "");
+    }
 }

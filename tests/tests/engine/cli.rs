@@ -567,3 +567,39 @@ fn a_watch_whose_reader_goes_away_ends_quietly() {
     assert!(began.elapsed() < Duration::from_secs(10), "the watch ended");
     assert_eq!(code(&child.wait_with_output().unwrap()), Some(0), "the driven run was not disturbed");
 }
+
+#[test]
+fn the_small_things_a_tired_operator_meets() {
+    let b = Bastion::new();
+    // A near-miss parameter is named.
+    let out = b.run(&["start", "synthetic", "-p", "step-ms=5"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("did you mean step_ms?"), "{}", stderr(&out));
+    // list filters; history defaults to the latest run.
+    assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1"])), Some(0));
+    assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"])), Some(3));
+    assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1"])), Some(0));
+    let list = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["list", "--json"];
+        all.extend_from_slice(args);
+        serde_json::from_slice(&b.run(&all).stdout).unwrap()
+    };
+    assert_eq!(list(&[]).len(), 3);
+    let paused = list(&["--status", "paused"]);
+    assert_eq!(paused.len(), 1);
+    assert_eq!(paused[0]["status"], "paused");
+    let newest = list(&["--limit", "1"]);
+    assert_eq!(newest.len(), 1);
+    assert_eq!(newest[0]["id"], list(&[])[0]["id"], "the newest");
+    assert_eq!(list(&["--status", "succeeded", "--limit", "5"]).len(), 2);
+    let out = b.run(&["history"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("run succeeded"));
+    // Help: --json says what it does everywhere; env values are not shown (empty or secret).
+    for sub in ["start", "resume", "status", "list", "history", "cancel", "retry", "approve", "skip", "assess", "workflows"] {
+        let help = String::from_utf8_lossy(&b.run(&[sub, "--help"]).stdout).into_owned();
+        let json_line = help.lines().find(|l| l.trim_start().starts_with("--json")).unwrap_or_default();
+        assert!(json_line.split_whitespace().count() > 2, "dr {sub} --help documents --json: {help}");
+        assert!(!help.contains("DR_CONFIG=]") && !help.contains("DR_STATE_DIR=/"), "dr {sub} --help shows an env value: {help}");
+    }
+}
