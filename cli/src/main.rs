@@ -9,13 +9,17 @@
 /// loses the message, not the process.
 macro_rules! say {
     ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        crate::errout::write(line.into_bytes());
+        // In order with what goes to stdout next, unless stderr is stuck.
+        crate::errout::drain(std::time::Duration::from_secs(1));
     }};
 }
 
 mod args;
 mod config_cmd;
+mod errout;
 mod render;
 mod when;
 
@@ -77,7 +81,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(log_filter(std::env::var("DR_LOG").ok().as_deref()))
-        .with_writer(std::io::stderr)
+        // Through a queue: a full or closed stderr drops log lines, it never blocks the engine.
+        .with_writer(errout::make_writer)
         // Colours only for a terminal; a closed or full stderr is not an error worth dying for
         // (tracing would otherwise eprintln! about it, which panics on a broken pipe).
         .with_ansi(std::io::stderr().is_terminal())
@@ -92,14 +97,16 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CANNOT);
         }
     };
-    match runtime.block_on(run(cli)) {
+    let code = match runtime.block_on(run(cli)) {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
             say!("dr: {}", error_text(&e));
             ExitCode::from(exit_code_for(&e))
         }
-    }
+    };
+    errout::finish(std::time::Duration::from_secs(2));
+    code
 }
 
 /// `DR_LOG`: a bare level (`info`, `debug`) shows dr's own events at that
@@ -841,6 +848,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     }
     let DriveOutcome { run, interrupted } = outcome?;
     // This process no longer drives the run: an interrupted one is shown stopped, with how to continue.
+    errout::drain(std::time::Duration::from_secs(1));
     report(&runner, &run, json, !live.is_tty())?;
     if interrupted {
         return Ok(exit::INTERRUPTED);

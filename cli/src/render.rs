@@ -2,7 +2,7 @@
 //! stdout; the live view and hints go to stderr.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Local, SecondsFormat, Utc};
@@ -498,12 +498,12 @@ impl LiveView {
             let body: Vec<&str> = lines[7..].iter().skip(start).take(20).copied().collect();
             text = format!("{}\n{}\n  … {} steps in all\n", head.join("\n"), body.join("\n"), run.steps.len());
         }
-        let mut err = std::io::stderr().lock();
+        let mut block = String::new();
         if state.lines_drawn > 0 {
-            let _ = write!(err, "\x1b[{}A\x1b[J", state.lines_drawn);
+            let _ = write!(block, "\x1b[{}A\x1b[J", state.lines_drawn);
         }
-        let _ = err.write_all(text.as_bytes());
-        let _ = err.flush();
+        block.push_str(&text);
+        crate::errout::write(block.into_bytes());
         state.lines_drawn = text.lines().count();
     }
 }
@@ -521,12 +521,15 @@ impl Observer for LiveView {
         if self.tty {
             self.redraw();
         } else {
-            let mut err = std::io::stderr().lock();
+            let mut lines = String::new();
             for e in events {
                 if matches!(e.event, Event::RunCreated { .. }) {
                     continue;
                 }
-                let _ = writeln!(err, "{}", event_line(e));
+                let _ = writeln!(lines, "{}", event_line(e));
+            }
+            if !lines.is_empty() {
+                crate::errout::write(lines.into_bytes());
             }
         }
     }

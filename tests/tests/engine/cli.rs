@@ -603,3 +603,30 @@ fn the_small_things_a_tired_operator_meets() {
         assert!(!help.contains("DR_CONFIG=]") && !help.contains("DR_STATE_DIR=/"), "dr {sub} --help shows an env value: {help}");
     }
 }
+
+#[test]
+fn a_full_stderr_that_nobody_reads_never_stops_the_run() {
+    let b = Bastion::new();
+    // Debug logs of a 300-step run fill a pipe's 64 KiB many times over; nobody reads it.
+    let mut child = b
+        .dr()
+        .args(["start", "synthetic", "-p", "steps=300", "-p", "step_ms=1"])
+        .env("DR_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let began = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(began.elapsed() < Duration::from_secs(60), "dr blocked on a full stderr");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    let mut dropped = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut dropped).unwrap();
+    assert!(dropped.len() >= 60_000, "the pipe was full: {} bytes", dropped.len());
+    assert_eq!(b.status()["status"], "succeeded");
+}
