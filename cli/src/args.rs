@@ -36,11 +36,11 @@ pub struct Cli {
 
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Directory of the state store [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
-    #[arg(long, env = "DR_STATE_DIR", hide_env_values = true, global = true, value_name = "DIR")]
+    /// Directory of the state store, else $DR_STATE_DIR [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
+    #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Configuration file (inventory, ssh, etcd, backups, targets) for the workflows that reach the cluster; `synthetic` reads none [default: /etc/dr/dr.toml]
-    #[arg(long, env = "DR_CONFIG", hide_env_values = true, global = true, value_name = "FILE")]
+    /// Configuration file (inventory, ssh, etcd, backups, targets) for the workflows that reach the cluster, else $DR_CONFIG; `synthetic` reads none [default: /etc/dr/dr.toml]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
 }
 

@@ -223,7 +223,7 @@ enum Access {
 fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
     let dir = cli_state_dir.unwrap_or_else(default_state_dir);
     if dir.exists() && !dir.is_dir() {
-        return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+        return Err(not_a_directory(&dir));
     }
     // A store held by a process without a control socket is most likely a
     // reader (dr list, dr status) that lets go within moments: wait a little
@@ -259,7 +259,7 @@ fn read_access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<ReadAccess> {
     let dir = cli_state_dir.unwrap_or_else(default_state_dir);
     if !store_present(&dir) {
         if dir.exists() && !dir.is_dir() {
-            return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+            return Err(not_a_directory(&dir));
         }
         return Ok(ReadAccess::Nothing(dir));
     }
@@ -274,9 +274,13 @@ fn existing_store(cli_state_dir: Option<PathBuf>, query: &str) -> anyhow::Result
         return Ok(dir);
     }
     if dir.exists() && !dir.is_dir() {
-        return Err(usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display())));
+        return Err(not_a_directory(&dir));
     }
     Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {query:?}: {}", no_store(&dir)) }))
+}
+
+fn not_a_directory(dir: &std::path::Path) -> anyhow::Error {
+    usage(format!("the state directory {} is not a directory; name another with --state-dir or DR_STATE_DIR", dir.display()))
 }
 
 /// Whether `dir` holds a store (its data, or the lock of a process creating it).
@@ -427,7 +431,15 @@ fn catalog() -> DrCatalog {
     DrCatalog::with_config(CONFIG_PATH.get().cloned().flatten())
 }
 
-async fn run(cli: Cli) -> anyhow::Result<u8> {
+/// `--flag`, else the environment variable (read here rather than by clap, whose usage
+/// line would show an option set from the environment as if it were required).
+fn flag_or_env(flag: Option<PathBuf>, var: &str) -> Option<PathBuf> {
+    flag.or_else(|| std::env::var_os(var).filter(|v| !v.is_empty()).map(PathBuf::from))
+}
+
+async fn run(mut cli: Cli) -> anyhow::Result<u8> {
+    cli.global.state_dir = flag_or_env(cli.global.state_dir.take(), "DR_STATE_DIR");
+    cli.global.config = flag_or_env(cli.global.config.take(), "DR_CONFIG");
     let state_dir = cli.global.state_dir.clone();
     let _ = CONFIG_PATH.set(cli.global.config.clone());
     match cli.command {

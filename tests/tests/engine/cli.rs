@@ -595,6 +595,10 @@ fn the_small_things_a_tired_operator_meets() {
     let out = b.run(&["history"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("run succeeded"));
+    // DR_STATE_DIR set (as here) does not make --state-dir look required in the usage line.
+    let out = b.run(&["resume"]);
+    assert_eq!(code(&out), Some(2));
+    assert!(stderr(&out).contains("Usage: dr resume <ID>"), "{}", stderr(&out));
     // Help: --json says what it does everywhere; env values are not shown (empty or secret).
     for sub in ["start", "resume", "status", "list", "history", "cancel", "retry", "approve", "skip", "assess", "workflows"] {
         let help = String::from_utf8_lossy(&b.run(&[sub, "--help"]).stdout).into_owned();
