@@ -243,6 +243,9 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
         }
     };
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    if let Ok(ids) = dr_state::Store::run_ids(&store) {
+        render::know_ids(ids);
+    }
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
     let runner = Runner::new(Arc::new(store), Arc::new(catalog()), Arc::clone(&clock), options);
     Ok(Access::Local(Env { runner, clock, dir }))
@@ -321,6 +324,13 @@ impl Driving {
 }
 
 fn owner_driving(dir: &std::path::Path) -> Driving {
+    // The run ids too (once), so that short ids shown are unique in the whole store.
+    static IDS: std::sync::Once = std::sync::Once::new();
+    IDS.call_once(|| {
+        if let Ok(Some(control::Response::List { runs, .. })) = control::request(dir, &control::Request::List, std::time::Duration::from_secs(5)) {
+            render::know_ids(runs.iter().map(|(s, _)| s.id));
+        }
+    });
     match control::request(dir, &control::Request::Driving, std::time::Duration::from_secs(5)) {
         Ok(Some(control::Response::Driving { runs, .. })) => Driving::Runs(runs),
         _ => Driving::Unknown,
@@ -456,7 +466,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             let env = open(Some(existing_store(state_dir, &args.id)?))?;
             if let Ok(Some(run)) = env.runner.store().resolve(&args.id).and_then(|id| env.runner.store().load(id)) {
                 if run.status == RunStatus::Paused && !args.json {
-                    say!("dr: run {} is paused for a decision: resume alone does not retry a failed step or pass a gate (what it needs is under Next)", &run.id.to_string()[..13]);
+                    say!("dr: run {} is paused for a decision: resume alone does not retry a failed step or pass a gate (what it needs is under Next)", render::short(run.id));
                 }
             }
             let options = DriveOptions { resume: true, allow_definition_change: args.allow_definition_change, operator: None };
@@ -683,7 +693,7 @@ async fn start(env: Env, args: args::StartArgs, incident_at: Option<i64>) -> any
     let preapproved_by = args.yes.then(operator_name);
     let run = env.runner.create(&args.workflow, params, incident_at, preapproved_by).await?;
     if !args.json {
-        say!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, &run.id.to_string()[..13]);
+        say!("dr: started run {} ({}); if this process stops, continue with: dr resume {}", run.id, run.workflow, render::short(run.id));
     }
     drive_run(env, run, DriveOptions::default(), args.json).await
 }
@@ -848,7 +858,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     let mut told = false;
     while !runner.driving().is_empty() {
         if !told {
-            let others: Vec<String> = runner.driving().iter().map(|id| id.to_string()[..13].to_owned()).collect();
+            let others: Vec<String> = runner.driving().iter().map(|id| render::short(*id)).collect();
             say!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
             told = true;
         }

@@ -227,7 +227,7 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis, driven: bool) -> Str
             "Status    stopped ({done}/{} steps done) — nothing drives it since {}; continue with: dr resume {}",
             run.steps.len(),
             local_time(run.updated_at),
-            &run.id.to_string()[..13]
+            short(run.id)
         );
     } else {
         let _ = writeln!(out, "Status    {} ({done}/{} steps done){reason}{ending}", run.status.as_str(), run.steps.len());
@@ -254,7 +254,7 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis, driven: bool) -> Str
 
 /// What the operator can do next, for a run that is not moving by itself.
 pub fn next_steps(run: &RunRecord) -> Vec<String> {
-    let short = &run.id.to_string()[..13];
+    let short = short(run.id);
     let mut hints = Vec::new();
     match run.status {
         RunStatus::Paused => {
@@ -277,6 +277,33 @@ pub fn next_steps(run: &RunRecord) -> Vec<String> {
     hints
 }
 
+/// Every run id of the store this process reads (sorted): what a short id
+/// must tell apart.
+static KNOWN_IDS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// Adds run ids to those a short id must tell apart.
+pub fn know_ids(ids: impl IntoIterator<Item = dr_state::RunId>) {
+    let mut known = KNOWN_IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    known.extend(ids.into_iter().map(|id| id.to_string()));
+    known.sort();
+    known.dedup();
+}
+
+/// The shortest prefix of `id` (at least 8 characters) that no other run of
+/// the store shares — the same in `dr list`, the hints and every message, and
+/// always accepted back as an ID.
+pub fn short(id: dr_state::RunId) -> String {
+    let full = id.to_string();
+    let mut known = KNOWN_IDS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    if let Err(at) = known.binary_search(&full) {
+        known.insert(at, full.clone());
+    }
+    let i = known.binary_search(&full).unwrap_or(0);
+    let window: Vec<String> = known[i.saturating_sub(1)..(i + 2).min(known.len())].to_vec();
+    let at = window.iter().position(|k| *k == full).unwrap_or(0);
+    short_ids(&window).swap_remove(at)
+}
+
 /// Shortest prefix (at least 8 characters) that tells each id apart from its
 /// neighbours, for ids sorted ascending.
 pub fn short_ids(ids: &[String]) -> Vec<String> {
@@ -297,8 +324,7 @@ pub fn short_ids(ids: &[String]) -> Vec<String> {
 
 /// The `dr list` table, newest first. `driving`: the runs a process drives now.
 pub fn list_text(rows: &[(RunSummary, Rto)], driving: &[dr_state::RunId]) -> String {
-    let ids: Vec<String> = rows.iter().map(|(s, _)| s.id.to_string()).collect();
-    let shorts = short_ids(&ids);
+    let shorts: Vec<String> = rows.iter().map(|(s, _)| short(s.id)).collect();
     let idw = shorts.iter().map(String::len).max().unwrap_or(2).max(2);
     let ww = rows.iter().map(|(s, _)| s.workflow.len()).max().unwrap_or(8).max(8);
     let mut out = format!("{:idw$}  {:ww$}  LVL  {:9}  STEPS  {:19}  {:>9}  RTO\n", "ID", "WORKFLOW", "STATUS", "STARTED", "ELAPSED");

@@ -634,3 +634,24 @@ fn a_full_stderr_that_nobody_reads_never_stops_the_run() {
     assert!(dropped.len() >= 60_000, "the pipe was full: {} bytes", dropped.len());
     assert_eq!(b.status()["status"], "succeeded");
 }
+
+#[test]
+fn the_short_ids_shown_are_unique_and_the_same_everywhere() {
+    let b = Bastion::new();
+    for _ in 0..6 {
+        assert_eq!(code(&b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1"])), Some(0));
+    }
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"]);
+    assert_eq!(code(&out), Some(3));
+    let hinted = stderr(&out).lines().find_map(|l| l.trim().strip_prefix("dr retry ")).map(|rest| rest.split(' ').next().unwrap().to_owned()).expect("a retry hint");
+    let listed: Vec<String> =
+        String::from_utf8_lossy(&b.run(&["list"]).stdout).lines().skip(1).map(|l| l.split_whitespace().next().unwrap().to_owned()).collect();
+    assert_eq!(listed.len(), 7);
+    let distinct: std::collections::BTreeSet<&String> = listed.iter().collect();
+    assert_eq!(distinct.len(), 7, "unique: {listed:?}");
+    assert_eq!(listed[0], hinted, "the hint names the run as dr list does");
+    for short in &listed {
+        assert!(short.len() >= 8 && short.len() < 36, "{short}");
+        assert_eq!(code(&b.run(&["status", short])), Some(0), "{short} resolves to one run");
+    }
+}
