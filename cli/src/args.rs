@@ -25,6 +25,10 @@ dr returns; cancel: 0 once the run ends cancelled; status, list, history: 0 when
 /// on disk before and after it runs, so a crash of this process loses nothing
 /// and `dr resume ID` continues where it stopped, while the RTO clock keeps
 /// counting against the target of the failure level.
+///
+/// start, resume, workflows, config and assess read --config FILE (else
+/// $DR_CONFIG, else /etc/dr/dr.toml); the state store is --state-dir DIR (else
+/// $DR_STATE_DIR).
 #[derive(Debug, Parser)]
 #[command(name = "dr", version, after_long_help = EXIT_CODES, after_help = EXIT_CODES)]
 pub struct Cli {
@@ -39,16 +43,20 @@ pub struct Global {
     /// Directory of the state store, else $DR_STATE_DIR [default: /var/lib/dr for root, else $XDG_DATA_HOME/dr]
     #[arg(long, global = true, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Configuration file (inventory, ssh, etcd, backups, targets) for the workflows that reach the cluster, else $DR_CONFIG; `synthetic` reads none [default: /etc/dr/dr.toml]
-    #[arg(long, global = true, value_name = "FILE")]
+    /// Configuration file (listed in the help of the commands that read it)
+    #[arg(long, global = true, value_name = "FILE", hide = true)]
     pub config: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Start a recovery and run it in the foreground until it ends or pauses
+    /// Start a recovery and run it in the foreground until it ends or pauses.
+    ///
+    /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml; a run keeps the file it started with): the inventory, ssh, etcd, backups and targets of the workflows that reach the cluster (`synthetic` reads none).
     Start(StartArgs),
-    /// Continue a run after a crash, a stop or a pause
+    /// Continue a run after a crash, a stop or a pause.
+    ///
+    /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml; a run keeps the file it started with): the inventory, ssh, etcd, backups and targets of the workflows that reach the cluster (`synthetic` reads none).
     Resume(ResumeArgs),
     /// Show a run: steps, attempts, the RTO clock (without ID: every unfinished run, else the latest)
     Status(StatusArgs),
@@ -64,11 +72,15 @@ pub enum Command {
     Approve(StepArgs),
     /// Mark a step done without running it, then continue
     Skip(SkipArgs),
-    /// List the workflows dr knows, or show one
+    /// List the workflows dr knows, or show one.
+    ///
+    /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml; a run keeps the file it started with): the inventory, ssh, etcd, backups and targets of the workflows that reach the cluster (`synthetic` reads none).
     Workflows(WorkflowsArgs),
-    /// Check the configuration file (dr.toml; see --config)
+    /// Check the configuration file: --config FILE, else $DR_CONFIG, else /etc/dr/dr.toml
     Config(ConfigArgs),
-    /// Assess the platform (read-only checks) and name the failure level and the workflow to run; exit 0 when nothing is wrong, 1 when something is
+    /// Assess the platform (read-only checks) and name the failure level and the workflow to run; exit 0 when nothing is wrong, 1 when something is.
+    ///
+    /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml; a run keeps the file it started with): the inventory, ssh, etcd, backups and targets of the workflows that reach the cluster (`synthetic` reads none).
     Assess(JsonArgs),
 }
 

@@ -595,6 +595,9 @@ fn the_small_things_a_tired_operator_meets() {
     let out = b.run(&["history"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("run succeeded"));
+    // --config is offered where it is read, not on commands that never read it.
+    assert!(!String::from_utf8_lossy(&b.run(&["status", "--help"]).stdout).contains("--config"));
+    assert!(String::from_utf8_lossy(&b.run(&["start", "--help"]).stdout).contains("--config FILE"));
     // DR_STATE_DIR set (as here) does not make --state-dir look required in the usage line.
     let out = b.run(&["resume"]);
     assert_eq!(code(&out), Some(2));
@@ -602,8 +605,11 @@ fn the_small_things_a_tired_operator_meets() {
     // Help: --json says what it does everywhere; env values are not shown (empty or secret).
     for sub in ["start", "resume", "status", "list", "history", "cancel", "retry", "approve", "skip", "assess", "workflows"] {
         let help = String::from_utf8_lossy(&b.run(&[sub, "--help"]).stdout).into_owned();
-        let json_line = help.lines().find(|l| l.trim_start().starts_with("--json")).unwrap_or_default();
-        assert!(json_line.split_whitespace().count() > 2, "dr {sub} --help documents --json: {help}");
+        // Short help puts the text on the option's line, long help on the next.
+        let lines: Vec<&str> = help.lines().collect();
+        let at = lines.iter().position(|l| l.trim_start().starts_with("--json")).unwrap_or_else(|| panic!("dr {sub} has --json: {help}"));
+        let documented = lines[at].split_whitespace().count() > 2 || lines.get(at + 1).is_some_and(|l| l.trim().split_whitespace().count() > 2 && !l.trim_start().starts_with('-'));
+        assert!(documented, "dr {sub} --help documents --json: {help}");
         assert!(!help.contains("DR_CONFIG=]") && !help.contains("DR_STATE_DIR=/"), "dr {sub} --help shows an env value: {help}");
     }
 }
