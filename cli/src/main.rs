@@ -323,6 +323,16 @@ impl Driving {
     }
 }
 
+/// Reads the histories of runs shown from the owner of the store (for step durations).
+fn learn_histories(dir: &std::path::Path, runs: &[(RunRecord, dr_orchestrator::Rto)]) {
+    for (run, _) in runs {
+        let request = control::Request::History { query: run.id.to_string() };
+        if let Ok(Some(control::Response::Events(events))) = control::request(dir, &request, std::time::Duration::from_secs(5)) {
+            render::know_history(run.id, events);
+        }
+    }
+}
+
 fn owner_driving(dir: &std::path::Path) -> Driving {
     // The run ids too (once), so that short ids shown are unique in the whole store.
     static IDS: std::sync::Once = std::sync::Once::new();
@@ -526,6 +536,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                         return watch(&dir, runs, args.id.is_some(), args.json).await;
                     }
                     let driving = owner_driving(&dir);
+                    learn_histories(&dir, &runs);
                     show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving, &dir)?;
                     Ok(exit::OK)
                 }
@@ -741,6 +752,7 @@ async fn operate(state_dir: Option<PathBuf>, query: &str, options: DriveOptions,
         }
     }
     let driving = owner_driving(&dir);
+    learn_histories(&dir, &runs);
     show_runs(&runs, true, json, SystemClock.now_ms(), &driving, &dir)?;
     Ok(runs.first().map_or(exit::OK, |(r, _)| code(r.status)))
 }
@@ -755,6 +767,7 @@ async fn watch(dir: &std::path::Path, mut runs: Vec<(RunRecord, dr_orchestrator:
     let mut drawn = 0usize;
     let mut driving = owner_driving(dir);
     loop {
+        learn_histories(dir, &runs);
         let seen: Vec<(u64, bool)> = runs.iter().map(|(r, _)| (r.next_seq, driving.drives(r.id))).collect();
         if tty {
             let mut text = String::new();
@@ -817,6 +830,7 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     let plan = env.runner.definition_for(&run).map(|d| d.plan()).context("cannot build the run's workflow")?;
     let expected = expected_durations(env.runner.store().as_ref(), &run, Some(&plan));
     let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock), run.id);
+    render::know_history(run.id, env.runner.store().events(run.id)?);
     let runner = env.runner.with_observer(Arc::clone(&live) as Arc<dyn dr_orchestrator::Observer>);
     let shutdown = runner.shutdown_token();
     // Other dr processes reach this run through the control socket while it runs.
@@ -979,6 +993,7 @@ async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<Vec
     let mut runs = Vec::new();
     for id in ids {
         let run = store.load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() })?;
+        render::know_history(id, store.events(id)?);
         let rto = env.runner.rto(&run);
         runs.push((run, rto));
     }

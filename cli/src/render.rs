@@ -168,8 +168,71 @@ pub fn rto_line(rto: &Rto, status: RunStatus, incident_at: Millis, driven: bool)
     }
 }
 
-fn step_duration(s: &StepRecord, now: Millis) -> String {
+/// Histories this process has read, by run: what step durations are counted from.
+static HISTORIES: Mutex<Vec<(dr_state::RunId, Vec<EventRecord>)>> = Mutex::new(Vec::new());
+
+/// Remembers a run's history (replacing what was known of it).
+pub fn know_history(id: dr_state::RunId, events: Vec<EventRecord>) {
+    let mut all = HISTORIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    all.retain(|(known, _)| *known != id);
+    all.push((id, events));
+}
+
+/// Adds new events of a run whose history is known (the live view).
+pub fn add_history(id: dr_state::RunId, events: &[EventRecord]) {
+    let mut all = HISTORIES.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, known)) = all.iter_mut().find(|(known, _)| *known == id) {
+        let next = known.last().map_or(0, |e| e.seq + 1);
+        known.extend(events.iter().filter(|e| e.seq >= next).cloned());
+    }
+}
+
+/// Time each step spent in its attempts (ms), from the history: from each
+/// start (or probe) to the event that ends it. Waits — for an operator, a
+/// backoff, a gate — do not count. An attempt lost with its process ends at
+/// the last event that process wrote; one still going counts until `until`.
+pub fn attempt_ms(events: &[EventRecord], until: Millis) -> std::collections::BTreeMap<dr_state::StepId, u64> {
+    let mut total: std::collections::BTreeMap<dr_state::StepId, u64> = std::collections::BTreeMap::new();
+    let mut open: Vec<(dr_state::StepId, Millis)> = Vec::new();
+    let mut last_at = events.first().map_or(until, |e| e.at);
+    let close = |total: &mut std::collections::BTreeMap<dr_state::StepId, u64>, step: dr_state::StepId, from: Millis, to: Millis| {
+        *total.entry(step).or_insert(0) += u64::try_from(to - from).unwrap_or(0);
+    };
+    for e in events {
+        match &e.event {
+            Event::StepStarted { step, .. } | Event::StepProbing { step, .. } => {
+                open.retain(|(s, _)| s != step);
+                open.push((step.clone(), e.at));
+            }
+            Event::StepSucceeded { step, .. }
+            | Event::StepFailed { step, .. }
+            | Event::StepCancelled { step, .. }
+            | Event::StepInterrupted { step, .. }
+            | Event::StepProbed { step, .. } => {
+                if let Some(i) = open.iter().position(|(s, _)| s == step) {
+                    let (step, from) = open.swap_remove(i);
+                    close(&mut total, step, from, e.at);
+                }
+            }
+            Event::ProcessStopped { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, e.at)),
+            Event::RunResumed { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, last_at)),
+            _ => {}
+        }
+        last_at = e.at;
+    }
+    for (step, from) in open {
+        close(&mut total, step, from, until);
+    }
+    total
+}
+
+fn step_duration(s: &StepRecord, now: Millis, attempts: Option<&std::collections::BTreeMap<dr_state::StepId, u64>>) -> String {
+    let running = s.state.is_active() && s.state.finished_at().is_none();
+    if let Some(ms) = attempts.and_then(|a| a.get(&s.id)) {
+        return format!("{}{}", human_ms(*ms), if running { "…" } else { "" });
+    }
     match (s.first_started_at, s.state.finished_at(), &s.state) {
+        _ if attempts.is_some() => String::new(),
         (Some(a), Some(b), _) => human_ms(u64::try_from(b - a).unwrap_or(0)),
         (Some(a), None, state) if state.is_active() => format!("{}…", human_ms(u64::try_from(now - a).unwrap_or(0))),
         _ => String::new(),
@@ -237,6 +300,13 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis, driven: bool) -> Str
     let _ = writeln!(out, "RTO       {}", rto_line(rto, run.status, run.incident_at, driven));
     let _ = writeln!(out);
     let width = run.steps.iter().map(|s| s.id.as_str().len()).max().unwrap_or(4).max(4);
+    // Durations count the attempts (from the history, when this process read it), not the waits.
+    let attempts = HISTORIES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .iter()
+        .find(|(id, _)| *id == run.id)
+        .map(|(_, events)| attempt_ms(events, now));
     let _ = writeln!(out, "  {:width$}  {:14}  {:>8}  {:>9}  NOTE", "STEP", "STATUS", "ATTEMPTS", "DURATION");
     for s in &run.steps {
         // A step shown running in a stopped run is not running: its process is gone.
@@ -246,7 +316,7 @@ pub fn status_text(run: &RunRecord, rto: &Rto, now: Millis, driven: bool) -> Str
         } else {
             (icon(&s.state), s.state.as_str(), step_note(s, now))
         };
-        let line = format!("{} {:width$}  {:14}  {:>8}  {:>9}  {}", icon, s.id.as_str(), state, s.attempts, step_duration(s, now), note);
+        let line = format!("{} {:width$}  {:14}  {:>8}  {:>9}  {}", icon, s.id.as_str(), state, s.attempts, step_duration(s, now, attempts.as_ref()), note);
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
@@ -540,6 +610,7 @@ impl Observer for LiveView {
             // A run adopted from another shell (dr retry/cancel/…): its own terminal follows it.
             return;
         }
+        add_history(run.id, events);
         {
             let mut state = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             state.run = Some(run.clone());

@@ -608,7 +608,7 @@ fn the_small_things_a_tired_operator_meets() {
         // Short help puts the text on the option's line, long help on the next.
         let lines: Vec<&str> = help.lines().collect();
         let at = lines.iter().position(|l| l.trim_start().starts_with("--json")).unwrap_or_else(|| panic!("dr {sub} has --json: {help}"));
-        let documented = lines[at].split_whitespace().count() > 2 || lines.get(at + 1).is_some_and(|l| l.trim().split_whitespace().count() > 2 && !l.trim_start().starts_with('-'));
+        let documented = lines[at].split_whitespace().count() > 2 || lines.get(at + 1).is_some_and(|l| l.split_whitespace().count() > 2 && !l.trim_start().starts_with('-'));
         assert!(documented, "dr {sub} --help documents --json: {help}");
         assert!(!help.contains("DR_CONFIG=]") && !help.contains("DR_STATE_DIR=/"), "dr {sub} --help shows an env value: {help}");
     }
@@ -660,4 +660,26 @@ fn the_short_ids_shown_are_unique_and_the_same_everywhere() {
         assert!(short.len() >= 8 && short.len() < 36, "{short}");
         assert_eq!(code(&b.run(&["status", short])), Some(0), "{short} resolves to one run");
     }
+}
+
+#[test]
+fn step_durations_count_the_attempts_not_the_waits() {
+    let b = Bastion::new();
+    let duration_of = |step: &str| -> String {
+        let text = String::from_utf8_lossy(&b.run(&["status", "@latest"]).stdout).into_owned();
+        let line = text.lines().find(|l| l.split_whitespace().nth(1) == Some(step)).unwrap_or_else(|| panic!("{step} in {text}")).to_owned();
+        line.split_whitespace().nth(4).unwrap().to_owned()
+    };
+    // Three attempts of 200 ms with 1.5 s backoffs between them: about 600 ms of work.
+    let out = b.run(&["start", "synthetic", "-p", "steps=1", "-p", "step_ms=200", "-p", "fail_at=1", "-p", "fail_times=2", "-p", "attempts=3", "-p", "backoff_ms=1500"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let d = duration_of("step-1");
+    assert!(d.ends_with("ms"), "about 600 ms, not the 3.6 s with the backoffs: {d}");
+    // A step that paused for an operator for over a second, then was skipped: its one short attempt.
+    let out = b.run(&["start", "synthetic", "-p", "steps=2", "-p", "step_ms=100", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1"]);
+    assert_eq!(code(&out), Some(3));
+    std::thread::sleep(Duration::from_millis(1200));
+    assert_eq!(code(&b.run(&["skip", "@latest", "step-1", "--reason", "done by hand"])), Some(0));
+    let d = duration_of("step-1");
+    assert!(d.ends_with("ms"), "the pause does not count: {d}");
 }
