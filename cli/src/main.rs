@@ -210,7 +210,20 @@ struct Env {
 fn open(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Env> {
     match access(cli_state_dir)? {
         Access::Local(env) => Ok(env),
-        Access::Remote { busy, .. } => Err(busy.into()),
+        Access::Remote { dir, busy } => {
+            // Say which run the owner drives, and how to follow it.
+            let Driving::Runs(runs) = owner_driving(&dir) else { return Err(busy.into()) };
+            let Some(first) = runs.first() else { return Err(busy.into()) };
+            let shown: Vec<String> = runs.iter().map(|id| render::short(*id)).collect();
+            Err(anyhow::Error::new(Worded {
+                code: exit::BUSY,
+                message: format!(
+                    "{busy}. It drives run {}: `dr status --watch {}` follows it; a decision on another run (dr retry, skip, approve, cancel) is taken up by it",
+                    shown.join(", "),
+                    render::short(*first)
+                ),
+            }))
+        }
     }
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// Errors of the state store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("state store {} is in use by another dr process{}; stop it or use another --state-dir", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    #[error("state store {} is in use by another dr process{}; one process drives a store's runs at a time: wait for it, or stop it (its run is saved) and try again", path.display(), pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Busy { path: PathBuf, pid: Option<u32> },
 
     #[error("cannot create state directory {}: {source}", path.display())]

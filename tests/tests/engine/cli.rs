@@ -516,6 +516,11 @@ fn decisions_on_paused_runs_succeed_while_another_run_executes() {
     let out = b.run(&["cancel", &to_cancel, "--reason", "not needed", "--json"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"], "cancelled");
+    // A second start says which run holds the store and how to follow it, not "use another --state-dir".
+    let out = b.run(&["start", "synthetic", "-p", "steps=1"]);
+    assert_eq!(code(&out), Some(5), "{}", stderr(&out));
+    assert!(stderr(&out).contains("It drives run") && stderr(&out).contains("dr status --watch"), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("another --state-dir"), "{}", stderr(&out));
     // The long run went on undisturbed.
     let out = child.wait_with_output().unwrap();
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
