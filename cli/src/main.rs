@@ -1106,3 +1106,18 @@ fn show_history(query: &str, events: &[dr_state::EventRecord], json: bool) -> an
     }
     Ok(exit::OK)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::error_text;
+
+    #[test]
+    fn each_cause_of_an_error_is_said_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "Permission denied (os error 13)");
+        let e = anyhow::Error::new(dr_state::Error::NotWritable { path: "/var/lib/dr".into(), source: io });
+        let text = error_text(&e);
+        assert_eq!(text.matches("Permission denied (os error 13)").count(), 1, "{text}");
+        let e = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_text(&e), "outer: inner");
+    }
+}

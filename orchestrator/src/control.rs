@@ -59,8 +59,8 @@ impl Response {
             crate::Error::Store(dr_state::Error::NotFound { .. }) => ErrorKind::NotFound,
             crate::Error::Store(dr_state::Error::Ambiguous { .. } | dr_state::Error::DidYouMean { .. })
             | crate::Error::UnknownStep { .. }
-            | crate::Error::NotApplicable { .. }
             | crate::Error::Catalog(_) => ErrorKind::Usage,
+            // The run's state does not allow it: exit 6, as when the store is read directly.
             _ => ErrorKind::Cannot,
         };
         Response::Error { kind, message: e.to_string() }

@@ -516,6 +516,10 @@ fn decisions_on_paused_runs_succeed_while_another_run_executes() {
     let out = b.run(&["cancel", &to_cancel, "--reason", "not needed", "--json"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert_eq!(serde_json::from_slice::<Value>(&out.stdout).unwrap()["status"], "cancelled");
+    // A decision the run's state does not allow exits 6 through the owner too (as without one).
+    let out = b.run(&["cancel", &to_retry, "--reason", "too late"]);
+    assert_eq!(code(&out), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("already ended") && !stderr(&out).contains("Ctrl-C"), "{}", stderr(&out));
     // A second start says which run holds the store and how to follow it, not "use another --state-dir".
     let out = b.run(&["start", "synthetic", "-p", "steps=1"]);
     assert_eq!(code(&out), Some(5), "{}", stderr(&out));
@@ -687,4 +691,22 @@ fn step_durations_count_the_attempts_not_the_waits() {
     assert_eq!(code(&b.run(&["skip", "@latest", "step-1", "--reason", "done by hand"])), Some(0));
     let d = duration_of("step-1");
     assert!(d.ends_with("ms"), "the pause does not count: {d}");
+}
+
+#[test]
+fn the_readme_exit_code_table_matches_help() {
+    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let table: Vec<String> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("### Exit codes"))
+        .filter_map(|l| l.strip_prefix("| ").and_then(|r| r.split(' ').next()).filter(|c| c.chars().all(|ch| ch.is_ascii_digit())).map(str::to_owned))
+        .collect();
+    let help = String::from_utf8_lossy(&Bastion::new().run(&["--help"]).stdout).into_owned();
+    let listed: Vec<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Exit codes"))
+        .filter_map(|l| l.trim_start().split_whitespace().next().filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit())).map(str::to_owned))
+        .collect();
+    assert!(!table.is_empty(), "the README has an exit-code table");
+    assert_eq!(table, listed, "README's codes and --help's codes");
 }
