@@ -82,15 +82,17 @@ pub fn drain(timeout: Duration) {
     }
 }
 
-/// At exit: writes what is queued (at most `timeout`), then stops the writer.
+/// At exit: writes what is queued (at most `timeout`), says how many lines
+/// were dropped, and lets later writes go straight to stderr. The writer is
+/// not joined: a stuck stderr must not hold the process (and its store lock).
 pub fn finish(timeout: Duration) {
     let Some(o) = OUT.get() else { return };
     drain(timeout);
-    if o.pending.load(Ordering::Acquire) == 0 {
-        drop(o.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
-        if let Some(handle) = o.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take() {
-            let _ = handle.join();
-        }
+    drop(o.tx.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    drop(o.done.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take());
+    let dropped = o.dropped.load(Ordering::Relaxed);
+    if dropped > 0 {
+        let _ = writeln!(std::io::stderr(), "dr: [{dropped} line(s) of output dropped in all: stderr was not being read]");
     }
 }
 

@@ -97,16 +97,17 @@ fn main() -> ExitCode {
             return ExitCode::from(exit::CANNOT);
         }
     };
-    let code = match runtime.block_on(run(cli)) {
+    let result = runtime.block_on(run(cli));
+    errout::finish(std::time::Duration::from_secs(2));
+    match result {
         Ok(code) => ExitCode::from(code),
         Err(e) if is_broken_pipe(&e) => ExitCode::from(141),
         Err(e) => {
-            say!("dr: {}", error_text(&e));
+            // Written directly, after the queue: the last word is never dropped.
+            let _ = writeln!(std::io::stderr(), "dr: {}", error_text(&e));
             ExitCode::from(exit_code_for(&e))
         }
-    };
-    errout::finish(std::time::Duration::from_secs(2));
-    code
+    }
 }
 
 /// `DR_LOG`: a bare level (`info`, `debug`) shows dr's own events at that
@@ -246,7 +247,9 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
         match SledStore::open(&dir) {
             Ok(store) => break store,
             Err(busy @ dr_state::Error::Busy { .. }) => {
-                if dir.join(control::SOCKET_NAME).exists() || std::time::Instant::now() >= patience {
+                // A socket that takes a connection is a driver's; a stale one (its process was killed) is not.
+                let driver = std::os::unix::net::UnixStream::connect(dir.join(control::SOCKET_NAME)).is_ok();
+                if driver || std::time::Instant::now() >= patience {
                     return Ok(Access::Remote { dir, busy });
                 }
                 #[allow(clippy::disallowed_methods)] // waiting for another process to let the store go
@@ -883,15 +886,30 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     // Runs adopted from other shells (an operator's retry, skip or cancel reached this process,
     // which owns the store) are driven to their end too; a stop signal stops them, saved.
     let mut told = false;
-    while !runner.driving().is_empty() {
-        if !told {
-            let others: Vec<String> = runner.driving().iter().map(|id| render::short(*id)).collect();
-            say!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
-            told = true;
+    loop {
+        while !runner.driving().is_empty() {
+            if !told {
+                let others: Vec<String> = runner.driving().iter().map(|id| render::short(*id)).collect();
+                say!("dr: still driving {} (taken up from another shell); Ctrl-C stops it, saved for dr resume", others.join(", "));
+                told = true;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        // No new decisions; one that was being taken up as the socket closed is driven to its end too.
+        serving.cancel();
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if runner.driving().is_empty() {
+            break;
+        }
     }
-    serving.cancel();
+    // The own run may have moved on meanwhile (a decision on it came through the socket).
+    let outcome = match outcome {
+        Ok(DriveOutcome { run: ran, interrupted }) if !interrupted => {
+            let now = runner.store().load(ran.id)?.unwrap_or(ran);
+            Ok(DriveOutcome { run: now, interrupted })
+        }
+        other => other,
+    };
     if let Some(t) = ticker {
         t.abort();
     }

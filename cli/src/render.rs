@@ -216,6 +216,8 @@ pub fn attempt_ms(events: &[EventRecord], until: Millis) -> std::collections::BT
             }
             Event::ProcessStopped { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, e.at)),
             Event::RunResumed { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, last_at)),
+            // Written with a resume, before its RunResumed: not a sign of the old process's life.
+            Event::CancelRequested { .. } | Event::DefinitionReplaced { .. } => continue,
             _ => {}
         }
         last_at = e.at;

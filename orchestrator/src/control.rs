@@ -193,11 +193,26 @@ async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Respon
 /// driving it here from that decision on. Answers once the decision is
 /// recorded (or refused: the refusal is the answer), with the run then.
 async fn adopt(runner: &Runner, id: RunId, command: OperatorCommand) -> crate::Result<(RunRecord, Rto)> {
-    let before = load(runner, id)?.next_seq;
+    let before = load(runner, id)?;
+    if runner.shutdown_token().is_cancelled() {
+        return Err(crate::Error::NotApplicable {
+            run: id,
+            status: before.status.as_str(),
+            detail: format!("the process that owns the store (pid {}) is stopping; try again once it has", std::process::id()),
+        });
+    }
+    let before = before.next_seq;
     let driver = runner.clone();
     let options = DriveOptions { resume: true, operator: Some(command), ..DriveOptions::default() };
-    let mut drive = tokio::spawn(async move { driver.drive(id, options).await });
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut drive = tokio::spawn(async move {
+        let outcome = driver.drive(id, options).await;
+        if let Err(e) = &outcome {
+            warn!(run = %id, error = %e, "driving a run taken up from another shell failed");
+        }
+        outcome
+    });
+    // Within the asking client's patience (30 s).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         tokio::select! {
             finished = &mut drive => {
@@ -210,9 +225,14 @@ async fn adopt(runner: &Runner, id: RunId, command: OperatorCommand) -> crate::R
             }
             () = tokio::time::sleep(Duration::from_millis(20)) => {
                 let run = load(runner, id)?;
-                if run.next_seq > before || tokio::time::Instant::now() >= deadline {
+                if run.next_seq > before {
                     let rto = runner.rto(&run);
                     return Ok((run, rto));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(crate::Error::Internal(format!(
+                        "the decision on run {id} was handed over but is not recorded after 20 s; dr status {id} shows when it is"
+                    )));
                 }
             }
         }

@@ -120,6 +120,21 @@ struct Inner {
     observer: Option<Arc<dyn Observer>>,
     /// Runs this runner is driving now, and how to reach their drivers.
     active: std::sync::Mutex<HashMap<RunId, mpsc::UnboundedSender<OperatorRequest>>>,
+    /// Runs a `drive` of this runner has taken (from before their first
+    /// commit to the end): one driver per run, ever.
+    claims: std::sync::Mutex<BTreeSet<RunId>>,
+}
+
+/// A run claimed by one `drive`, released when it returns (however it returns).
+struct Claim<'a> {
+    claims: &'a std::sync::Mutex<BTreeSet<RunId>>,
+    id: RunId,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.id);
+    }
 }
 
 type OperatorRequest = (OperatorCommand, tokio::sync::oneshot::Sender<Result<RunRecord>>);
@@ -192,6 +207,7 @@ impl Runner {
                 shutdown: CancellationToken::new(),
                 observer,
                 active: std::sync::Mutex::new(HashMap::new()),
+                claims: std::sync::Mutex::new(BTreeSet::new()),
             }),
         }
     }
@@ -279,7 +295,18 @@ impl Runner {
 
     /// Drives a run until it ends, pauses for an operator, or the process is
     /// told to stop.
+    /// A run is driven by one `drive` at a time: a second one, while the first
+    /// is taking the run up or driving it, is refused (a decision reaches the
+    /// driver through [`Runner::operate`] instead).
     pub async fn drive(&self, id: RunId, options: DriveOptions) -> Result<DriveOutcome> {
+        if !self.inner.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id) {
+            return Err(Error::NotApplicable {
+                run: id,
+                status: "running",
+                detail: "this process is taking it up or driving it already; try again in a moment (a decision then reaches its driver)".into(),
+            });
+        }
+        let _claim = Claim { claims: &self.inner.claims, id };
         let span = info_span!("run", dr.run_id = %id);
         self.drive_inner(id, options).instrument(span).await
     }
@@ -366,11 +393,9 @@ impl Runner {
         self.lock_active().contains_key(&id)
     }
 
-    /// The runs this runner drives now.
+    /// The runs this runner drives now, or is taking up.
     pub fn driving(&self) -> Vec<RunId> {
-        let mut ids: Vec<RunId> = self.lock_active().keys().copied().collect();
-        ids.sort();
-        ids
+        self.inner.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect()
     }
 
     /// Hands an operator's decision to the driver of a run this runner is

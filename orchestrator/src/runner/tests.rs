@@ -326,3 +326,24 @@ async fn a_panicking_action_fails_its_step_instead_of_hanging_the_run() {
     let StepState::Failed { error, .. } = &out.run.steps[0].state else { panic!("failed: {:?}", out.run.steps[0].state) };
     assert!(error.contains("panicked") && error.contains("index out of bounds"), "{error}");
 }
+
+#[tokio::test]
+async fn a_run_is_driven_by_one_drive_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "1"), ("sleep_ms", "300")]), None, None).await.unwrap();
+    let first = {
+        let r = r.clone();
+        tokio::spawn(async move { r.drive(run.id, DriveOptions::default()).await })
+    };
+    // While the first drive holds the run, a second (a resume, an adopted decision) is refused.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(r.driving(), vec![run.id]);
+    let second = r.drive(run.id, DriveOptions { resume: true, ..Default::default() }).await;
+    assert!(matches!(second, Err(Error::NotApplicable { .. })), "{second:?}");
+    let out = first.await.unwrap().unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded);
+    assert_eq!(catalog.log.lock().unwrap().clone(), vec!["step-1 attempt-1"], "the step ran once");
+    assert!(r.driving().is_empty(), "the claim is released");
+}
