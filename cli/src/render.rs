@@ -638,6 +638,34 @@ impl Observer for LiveView {
 mod tests {
     use super::*;
 
+    fn at(seq: u64, at: Millis, event: Event) -> EventRecord {
+        EventRecord { seq, at, event }
+    }
+
+    #[test]
+    fn attempt_time_counts_attempts_not_waits_nor_a_crash_outage() {
+        let s = |id: &str| dr_state::StepId::from(id);
+        let started = |seq, t, step: &str, attempt| at(seq, t, Event::StepStarted { step: s(step), attempt, epoch: 1, deadline: None });
+        let events = vec![
+            // step-1: 200 ms, a 5 s backoff, then 300 ms.
+            started(1, 0, "step-1", 1),
+            at(2, 200, Event::StepFailed { step: s("step-1"), attempt: 1, error: "x".into(), then: dr_state::AfterFailure::RetryAt(5_200) }),
+            started(3, 5_200, "step-1", 2),
+            at(4, 5_500, Event::StepSucceeded { step: s("step-1"), attempt: 2, duration_ms: 300, output: dr_state::StepOutput::default() }),
+            // step-2 runs 1 s, then its process is SIGKILLed (no event); four hours later a cancel comes with the resume.
+            started(5, 6_000, "step-2", 1),
+            at(6, 7_000, Event::GatesPreApproved { by: "someone".into() }),
+            at(7, 14_407_000, Event::CancelRequested { reason: "late".into(), by: "op".into() }),
+            at(8, 14_407_000, Event::RunResumed { epoch: 2, by: "dr".into() }),
+            // step-3 is still running at `until`.
+            started(9, 14_408_000, "step-3", 1),
+        ];
+        let ms = attempt_ms(&events, 14_408_250);
+        assert_eq!(ms[&s("step-1")], 500, "the backoff does not count");
+        assert_eq!(ms[&s("step-2")], 1_000, "the attempt ends at the dead process's last event, not at the resume");
+        assert_eq!(ms[&s("step-3")], 250, "a running attempt counts until now");
+    }
+
     #[test]
     fn short_ids_tell_neighbours_apart() {
         let ids = vec!["0193aaaa-0001".to_owned(), "0193aaaa-0002".to_owned(), "0194bbbb-0000".to_owned()];
