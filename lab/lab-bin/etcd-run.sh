@@ -29,6 +29,11 @@ case ${1:-} in
       [ -f "$pki/$f" ] || { echo "etcd: cannot start: missing $pki/$f" >&2; exit 1; }
     done
     mkdir -p "$data" && chmod 700 "$data"
+    # A port the lab chose can be held for a moment by someone's outgoing
+    # connection (the same ephemeral range): etcd then dies on "address
+    # already in use"; it is started again a few times before giving up.
+    for try in 1 2 3 4 5 6; do
+    mark=$(wc -l <"$log" 2>/dev/null || echo 0)
     setsid /usr/bin/etcd --name "$LAB_CONTROL_PLANE" --data-dir "$data" \
       --listen-client-urls "$LAB_ETCD_CLIENT_URL" --advertise-client-urls "$LAB_ETCD_CLIENT_URL" \
       --listen-peer-urls "$LAB_ETCD_PEER_URL" --initial-advertise-peer-urls "$LAB_ETCD_PEER_URL" \
@@ -44,6 +49,10 @@ case ${1:-} in
     for _ in $(seq 300); do
       if ! running; then
         rm -f "$pidfile"
+        if [ "$try" -lt 6 ] && tail -n +"$((mark + 1))" "$log" | grep -q "address already in use"; then
+          sleep 0.5
+          continue 2
+        fi
         echo "etcd: failed to start (see $log)" >&2
         exit 1
       fi
@@ -52,6 +61,7 @@ case ${1:-} in
     done
     echo "etcd: started but not healthy after 15 s (see $log)" >&2
     exit 1
+    done
     ;;
   stop)
     if [ -f "$pidfile" ]; then
