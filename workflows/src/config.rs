@@ -1,7 +1,7 @@
 //! `dr.toml`: the one typed configuration every workflow that reaches the
 //! cluster reads ([`Config`]): the inventory (cluster, nodes), ssh, etcd,
 //! backups, terraform, the host scripts, verification URLs, RTO targets, and
-//! the later `[notify]` / `[alertmanager]` sections.
+//! `dr serve`'s `[serve]`, `[[alerts]]` and `[escalation]`.
 //!
 //! Owns: loading ([`Config::load`], [`Config::parse`]), refusing what is
 //! wrong with the file's name, line, column and the key's dotted path
@@ -51,9 +51,11 @@ pub struct Config {
     #[serde(default)]
     pub targets: Targets,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify: Option<Notify>,
+    pub serve: Option<Serve>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alerts: Vec<AlertRule>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alertmanager: Option<Alertmanager>,
+    pub escalation: Option<Escalation>,
     /// The file this was read from (not part of the digest).
     #[serde(skip)]
     path: PathBuf,
@@ -299,57 +301,117 @@ impl Targets {
     }
 }
 
-/// `[notify]`: where `dr` reports (not used yet; accepted and validated).
+/// `[serve]`: the HTTP listener of `dr serve` (Alertmanager's webhook, `/metrics`).
+/// Without it (and without `dr serve --listen`) the daemon listens on nothing but
+/// its control socket.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Notify {
+pub struct Serve {
+    /// `ADDR:PORT`, e.g. `127.0.0.1:9464`. Loopback unless `token_file` is set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// A file holding the bearer token the webhook requires (`Authorization:
+    /// Bearer …`); required when `listen` is not a loopback address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The largest request body accepted, in bytes (default 1 MiB).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+}
+
+fn default_max_body() -> u64 {
+    1 << 20
+}
+
+/// `[[alerts]]`: a firing alert that starts a workflow. Matched on `alertname`
+/// and every label in `labels` (equal values); `params` values may name the
+/// alert's labels as `$labels.NAME`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRule {
+    pub alertname: String,
+    /// Further labels the alert must carry, with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    pub workflow: String,
+    /// Workflow parameters; `$labels.NAME` is replaced by the alert's label.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// Whether the run starts without a person. When absent: only a level-1
+    /// workflow does; any other waits at a gate for `dr approve` (and people are told).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automatic: Option<bool>,
+}
+
+/// `[escalation]`: who is told what, per failure level.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Escalation {
     #[serde(default)]
-    pub routes: Vec<Route>,
+    pub routes: Vec<EscalationRoute>,
 }
 
 /// How a route delivers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum RouteKind {
-    Webhook,
+    /// A Slack-compatible incoming webhook (`{"text": …}` POSTed to the URL in `url_file`).
     Slack,
-    Ntfy,
+    /// Mail over SMTP.
+    Email,
+    /// PagerDuty Events API v2 (`routing_key_file`; `events_url` to override the endpoint).
+    Pagerduty,
 }
 
-/// `[[notify.routes]]`: one destination; its URL and token live in files.
+/// How an SMTP connection is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SmtpTls {
+    /// Plain SMTP (a relay on the bastion itself).
+    None,
+    /// STARTTLS, required (the default).
+    #[default]
+    Starttls,
+    /// TLS from the first byte (port 465).
+    Tls,
+}
+
+/// `[[escalation.routes]]`: one destination, the levels it is told about, and
+/// what its kind needs. Secrets (webhook URLs, keys, passwords) live in files.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Route {
+pub struct EscalationRoute {
     pub name: String,
     pub kind: RouteKind,
-    /// A file holding the URL (webhook URLs are secrets).
-    pub url_file: PathBuf,
-    /// A file holding a bearer token, when the route needs one.
+    /// The failure levels (1-4) whose runs this route is told about.
+    pub levels: Vec<u8>,
+    /// slack: a file holding the webhook URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub token_file: Option<PathBuf>,
-}
-
-/// `[alertmanager]`: which alert starts which workflow (not used yet; accepted and validated).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Alertmanager {
-    #[serde(default)]
-    pub mappings: Vec<Mapping>,
-}
-
-/// `[[alertmanager.mappings]]`: an alert name to a workflow.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Mapping {
-    /// The alert's `alertname` label.
-    pub alert: String,
-    pub workflow: String,
-    /// Workflow parameters, `--param KEY=VALUE`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub params: BTreeMap<String, String>,
-    /// Routes (by name) to tell.
+    pub url_file: Option<PathBuf>,
+    /// pagerduty: a file holding the integration's routing key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key_file: Option<PathBuf>,
+    /// pagerduty: the Events API v2 endpoint (default PagerDuty's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_url: Option<String>,
+    /// email: the SMTP server, `HOST:PORT`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<String>,
+    /// email: how the connection is secured (default `starttls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SmtpTls>,
+    /// email: the sender address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    /// email: the recipients.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub notify: Vec<String>,
+    pub to: Vec<String>,
+    /// email: the SMTP user, when the server wants one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// email: a file holding that user's password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
 }
 
 /// One thing wrong with the file, located.
@@ -542,11 +604,15 @@ impl Config {
         for path in [&mut self.scripts.host_setup_dir, &mut self.scripts.platform_dir, &mut self.scripts.restore] {
             resolve(path);
         }
-        if let Some(notify) = &mut self.notify {
-            for route in &mut notify.routes {
-                resolve(&mut route.url_file);
-                if let Some(token) = &mut route.token_file {
-                    resolve(token);
+        if let Some(serve) = &mut self.serve {
+            if let Some(token) = &mut serve.token_file {
+                resolve(token);
+            }
+        }
+        if let Some(escalation) = &mut self.escalation {
+            for route in &mut escalation.routes {
+                for path in [&mut route.url_file, &mut route.routing_key_file, &mut route.password_file].into_iter().flatten() {
+                    resolve(path);
                 }
             }
         }

@@ -13,7 +13,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use super::introspect::fields_of;
-use super::{Alertmanager, Backup, Cluster, Config, Etcd, Mapping, Node, Notify, Problem, Route, Scripts, Ssh, Targets, Terraform, Verify};
+use super::{AlertRule, Backup, Cluster, Config, Escalation, EscalationRoute, Etcd, Node, Problem, Scripts, Serve, Ssh, Targets, Terraform, Verify};
 
 /// One step of a key path: a table key or an array index.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -135,11 +135,11 @@ fn keys_at(pattern: &str) -> Option<Keys> {
         "scripts" => Keys::Fixed(fields_of::<Scripts>()),
         "verify" => Keys::Fixed(fields_of::<Verify>()),
         "targets" => Keys::Fixed(fields_of::<Targets>()),
-        "notify" => Keys::Fixed(fields_of::<Notify>()),
-        "notify.routes[]" => Keys::Fixed(fields_of::<Route>()),
-        "alertmanager" => Keys::Fixed(fields_of::<Alertmanager>()),
-        "alertmanager.mappings[]" => Keys::Fixed(fields_of::<Mapping>()),
-        "terraform.node_targets" | "verify.urls" | "alertmanager.mappings[].params" => Keys::Free,
+        "serve" => Keys::Fixed(fields_of::<Serve>()),
+        "alerts[]" => Keys::Fixed(fields_of::<AlertRule>()),
+        "escalation" => Keys::Fixed(fields_of::<Escalation>()),
+        "escalation.routes[]" => Keys::Fixed(fields_of::<EscalationRoute>()),
+        "terraform.node_targets" | "verify.urls" | "alerts[].params" | "alerts[].labels" => Keys::Free,
         _ => return None,
     })
 }
@@ -166,7 +166,7 @@ fn is_secret_key(pattern: &str, key: &str) -> bool {
         return false;
     }
     // A notification route's URL carries its token (Slack, webhooks).
-    let notify_url = pattern.starts_with("notify") && (key == "url" || key.ends_with("_url"));
+    let notify_url = pattern.starts_with("escalation") && (key == "url" || key.ends_with("_url")) && key != "events_url";
     notify_url
         || SECRET_KEYS.contains(&key.as_str())
         || ["_token", "_password", "_secret", "_passphrase"].iter().any(|suffix| key.ends_with(suffix))
@@ -499,8 +499,8 @@ mod tests {
         for key in ["token", "password", "bot_token", "webhook_url", "API_KEY"] {
             assert!(is_secret_key("", key), "{key}");
         }
-        assert!(is_secret_key("notify.routes[]", "url"));
+        assert!(is_secret_key("escalation.routes[]", "url"));
         assert!(!is_secret_key("verify", "url"));
-        assert!(!is_secret_key("notify.routes[]", "token_file"));
+        assert!(!is_secret_key("escalation.routes[]", "url_file"));
     }
 }

@@ -218,32 +218,27 @@ fn others(config: &Config, out: &mut Problems<'_, '_>) {
 
 fn later_sections(config: &Config, out: &mut Problems<'_, '_>) {
     let mut routes: BTreeMap<&str, usize> = BTreeMap::new();
-    if let Some(notify) = &config.notify {
-        for (i, route) in notify.routes.iter().enumerate() {
+    if let Some(escalation) = &config.escalation {
+        for (i, route) in escalation.routes.iter().enumerate() {
+            let key = |k: &str| at(&["escalation", "routes"], i, k);
             if route.name.trim().is_empty() {
-                out.add(&at(&["notify", "routes"], i, "name"), "must not be empty");
+                out.add(&key("name"), "must not be empty");
             } else if let Some(first) = routes.get(route.name.as_str()) {
-                let first_at = dotted(&at(&["notify", "routes"], *first, "name"));
-                out.add(&at(&["notify", "routes"], i, "name"), format!("duplicate route name `{}`; {first_at} has it already", route.name));
+                let first_at = dotted(&at(&["escalation", "routes"], *first, "name"));
+                out.add(&key("name"), format!("duplicate route name `{}`; {first_at} has it already", route.name));
             } else {
                 routes.insert(&route.name, i);
             }
-            out.not_empty_at(&at(&["notify", "routes"], i, "url_file"), &route.url_file.to_string_lossy());
-        }
-    }
-    if let Some(alertmanager) = &config.alertmanager {
-        for (i, mapping) in alertmanager.mappings.iter().enumerate() {
-            out.not_empty_at(&at(&["alertmanager", "mappings"], i, "alert"), &mapping.alert);
-            out.not_empty_at(&at(&["alertmanager", "mappings"], i, "workflow"), &mapping.workflow);
-            for (j, route) in mapping.notify.iter().enumerate() {
-                if !routes.contains_key(route.as_str()) {
-                    let mut p = at(&["alertmanager", "mappings"], i, "notify");
-                    p.push(Seg::Index(j));
-                    let known = routes.keys().copied().collect::<Vec<_>>().join(", ");
-                    out.add(&p, format!("names no route; expected one of the [[notify.routes]] names: {known}"));
+            for level in &route.levels {
+                if !(1..=4).contains(level) {
+                    out.add(&key("levels"), format!("{level} is not a failure level; levels are 1 to 4"));
                 }
             }
         }
+    }
+    for (i, rule) in config.alerts.iter().enumerate() {
+        out.not_empty_at(&at(&["alerts"], i, "alertname"), &rule.alertname);
+        out.not_empty_at(&at(&["alerts"], i, "workflow"), &rule.workflow);
     }
 }
 
