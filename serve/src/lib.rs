@@ -8,3 +8,38 @@
 //! control socket, stop on SIGTERM) is wired in `dr-cli`'s `serve` command.
 
 pub mod journal;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+
+use dr_state::RunId;
+
+/// A run the service is asked to start (by an alert).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartRequest {
+    /// Chosen by the caller and recorded (in the alert's dedup record) before
+    /// the run is started, so that a start cut by a crash is completed, not doubled.
+    pub id: RunId,
+    pub workflow: String,
+    pub params: BTreeMap<String, String>,
+    /// Whether the run may proceed without a person; `None`: the rule did not
+    /// say (a level-1 workflow does, any other waits for `dr approve`).
+    pub automatic: Option<bool>,
+    /// Why the run starts, for people: e.g. `alert KubePodCrashLooping{namespace="demo"}`.
+    pub trigger: String,
+}
+
+/// A boxed future, for the object-safe traits the daemon implements.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// What the HTTP listener needs from the daemon to start runs.
+pub trait Starter: Send + Sync + 'static {
+    /// Starts run `req.id`. Idempotent: when a run with that id exists
+    /// already, nothing changes and the answer is `Ok`. The error is a
+    /// message for the operator (no secret in it).
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Whether run `id` exists and has not ended.
+    fn is_open(&self, id: RunId) -> bool;
+}
