@@ -82,6 +82,19 @@ pub enum Command {
     ///
     /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml; a run keeps the file it started with): the inventory, ssh, etcd, backups and targets of the workflows that reach the cluster (`synthetic` reads none).
     Assess(JsonArgs),
+    /// Run as the bastion's service: own the store, take up every run that was running, serve the other dr commands
+    ///
+    /// While `dr serve` runs, `dr start` and `dr resume` hand the run to it and follow it (Ctrl-C stops following, not the run; --detach does not follow), and status, list, history and the decisions are answered by it. At start every run that was running is taken up again (runs waiting for an operator stay waiting); SIGTERM or SIGINT stops it cleanly: running steps are told to stop and their state is saved for the next start. Under systemd (Type=notify) it sends READY=1 once runs are taken up, STATUS= with what runs and its RTO, WATCHDOG=1 from the engine's own loop, STOPPING=1.
+    ///
+    /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml, when it exists): the workflows' settings and [serve], [[alerts]], [escalation]. Exit 0 after a clean stop, 5 when another process owns the store (its pid is named).
+    Serve(ServeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Listen for Alertmanager's webhook (POST /alertmanager) and Prometheus (GET /metrics) on ADDR:PORT; overrides [serve] listen. Loopback unless [serve] token_file is set
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -120,6 +133,9 @@ pub struct StartArgs {
     /// Approve every gate of the run in advance (recorded in its history with your user name); without it a gated step pauses the run (exit 3) until `dr approve ID STEP`. Also accepts a --detected-at more than 24h ago
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// With dr serve running: hand the run to it and return at once, printing the run id (with --json: the run as one object); without a daemon this is refused (nothing would drive the run)
+    #[arg(long)]
+    pub detach: bool,
     /// Print the final status as one JSON object on stdout
     /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
@@ -133,6 +149,9 @@ pub struct ResumeArgs {
     /// Continue even though the workflow's definition changed since the run started
     #[arg(long)]
     pub allow_definition_change: bool,
+    /// With dr serve running: hand the run to it and return at once
+    #[arg(long)]
+    pub detach: bool,
     /// Print JSON on stdout instead of text (for scripts)
     #[arg(long)]
     pub json: bool,

@@ -79,8 +79,11 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The daemon logs what it does (to the journal) unless told otherwise.
+    let serving = matches!(cli.command, Command::Serve(_));
+    let level = std::env::var("DR_LOG").ok().or_else(|| serving.then(|| "info".to_owned()));
     tracing_subscriber::fmt()
-        .with_env_filter(log_filter(std::env::var("DR_LOG").ok().as_deref()))
+        .with_env_filter(log_filter(level.as_deref()))
         // Through a queue: a full or closed stderr drops log lines, it never blocks the engine.
         .with_writer(errout::make_writer)
         // Colours only for a terminal; a closed or full stderr is not an error worth dying for
@@ -119,7 +122,7 @@ fn log_filter(value: Option<&str>) -> tracing_subscriber::EnvFilter {
     };
     let levels = ["error", "warn", "info", "debug", "trace", "off"];
     let directives = if levels.contains(&value.to_ascii_lowercase().as_str()) {
-        ["dr", "dr_cli", "dr_orchestrator", "dr_workflows", "dr_state"]
+        ["dr", "dr_cli", "dr_orchestrator", "dr_workflows", "dr_state", "dr_serve"]
             .iter()
             .fold("warn".to_owned(), |acc, target| format!("{acc},{target}={value}"))
     } else {
@@ -380,6 +383,7 @@ fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Re
             control::ErrorKind::NotFound => anyhow::Error::new(Worded { code: exit::NOT_FOUND, message }),
             control::ErrorKind::Usage => usage(message),
             control::ErrorKind::Cannot => anyhow!(message),
+            control::ErrorKind::NotDaemon => anyhow::Error::new(Worded { code: exit::BUSY, message }),
         }),
         Ok(Some(response)) => Ok(response),
         Ok(None) => Err(busy.into()),
@@ -482,14 +486,34 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Workflows(args) => workflows(args),
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
+        Command::Serve(args) => serve(state_dir, args).await,
         Command::Start(args) => {
             // Read (and perhaps asked about) before the store is opened: a question must not hold it.
             let incident_at = args.detected_at.as_deref().map(|raw| detected_at(raw, SystemClock.now_ms(), args.yes, args.json)).transpose()?;
-            let env = open(state_dir)?;
+            let env = match access(state_dir)? {
+                Access::Local(env) => env,
+                Access::Remote { dir, busy } => {
+                    let preapproved_by = args.yes.then(operator_name);
+                    let request = control::Request::Start { workflow: args.workflow.clone(), params: parse_params(&args.params)?, incident_at, preapproved_by };
+                    return submitted(&dir, busy, &request, args.detach, args.json).await;
+                }
+            };
+            if args.detach {
+                return Err(no_daemon_to_detach(&env.dir));
+            }
             start(env, args, incident_at).await
         }
         Command::Resume(args) => {
-            let env = open(Some(existing_store(state_dir, &args.id)?))?;
+            let env = match access(Some(existing_store(state_dir, &args.id)?))? {
+                Access::Local(env) => env,
+                Access::Remote { dir, busy } => {
+                    let request = control::Request::Resume { query: args.id.clone(), allow_definition_change: args.allow_definition_change };
+                    return submitted(&dir, busy, &request, args.detach, args.json).await;
+                }
+            };
+            if args.detach {
+                return Err(no_daemon_to_detach(&env.dir));
+            }
             if let Ok(Some(run)) = env.runner.store().resolve(&args.id).and_then(|id| env.runner.store().load(id)) {
                 if run.status == RunStatus::Paused && !args.json {
                     say!("dr: run {} is paused for a decision: resume alone does not retry a failed step or pass a gate (what it needs is under Next)", render::short(run.id));
@@ -591,6 +615,100 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             },
         },
     }
+}
+
+fn no_daemon_to_detach(dir: &std::path::Path) -> anyhow::Error {
+    usage(format!(
+        "--detach hands the run to dr serve, and no dr serve owns the store {}: start the service (systemctl start dr), or run without --detach",
+        dir.display()
+    ))
+}
+
+/// Whether the owner of a busy store is `dr serve`.
+fn owner_is_daemon(dir: &std::path::Path) -> bool {
+    matches!(control::request(dir, &control::Request::Info, std::time::Duration::from_secs(5)), Ok(Some(control::Response::Info { daemon: true, .. })))
+}
+
+/// `dr start`/`dr resume` with a store someone else owns: handed to `dr serve`
+/// (then followed, unless `--detach`), else the store is busy.
+async fn submitted(dir: &std::path::Path, busy: dr_state::Error, request: &control::Request, detach: bool, json: bool) -> anyhow::Result<u8> {
+    if !owner_is_daemon(dir) {
+        if detach {
+            return Err(no_daemon_to_detach(dir));
+        }
+        // A foreground dr drives only its own run: the store is busy (with who drives what).
+        return match open(Some(dir.to_path_buf())) {
+            Ok(_) => Err(busy.into()),
+            Err(e) => Err(e),
+        };
+    }
+    let control::Response::Runs(runs) = ask_owner(dir, busy, request)? else { bail!("unexpected control response") };
+    let Some((run, _)) = runs.first() else { bail!("dr serve answered without the run") };
+    let short = render::short(run.id);
+    if detach {
+        if json {
+            print_json(&render::status_json(run, &runs[0].1, true))?;
+        } else {
+            print_text(&format!("{}\n", run.id))?;
+            say!("dr: run {short} ({}) is driven by dr serve; dr status --watch {short} follows it", run.workflow);
+        }
+        return Ok(exit::OK);
+    }
+    if !json {
+        say!("dr: run {} ({}) is driven by dr serve; Ctrl-C stops following it, not the run", run.id, run.workflow);
+    }
+    tokio::select! {
+        code = watch(dir, runs, true, json) => code,
+        () = wait_for_signal() => {
+            say!("\ndr: stopped following; run {short} goes on in dr serve: dr status --watch {short} follows it again");
+            Ok(exit::INTERRUPTED)
+        }
+    }
+}
+
+/// `dr serve`: the daemon, until SIGTERM or SIGINT.
+async fn serve(state_dir: Option<PathBuf>, args: args::ServeArgs) -> anyhow::Result<u8> {
+    let dir = state_dir.unwrap_or_else(default_state_dir);
+    if dir.exists() && !dir.is_dir() {
+        return Err(not_a_directory(&dir));
+    }
+    let _ = args.listen;
+    let options = dr_serve::daemon::Options {
+        state_dir: dir.clone(),
+        catalog: Arc::new(catalog()),
+        holder: format!("dr serve (pid {})", std::process::id()),
+    };
+    let daemon = match dr_serve::daemon::Daemon::start(options).await {
+        Ok(daemon) => daemon,
+        Err(dr_serve::daemon::Error::Store(e)) => return Err(e.into()),
+        Err(e) => return Err(anyhow!(e)),
+    };
+    say!("dr: serving the store {} (pid {}); SIGTERM stops it, saving every run", dir.display(), std::process::id());
+    let stop = tokio_util::sync::CancellationToken::new();
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+                return;
+            };
+            let mut count = 0;
+            loop {
+                tokio::select! {
+                    _ = int.recv() => {}
+                    _ = term.recv() => {}
+                }
+                count += 1;
+                if count == 1 {
+                    stop.cancel();
+                } else {
+                    std::process::exit(i32::from(exit::INTERRUPTED));
+                }
+            }
+        });
+    }
+    daemon.run(stop).await;
+    Ok(exit::OK)
 }
 
 /// `dr assess`: read-only checks, then the level and the workflow, with the evidence.

@@ -7,6 +7,7 @@
 //! line, then the connection closes. The socket is created with mode 0600
 //! inside the state directory; only its owner may talk to it.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,17 @@ pub enum Request {
     Operate { query: String, command: OperatorCommand },
     /// Which runs the owner drives now (the others are stopped: nobody moves them).
     Driving,
+    /// Who the owner is: its pid, and whether it is `dr serve`.
+    Info,
+    /// `dr serve` only: create a run and drive it there.
+    Start {
+        workflow: String,
+        params: BTreeMap<String, String>,
+        incident_at: Option<i64>,
+        preapproved_by: Option<String>,
+    },
+    /// `dr serve` only: take a run up again and drive it there.
+    Resume { query: String, allow_definition_change: bool },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -40,6 +52,9 @@ pub enum ErrorKind {
     NotFound,
     Usage,
     Cannot,
+    /// The owner is a foreground `dr`, which drives only its own run: start
+    /// and resume are not taken (the store is busy).
+    NotDaemon,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -50,6 +65,7 @@ pub enum Response {
     Events(Vec<EventRecord>),
     /// The runs the owner drives, and its pid.
     Driving { runs: Vec<RunId>, pid: u32 },
+    Info { pid: u32, daemon: bool, version: String },
     Error { kind: ErrorKind, message: String },
 }
 
@@ -67,9 +83,24 @@ impl Response {
     }
 }
 
+/// Who serves the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// A foreground `dr start`/`resume`: answers, and adopts decisions.
+    Foreground,
+    /// `dr serve`: also starts and resumes runs for its clients.
+    Daemon,
+}
+
 /// Serves the control API until `shutdown`. A stale socket (its owner is
 /// gone, since we hold the store's lock) is replaced.
 pub async fn serve(runner: Runner, dir: PathBuf, shutdown: CancellationToken) -> std::io::Result<()> {
+    serve_as(runner, dir, shutdown, Mode::Foreground).await
+}
+
+/// [`serve`], as `mode`. Only the user who owns the process may connect:
+/// the socket is 0600 and each peer's uid is checked.
+pub async fn serve_as(runner: Runner, dir: PathBuf, shutdown: CancellationToken, mode: Mode) -> std::io::Result<()> {
     let path = dir.join(SOCKET_NAME);
     let _ = std::fs::remove_file(&path);
     let listener = tokio::net::UnixListener::bind(&path)?;
@@ -89,9 +120,13 @@ pub async fn serve(runner: Runner, dir: PathBuf, shutdown: CancellationToken) ->
                         continue;
                     }
                 };
+                if let Err(refused) = peer_allowed(&stream) {
+                    warn!(reason = %refused, "control connection refused");
+                    continue;
+                }
                 let runner = runner.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(runner, stream).await {
+                    if let Err(e) = answer(runner, stream, mode).await {
                         debug!(error = %e, "control connection ended badly");
                     }
                 });
@@ -107,12 +142,25 @@ impl Drop for RemoveOnDrop {
     }
 }
 
-async fn answer(runner: Runner, stream: tokio::net::UnixStream) -> std::io::Result<()> {
+/// Only our own user (and root) may talk to the socket, whatever its mode says.
+fn peer_allowed(stream: &tokio::net::UnixStream) -> Result<(), String> {
+    let cred = stream.peer_cred().map_err(|e| format!("cannot read the peer's credentials: {e}"))?;
+    #[allow(unsafe_code)]
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if cred.uid() == me || cred.uid() == 0 {
+        Ok(())
+    } else {
+        Err(format!("uid {} (pid {:?}) is not the owner (uid {me})", cred.uid(), cred.pid()))
+    }
+}
+
+async fn answer(runner: Runner, stream: tokio::net::UnixStream, mode: Mode) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let mut line = String::new();
     tokio::io::BufReader::new(read).take(1 << 20).read_line(&mut line).await?;
     let response = match serde_json::from_str::<Request>(&line) {
-        Ok(request) => handle(&runner, request).await,
+        Ok(request) => handle(&runner, request, mode).await,
         Err(e) => Response::Error { kind: ErrorKind::Usage, message: format!("bad control request: {e}") },
     };
     let mut bytes = serde_json::to_vec(&response).map_err(std::io::Error::other)?;
@@ -123,8 +171,10 @@ async fn answer(runner: Runner, stream: tokio::net::UnixStream) -> std::io::Resu
 
 use tokio::io::AsyncReadExt as _;
 
-async fn handle(runner: &Runner, request: Request) -> Response {
-    match handle_inner(runner, request).await {
+/// Answers one request, as the owner of the store in `mode` (also used
+/// in-process by a CLI that holds the store itself: one code path).
+pub async fn handle(runner: &Runner, request: Request, mode: Mode) -> Response {
+    match handle_inner(runner, request, mode).await {
         Ok(r) => r,
         Err(e) => Response::error(&e),
     }
@@ -134,9 +184,49 @@ fn load(runner: &Runner, id: RunId) -> crate::Result<RunRecord> {
     runner.store().load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() }.into())
 }
 
-async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Response> {
+async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::Result<Response> {
     let store = runner.store();
+    let not_daemon = || Response::Error {
+        kind: ErrorKind::NotDaemon,
+        message: format!("the store is held by a foreground dr (pid {}), which drives only its own runs", std::process::id()),
+    };
     Ok(match request {
+        Request::Info => Response::Info { pid: std::process::id(), daemon: mode == Mode::Daemon, version: env!("CARGO_PKG_VERSION").to_owned() },
+        Request::Start { .. } | Request::Resume { .. } if mode != Mode::Daemon => not_daemon(),
+        Request::Start { .. } if runner.shutdown_token().is_cancelled() => Response::Error {
+            kind: ErrorKind::Cannot,
+            message: format!("dr serve (pid {}) is stopping; start the run once it is back", std::process::id()),
+        },
+        Request::Start { workflow, params, incident_at, preapproved_by } => {
+            let run = runner
+                .create_run(crate::CreateRequest { workflow, params, incident_at, preapproved_by, ..crate::CreateRequest::default() })
+                .await?;
+            spawn_drive(runner, run.id, DriveOptions::default());
+            let rto = runner.rto(&run);
+            Response::Runs(vec![(run, rto)])
+        }
+        Request::Resume { query, allow_definition_change } => {
+            let id = store.resolve(&query)?;
+            let before = runner.load_checked(id).await?;
+            if !runner.driving().contains(&id) && !before.status.is_terminal() {
+                if runner.shutdown_token().is_cancelled() {
+                    return Err(stopping(id, &before));
+                }
+                spawn_drive(runner, id, DriveOptions { resume: true, allow_definition_change, operator: None });
+                // Answer once the resume is recorded (or refused), as a decision is.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+                while tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    let now = load(runner, id)?;
+                    if now.next_seq > before.next_seq || !runner.driving().contains(&id) {
+                        break;
+                    }
+                }
+            }
+            let run = load(runner, id)?;
+            let rto = runner.rto(&run);
+            Response::Runs(vec![(run, rto)])
+        }
         Request::Status { query } => {
             let ids = match query {
                 Some(q) => vec![store.resolve(&q)?],
@@ -195,22 +285,11 @@ async fn handle_inner(runner: &Runner, request: Request) -> crate::Result<Respon
 async fn adopt(runner: &Runner, id: RunId, command: OperatorCommand) -> crate::Result<(RunRecord, Rto)> {
     let before = load(runner, id)?;
     if runner.shutdown_token().is_cancelled() {
-        return Err(crate::Error::NotApplicable {
-            run: id,
-            status: before.status.as_str(),
-            detail: format!("the process that owns the store (pid {}) is stopping; try again once it has", std::process::id()),
-        });
+        return Err(stopping(id, &before));
     }
     let before = before.next_seq;
-    let driver = runner.clone();
     let options = DriveOptions { resume: true, operator: Some(command), ..DriveOptions::default() };
-    let mut drive = tokio::spawn(async move {
-        let outcome = driver.drive(id, options).await;
-        if let Err(e) = &outcome {
-            warn!(run = %id, error = %e, "driving a run taken up from another shell failed");
-        }
-        outcome
-    });
+    let mut drive = spawn_drive(runner, id, options);
     // Within the asking client's patience (30 s).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
@@ -237,6 +316,26 @@ async fn adopt(runner: &Runner, id: RunId, command: OperatorCommand) -> crate::R
             }
         }
     }
+}
+
+fn stopping(id: RunId, run: &RunRecord) -> crate::Error {
+    crate::Error::NotApplicable {
+        run: id,
+        status: run.status.as_str(),
+        detail: format!("the process that owns the store (pid {}) is stopping; try again once it has", std::process::id()),
+    }
+}
+
+/// Drives run `id` in the background (a run taken up for another `dr`).
+pub fn spawn_drive(runner: &Runner, id: RunId, options: DriveOptions) -> tokio::task::JoinHandle<crate::Result<crate::runner::DriveOutcome>> {
+    let driver = runner.clone();
+    tokio::spawn(async move {
+        let outcome = driver.drive(id, options).await;
+        if let Err(e) = &outcome {
+            warn!(run = %id, error = %e, "driving a run taken up for another dr failed");
+        }
+        outcome
+    })
 }
 
 /// Asks the process that owns the store in `dir`. `None` when nobody answers

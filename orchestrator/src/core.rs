@@ -93,12 +93,17 @@ pub enum CoreError {
 
 /// Starts a run's history; `preapproved_by` (`dr start --yes`) approves
 /// every gate of the run in advance, recorded as its own event.
-pub fn create(header: RunHeader, now: Millis, preapproved_by: Option<String>) -> Result<Transition, CoreError> {
+pub fn create(header: RunHeader, now: Millis, preapproved_by: Option<String>, hold: Option<String>) -> Result<Transition, CoreError> {
     let placeholder = RunRecord::new(&header, now);
+    let first = header.steps.first().cloned();
     let mut b = Builder { run: placeholder, events: Vec::new(), commands: Vec::new(), now };
     b.push(Event::RunCreated { header: Box::new(header) })?;
     if let Some(by) = preapproved_by {
         b.push(Event::GatesPreApproved { by })?;
+    } else if let (Some(prompt), Some(step)) = (hold, first) {
+        // The first step is always ready first (dependencies are earlier): gating it holds the run.
+        b.push(Event::StepGated { step: step.clone(), prompt: prompt.clone() })?;
+        b.push(Event::RunPaused { reason: format!("step {step} waits for confirmation: {prompt}") })?;
     }
     Ok(Transition { run: b.run, events: b.events, commands: b.commands })
 }

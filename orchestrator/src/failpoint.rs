@@ -1,6 +1,8 @@
 //! Crash points for the crash-safety tests. With the `failpoints` feature,
 //! `DR_CRASH_AT=STEP:PHASE` kills the process with SIGKILL (no cleanup, no
-//! flush) when step STEP reaches PHASE. Without the feature this is a no-op.
+//! flush) when step STEP reaches PHASE; `DR_HANG_AT=STEP:PHASE` blocks the
+//! thread that reaches it forever instead (a hung engine, for the watchdog
+//! tests). Without the feature this is a no-op.
 
 /// Where in a step's life a crash can be injected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,19 +28,26 @@ impl Phase {
     }
 }
 
-/// Crashes the process if `DR_CRASH_AT` names this step and phase.
+/// Crashes the process if `DR_CRASH_AT` names this step and phase; hangs
+/// the calling thread if `DR_HANG_AT` does.
 #[cfg(feature = "failpoints")]
 pub fn hit(step: &str, phase: Phase) {
     use std::sync::OnceLock;
-    static TARGET: OnceLock<Option<(String, String)>> = OnceLock::new();
-    let target = TARGET.get_or_init(|| {
-        let spec = std::env::var("DR_CRASH_AT").ok()?;
+    fn target(var: &str) -> Option<(String, String)> {
+        let spec = std::env::var(var).ok()?;
         let (s, p) = spec.rsplit_once(':')?;
         Some((s.to_owned(), p.to_owned()))
-    });
-    if let Some((s, p)) = target {
-        if s == step && p == phase.as_str() {
-            kill_self();
+    }
+    static CRASH: OnceLock<Option<(String, String)>> = OnceLock::new();
+    static HANG: OnceLock<Option<(String, String)>> = OnceLock::new();
+    let is = |t: &Option<(String, String)>| t.as_ref().is_some_and(|(s, p)| s == step && p == phase.as_str());
+    if is(CRASH.get_or_init(|| target("DR_CRASH_AT"))) {
+        kill_self();
+    }
+    if is(HANG.get_or_init(|| target("DR_HANG_AT"))) {
+        loop {
+            #[allow(clippy::disallowed_methods)] // the point: a thread that never comes back
+            std::thread::sleep(std::time::Duration::from_secs(3600));
         }
     }
 }

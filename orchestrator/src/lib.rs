@@ -33,7 +33,7 @@ pub use dr_state::{DurationMs, Millis, RunId, StepId, StepOutput};
 pub use error::{Error, Result};
 pub use retry::RetryPolicy;
 pub use rto::Rto;
-pub use runner::{Observer, OperatorCommand, Runner, RunnerOptions};
+pub use runner::{CreateRequest, Observer, OperatorCommand, Runner, RunnerOptions};
 
 /// Default RTO targets per level, from the DR guide: L1 15 min, L2 1 h, L3 2 h, L4 4 h.
 pub fn default_target_secs(level: u8) -> u64 {

@@ -11,6 +11,7 @@
 //! **Invariant:** a broken invariant fails the run, never the process.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -65,6 +66,21 @@ pub struct DriveOptions {
     pub allow_definition_change: bool,
 }
 
+/// What [`Runner::create_run`] creates.
+#[derive(Clone, Debug, Default)]
+pub struct CreateRequest {
+    /// The run's id, when the caller chose it (and recorded it) beforehand.
+    pub id: Option<RunId>,
+    pub workflow: String,
+    pub params: BTreeMap<String, String>,
+    pub incident_at: Option<Millis>,
+    /// `dr start --yes`: every gate approved in advance, by this operator.
+    pub preapproved_by: Option<String>,
+    /// Hold the run at a gate before its first step, with this prompt (a run
+    /// an alert started that may not proceed without a person).
+    pub hold: Option<String>,
+}
+
 /// How a drive ended.
 #[derive(Clone, Debug)]
 pub struct DriveOutcome {
@@ -81,9 +97,10 @@ struct CommitRequest {
 /// The store's one writer: takes every queued transition, writes them all,
 /// makes them durable with one sync, answers each. While one batch syncs the
 /// next one queues up, which is what makes concurrent runs cheap.
-fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<CommitRequest>) {
+fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<CommitRequest>, busy_since: Arc<AtomicI64>) {
     const MAX_BATCH: usize = 512;
     while let Ok(first) = requests.recv() {
+        busy_since.store(wall_ms(), Ordering::SeqCst);
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
             match requests.try_recv() {
@@ -102,10 +119,16 @@ fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<Commit
         }
         let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
         let results = store.append_batch(appends);
+        busy_since.store(0, Ordering::SeqCst);
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result.map_err(Error::from));
         }
     }
+}
+
+/// The wall clock in ms, for the writer's health only (never for a run's times).
+fn wall_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 struct Inner {
@@ -113,6 +136,8 @@ struct Inner {
     /// `None` only while dropping.
     committer: Option<std::sync::mpsc::Sender<CommitRequest>>,
     writer: Option<std::thread::JoinHandle<()>>,
+    /// When the writer took up the batch it is writing (ms), 0 when idle.
+    writer_busy_since: Arc<AtomicI64>,
     catalog: Arc<dyn Catalog>,
     clock: Arc<dyn Clock>,
     options: RunnerOptions,
@@ -187,7 +212,9 @@ impl Runner {
     ) -> Self {
         let (committer, requests) = std::sync::mpsc::channel();
         let writer_store = Arc::clone(&store);
-        let spawned = std::thread::Builder::new().name("dr-commit".into()).spawn(move || commit_loop(writer_store, requests));
+        let writer_busy_since = Arc::new(AtomicI64::new(0));
+        let busy = Arc::clone(&writer_busy_since);
+        let spawned = std::thread::Builder::new().name("dr-commit".into()).spawn(move || commit_loop(writer_store, requests, busy));
         let writer = match spawned {
             Ok(handle) => Some(handle),
             Err(e) => {
@@ -201,6 +228,7 @@ impl Runner {
                 store,
                 committer: Some(committer),
                 writer,
+                writer_busy_since,
                 catalog,
                 clock,
                 options,
@@ -238,10 +266,21 @@ impl Runner {
         incident_at: Option<Millis>,
         preapproved_by: Option<String>,
     ) -> Result<RunRecord> {
-        let def = self.inner.catalog.build(workflow, &params)?;
+        self.create_run(CreateRequest { workflow: workflow.to_owned(), params, incident_at, preapproved_by, ..CreateRequest::default() }).await
+    }
+
+    /// Creates a run as `req` says. With `req.id` the call is idempotent: a
+    /// run with that id that exists already is returned as it is.
+    pub async fn create_run(&self, req: CreateRequest) -> Result<RunRecord> {
+        if let Some(id) = req.id {
+            if let Some(run) = self.inner.store.load(id)? {
+                return Ok(run);
+            }
+        }
+        let def = self.inner.catalog.build(&req.workflow, &req.params)?;
         def.validate()?;
         let now = self.now_ms();
-        let id = RunId(uuid::Uuid::now_v7());
+        let id = req.id.unwrap_or_else(|| RunId(uuid::Uuid::now_v7()));
         let header = RunHeader {
             id,
             workflow: def.name.clone(),
@@ -249,15 +288,32 @@ impl Runner {
             definition_steps: def.step_hashes(),
             config_digest: def.config_digest.clone(),
             config_path: def.config_path.clone(),
-            params,
+            params: req.params,
             level: def.level,
             target_secs: if def.target_secs > 0 { def.target_secs } else { default_target_secs(def.level) },
-            incident_at: incident_at.unwrap_or(now),
+            incident_at: req.incident_at.unwrap_or(now),
             steps: def.steps.iter().map(|s| s.id.clone()).collect(),
         };
-        let t = core::create(header, now, preapproved_by).map_err(|e| Error::Invariant { run: id, detail: e.to_string() })?;
+        let t = core::create(header, now, req.preapproved_by, req.hold).map_err(|e| Error::Invariant { run: id, detail: e.to_string() })?;
         self.commit(&t).await?;
         Ok(t.run)
+    }
+
+    /// Whether the engine moves: `Err` (saying what is stuck) when the store's
+    /// writer has been on one batch for longer than `limit`. The daemon's
+    /// watchdog pings systemd only while this is `Ok` and its own loop runs.
+    pub fn health(&self, limit: Duration) -> std::result::Result<(), String> {
+        let since = self.inner.writer_busy_since.load(Ordering::SeqCst);
+        if since > 0 {
+            let stuck = wall_ms().saturating_sub(since);
+            if stuck > i64::try_from(limit.as_millis()).unwrap_or(i64::MAX) {
+                return Err(format!("the store's writer has been writing one batch for {} s", stuck / 1000));
+            }
+        }
+        if self.inner.writer.as_ref().is_some_and(std::thread::JoinHandle::is_finished) {
+            return Err("the store's writer thread has stopped".into());
+        }
+        Ok(())
     }
 
     /// Loads a run and checks its snapshot against its history.

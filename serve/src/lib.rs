@@ -4,10 +4,16 @@
 //!   written atomically and fsynced): the Alertmanager dedup state and the
 //!   notification outbox.
 //!
-//! The daemon itself (open the store, resume what was running, serve the
-//! control socket, stop on SIGTERM) is wired in `dr-cli`'s `serve` command.
+//! - `daemon.rs`: the daemon: opens the store, serves the control socket in
+//!   daemon mode, takes up every run that was running, pings systemd's
+//!   watchdog from its own loop, stops cleanly on SIGTERM.
+//! - `sdnotify.rs`: systemd's notify protocol (`READY=1`, `WATCHDOG=1`, ...).
+//!
+//! `dr-cli`'s `serve` command parses the arguments and the signals and runs it.
 
+pub mod daemon;
 pub mod journal;
+pub mod sdnotify;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -64,7 +64,7 @@ impl Sim {
     }
 
     fn with(plan: Plan, preapproved_by: Option<String>) -> Self {
-        let t = create(header(&plan), 1_000, preapproved_by).unwrap();
+        let t = create(header(&plan), 1_000, preapproved_by, None).unwrap();
         Sim { plan, run: t.run, history: t.events, now: 1_000 }
     }
 
@@ -685,4 +685,21 @@ proptest! {
         // The snapshot is the fold of its history.
         prop_assert_eq!(replay(&sim.history).unwrap(), sim.run.clone());
     }
+}
+
+#[test]
+fn a_held_run_starts_nothing_until_its_first_step_is_approved() {
+    let plan = chain(2, ResumeClass::Idempotent);
+    let t = create(header(&plan), 1_000, None, Some("alert X fired; start the recovery?".into())).unwrap();
+    assert_eq!(Sim::kinds(&t), vec!["run-created", "step-gated", "run-paused"]);
+    let mut sim = Sim { plan, run: t.run, history: t.events, now: 1_000 };
+    assert_eq!(sim.run.status, RunStatus::Paused);
+    // A tick (a driver taking it up) starts nothing while the gate waits.
+    let t = sim.feed(Input::Tick).unwrap();
+    assert!(Sim::executes(&t).is_empty());
+    assert_eq!(sim.run.status, RunStatus::Paused);
+    let t = sim.feed(Input::Operator(OperatorInput::Approve { step: 0, by: op_by() })).unwrap();
+    assert_eq!(Sim::executes(&t), vec![(0, 1)]);
+    assert_eq!(sim.run.steps[0].approval.as_ref().map(|a| a.by.as_str()), Some("tester"));
+    assert_eq!(replay(&sim.history).unwrap(), sim.run);
 }
