@@ -8,4 +8,5 @@ mod config;
 mod crash;
 mod model;
 mod recoveries;
+mod serve;
 mod support;
