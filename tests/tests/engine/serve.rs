@@ -221,3 +221,31 @@ fn detach_without_a_daemon_is_refused_and_a_follower_stopped_with_ctrl_c_leaves_
     assert_eq!(bastion.trace_counts().get("step-4"), Some(&1));
     kill9(&mut daemon);
 }
+
+#[test]
+fn the_systemd_units_pass_systemd_analyze_verify_without_a_warning() {
+    let units = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    let dir = tempfile::tempdir().unwrap();
+    let mut names = Vec::new();
+    for name in ["dr.service", "dr-drill.service", "dr-drill.timer"] {
+        let text = std::fs::read_to_string(units.join(name)).unwrap();
+        // The installed path is /usr/bin/dr; verify checks that ExecStart is executable.
+        let local = text.replace("/usr/bin/dr", &crate::support::dr_bin().display().to_string());
+        std::fs::write(dir.path().join(name), local).unwrap();
+        names.push(format!("./{name}"));
+    }
+    let service = std::fs::read_to_string(units.join("dr.service")).unwrap();
+    for needed in ["Type=notify", "WatchdogSec=", "Restart=on-failure", "ProtectSystem=strict", "ReadWritePaths=/var/lib/dr", "NoNewPrivileges=yes", "PrivateTmp=yes"] {
+        assert!(service.contains(needed), "dr.service lacks {needed}");
+    }
+    let timer = std::fs::read_to_string(units.join("dr-drill.timer")).unwrap();
+    assert!(timer.contains("OnCalendar=monthly") && timer.contains("Persistent=true"), "{timer}");
+    let out = std::process::Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .args(&names)
+        .current_dir(dir.path())
+        .output()
+        .expect("systemd-analyze (Debian's systemd package; scripts/setup installs it)");
+    // An unknown or misspelt key is only a warning: any output is a failure here.
+    assert!(out.status.success() && out.stderr.is_empty() && out.stdout.is_empty(), "systemd-analyze verify: {}{}", String::from_utf8_lossy(&out.stdout), stderr(&out));
+}
