@@ -18,6 +18,7 @@ macro_rules! say {
 }
 
 mod args;
+mod client;
 mod config_cmd;
 mod errout;
 mod render;
@@ -379,15 +380,20 @@ fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Re
         answer = control::request(dir, request, std::time::Duration::from_secs(30));
     }
     match answer {
-        Ok(Some(control::Response::Error { kind, message })) => Err(match kind {
-            control::ErrorKind::NotFound => anyhow::Error::new(Worded { code: exit::NOT_FOUND, message }),
-            control::ErrorKind::Usage => usage(message),
-            control::ErrorKind::Cannot => anyhow!(message),
-            control::ErrorKind::NotDaemon => anyhow::Error::new(Worded { code: exit::BUSY, message }),
-        }),
+        Ok(Some(control::Response::Error { kind, message })) => Err(control_error(kind, message)),
         Ok(Some(response)) => Ok(response),
         Ok(None) => Err(busy.into()),
         Err(e) => Err(anyhow::Error::new(busy).context(format!("its control socket did not answer: {e}"))),
+    }
+}
+
+/// A control answer's error, with the exit code its kind has.
+fn control_error(kind: control::ErrorKind, message: String) -> anyhow::Error {
+    match kind {
+        control::ErrorKind::NotFound => anyhow::Error::new(Worded { code: exit::NOT_FOUND, message }),
+        control::ErrorKind::Usage => usage(message),
+        control::ErrorKind::Cannot => anyhow!(message),
+        control::ErrorKind::NotDaemon => anyhow::Error::new(Worded { code: exit::BUSY, message }),
     }
 }
 
@@ -556,31 +562,37 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 say!("dr: no runs: {}", no_store(&dir));
                 Ok(exit::OK)
             }
-            ReadAccess::Store(access) => match access {
-                Access::Local(env) => {
-                    let shown = status(env, args.id.as_deref(), args.json).await?;
-                    if !args.watch {
-                        return Ok(exit::OK);
+            ReadAccess::Store(access) => {
+                let client = client::Client::from(access);
+                let control::Response::Runs(runs) = client.ask(control::Request::Status { query: args.id.clone() }).await? else {
+                    bail!("unexpected control response")
+                };
+                if runs.is_empty() {
+                    // Nothing unfinished is an answer, not an error.
+                    if args.json {
+                        print_json(&serde_json::Value::Array(Vec::new()))?;
+                    } else {
+                        say!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
                     }
-                    say!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
-                    // --watch ID exits with where the run is (as when it follows one to its end).
-                    Ok(match (args.id.is_some(), shown.as_slice()) {
-                        (true, [status]) => code_for_status(*status),
-                        _ => exit::OK,
-                    })
+                    return Ok(exit::OK);
                 }
-                Access::Remote { dir, busy } => {
-                    let request = control::Request::Status { query: args.id.clone() };
-                    let control::Response::Runs(runs) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
-                    if args.watch {
-                        return watch(&dir, runs, args.id.is_some(), args.json).await;
-                    }
-                    let driving = owner_driving(&dir);
-                    learn_histories(&dir, &runs);
-                    show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving, &dir)?;
-                    Ok(exit::OK)
+                if args.watch && client.is_remote() {
+                    return watch(client.dir(), runs, args.id.is_some(), args.json).await;
                 }
-            },
+                let driving = client.driving();
+                client.learn_histories(&runs).await;
+                // Any state that could be shown is a success; scripts read the status field.
+                show_runs(&runs, args.id.is_some(), args.json, SystemClock.now_ms(), &driving, client.dir())?;
+                if !args.watch {
+                    return Ok(exit::OK);
+                }
+                say!("dr: no process drives a run in this store, so there is nothing to follow (a stopped run continues with dr resume)");
+                // --watch ID exits with where the run is (as when it follows one to its end).
+                Ok(match (args.id.is_some(), runs.as_slice()) {
+                    (true, [(run, _)]) => code_for_status(run.status),
+                    _ => exit::OK,
+                })
+            }
         },
         Command::List(args) => match read_access(state_dir)? {
             ReadAccess::Nothing(dir) => {
@@ -590,29 +602,26 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 say!("dr: no runs: {}", no_store(&dir));
                 Ok(exit::OK)
             }
-            ReadAccess::Store(access) => match access {
-                Access::Local(env) => list(env, &args),
-                Access::Remote { dir, busy } => {
-                    let control::Response::List { runs, damaged } = ask_owner(&dir, busy, &control::Request::List)? else {
-                        bail!("unexpected control response")
-                    };
-                    let driving = owner_driving(&dir);
-                    show_list(filter_list(runs, &args, &driving), &damaged, args.json, &driving, &dir)
-                }
-            },
+            ReadAccess::Store(access) => {
+                let client = client::Client::from(access);
+                let control::Response::List { runs, damaged } = client.ask(control::Request::List).await? else {
+                    bail!("unexpected control response")
+                };
+                let driving = client.driving();
+                show_list(filter_list(runs, &args, &driving), &damaged, args.json, &driving, client.dir())
+            }
         },
         Command::History(args) => match read_access(state_dir)? {
             ReadAccess::Nothing(dir) => {
                 Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {:?}: {}", args.id, no_store(&dir)) }))
             }
-            ReadAccess::Store(access) => match access {
-                Access::Local(env) => history(env, &args.id, args.json),
-                Access::Remote { dir, busy } => {
-                    let request = control::Request::History { query: args.id.clone() };
-                    let control::Response::Events(events) = ask_owner(&dir, busy, &request)? else { bail!("unexpected control response") };
-                    show_history(&args.id, &events, args.json)
-                }
-            },
+            ReadAccess::Store(access) => {
+                let client = client::Client::from(access);
+                let control::Response::Events(events) = client.ask(control::Request::History { query: args.id.clone() }).await? else {
+                    bail!("unexpected control response")
+                };
+                show_history(&args.id, &events, args.json)
+            }
         },
     }
 }
@@ -1120,37 +1129,6 @@ fn show_runs(runs: &[(RunRecord, dr_orchestrator::Rto)], single: bool, json: boo
     Ok(())
 }
 
-/// Shows runs; returns their statuses (none when there was nothing to show).
-async fn status(env: Env, query: Option<&str>, json: bool) -> anyhow::Result<Vec<RunStatus>> {
-    let store = env.runner.store();
-    let ids = match query {
-        Some(q) => vec![store.resolve(q)?],
-        None => {
-            let open = store.open_runs()?;
-            if open.is_empty() {
-                // Nothing unfinished is an answer, not an error.
-                if json {
-                    print_json(&serde_json::Value::Array(Vec::new()))?;
-                } else {
-                    say!("dr: no unfinished runs; `dr list` shows every run, `dr status @latest` the latest");
-                }
-                return Ok(Vec::new());
-            }
-            open
-        }
-    };
-    let mut runs = Vec::new();
-    for id in ids {
-        let run = store.load(id)?.ok_or_else(|| dr_state::Error::NotFound { query: id.to_string() })?;
-        render::know_history(id, store.events(id)?);
-        let rto = env.runner.rto(&run);
-        runs.push((run, rto));
-    }
-    // Any state that could be shown is a success; scripts read the status field.
-    show_runs(&runs, query.is_some(), json, env.clock.now_ms(), &Driving::nothing(), &env.dir)?;
-    Ok(runs.iter().map(|(r, _)| r.status).collect())
-}
-
 /// `dr list --status S --limit N`: rows are oldest first; the newest N are kept.
 fn filter_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, args: &args::ListArgs, driving: &Driving) -> Vec<(dr_state::RunSummary, dr_orchestrator::Rto)> {
     let mut rows: Vec<_> = rows
@@ -1167,32 +1145,6 @@ fn filter_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, args: &a
         rows.drain(..drop);
     }
     rows
-}
-
-fn list(env: Env, args: &args::ListArgs) -> anyhow::Result<u8> {
-    let json = args.json;
-    let store = env.runner.store();
-    let now = env.clock.now_ms();
-    let mut rows = Vec::new();
-    let mut damaged = Vec::new();
-    for summary in store.summaries()? {
-        match summary {
-            Ok(s) => {
-                let rto = if s.status.is_terminal() {
-                    dr_orchestrator::rto::from_summary(&s, now)
-                } else {
-                    match store.load(s.id) {
-                        Ok(Some(run)) => env.runner.rto(&run),
-                        _ => dr_orchestrator::rto::from_summary(&s, now),
-                    }
-                };
-                rows.push((s, rto));
-            }
-            Err(e) => damaged.push(e.to_string()),
-        }
-    }
-    let rows = filter_list(rows, args, &Driving::nothing());
-    show_list(rows, &damaged, json, &Driving::nothing(), &env.dir)
 }
 
 fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &[String], json: bool, driving: &Driving, store: &std::path::Path) -> anyhow::Result<u8> {
@@ -1218,12 +1170,6 @@ fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &
         say!("dr: store {}", store.display());
     }
     Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
-}
-
-fn history(env: Env, query: &str, json: bool) -> anyhow::Result<u8> {
-    let store = env.runner.store();
-    let id = store.resolve(query)?;
-    show_history(query, &store.events(id)?, json)
 }
 
 fn show_history(query: &str, events: &[dr_state::EventRecord], json: bool) -> anyhow::Result<u8> {

@@ -27,7 +27,7 @@ pub const SOCKET_NAME: &str = "dr.sock";
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub enum Request {
-    /// One run, or (without a query) every unfinished run, else the latest.
+    /// One run, or (without a query) every unfinished run.
     Status { query: Option<String> },
     List,
     History { query: String },
@@ -228,12 +228,10 @@ async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::R
             Response::Runs(vec![(run, rto)])
         }
         Request::Status { query } => {
+            // Without a query: every unfinished run (none is an answer, not an error).
             let ids = match query {
                 Some(q) => vec![store.resolve(&q)?],
-                None => {
-                    let open = store.open_runs()?;
-                    if open.is_empty() { vec![store.resolve("@latest")?] } else { open }
-                }
+                None => store.open_runs()?,
             };
             let mut runs = Vec::new();
             for id in ids {
