@@ -3,11 +3,17 @@
 //! - `journal.rs`: small durable records beside the store (one file each,
 //!   written atomically and fsynced): the Alertmanager dedup state and the
 //!   notification outbox.
+//! - `escalate.rs` (+ `escalate/send.rs`): which notifications a run calls
+//!   for (`due`), the routes per level, the senders (Slack webhook,
+//!   PagerDuty Events v2, SMTP) and the `Escalator` delivery loop.
+//! - `outbox.rs`: the durable record of notifications owed and sent.
 //!
 //! The daemon itself (open the store, resume what was running, serve the
 //! control socket, stop on SIGTERM) is wired in `dr-cli`'s `serve` command.
 
+pub mod escalate;
 pub mod journal;
+pub mod outbox;
 
 use std::collections::BTreeMap;
 use std::future::Future;
