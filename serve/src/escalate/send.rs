@@ -185,7 +185,7 @@ fn post_json(route: &EscalationRoute, url: &str, body: &[u8]) -> Result<(), Send
         .post(url)
         .header("Content-Type", "application/json")
         .send(body)
-        .map_err(|e| SendError::Transport { route: route.name.clone(), what: ureq_failure(&e) })?;
+        .map_err(|e| ureq_failure(route, &e))?;
     let status = response.status().as_u16();
     if (200..300).contains(&status) {
         Ok(())
@@ -196,19 +196,21 @@ fn post_json(route: &EscalationRoute, url: &str, body: &[u8]) -> Result<(), Send
 
 /// What went wrong, from the error's kind only: ureq's own messages can
 /// carry the URL.
-fn ureq_failure(e: &ureq::Error) -> String {
+fn ureq_failure(route: &EscalationRoute, e: &ureq::Error) -> SendError {
     use ureq::Error as E;
-    match e {
+    let invalid = |what: &str| SendError::Invalid { route: route.name.clone(), what: what.to_owned() };
+    let what: String = match e {
         E::Timeout(_) => "the request timed out".into(),
         E::HostNotFound => "the receiver's host was not found".into(),
         E::ConnectionFailed => "cannot connect to the receiver".into(),
         E::Io(io) => format!("i/o error talking to the receiver: {}", io.kind()),
-        E::BadUri(_) | E::Http(_) => "the receiver's URL is not valid".into(),
+        E::BadUri(_) | E::Http(_) => return invalid("the receiver's URL is not valid"),
+        E::RequireHttpsOnly(_) => return invalid("the receiver's URL is not https"),
         E::Tls(_) | E::Rustls(_) | E::Pem(_) | E::TlsRequired => "the TLS connection to the receiver failed".into(),
-        E::RequireHttpsOnly(_) => "the receiver's URL is not https".into(),
         E::Protocol(_) => "the receiver's answer is not valid HTTP".into(),
         _ => "the request failed".into(),
-    }
+    };
+    SendError::Transport { route: route.name.clone(), what }
 }
 
 /// The `Message-ID` of a notification's mail: its key, `:` made `.`, at the
