@@ -15,6 +15,8 @@
 //! with exponential backoff (1 s doubling to 5 min by default; a permanent
 //! error — a 4xx, a bad URL, a missing secret file — waits the maximum at once,
 //! since only an operator can fix it) without making a working route send again.
+//! Deliveries go out one at a time, oldest first, each bounded by a timeout
+//! (20 s HTTP, 30 s SMTP), so a dead receiver delays the others by at most that.
 //!
 //! ## What is guaranteed
 //! - **Recorded before sent.** `record` returns once the notification is
@@ -344,7 +346,10 @@ impl Escalator {
                 return;
             }
             let mut next_wake: Option<Instant> = None;
-            for note in self.outbox.pending() {
+            let pending = self.outbox.pending();
+            // Forgotten or finished notifications need no retry state.
+            retries.retain(|(key, _), _| pending.iter().any(|n| &n.key == key));
+            for note in pending {
                 let routes = routes_for(note.level, &self.escalation);
                 for route in routes {
                     if self.outbox.is_delivered(&note.key, &route.name) {
