@@ -3,7 +3,10 @@
 //! - `journal.rs`: small durable records beside the store (one file each,
 //!   written atomically and fsynced): the Alertmanager dedup state and the
 //!   notification outbox.
-//!
+//! - `escalate.rs` (+ `escalate/send.rs`): which notifications a run calls
+//!   for (`due`), the routes per level, the senders (Slack webhook,
+//!   PagerDuty Events v2, SMTP) and the `Escalator` delivery loop.
+//! - `outbox.rs`: the durable record of notifications owed and sent.
 //! - `daemon.rs`: the daemon: opens the store, serves the control socket in
 //!   daemon mode, takes up every run that was running, pings systemd's
 //!   watchdog from its own loop, stops cleanly on SIGTERM.
@@ -12,7 +15,9 @@
 //! `dr-cli`'s `serve` command parses the arguments and the signals and runs it.
 
 pub mod daemon;
+pub mod escalate;
 pub mod journal;
+pub mod outbox;
 pub mod sdnotify;
 
 use std::collections::BTreeMap;
