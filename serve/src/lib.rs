@@ -3,11 +3,20 @@
 //! - `journal.rs`: small durable records beside the store (one file each,
 //!   written atomically and fsynced): the Alertmanager dedup state and the
 //!   notification outbox.
+//! - `alerts.rs`: Alertmanager's webhook payload, the `[[alerts]]` rules and
+//!   the durable per-episode dedup that lets one alert start at most one run.
+//! - `http.rs`: the HTTP listener (`POST /alertmanager`, `GET /metrics`,
+//!   `GET /healthz`, nothing else), its bearer token and listen-address rule.
+//! - `metrics.rs`: the `MetricsSnapshot` the daemon fills and its Prometheus
+//!   text rendering.
 //!
 //! The daemon itself (open the store, resume what was running, serve the
 //! control socket, stop on SIGTERM) is wired in `dr-cli`'s `serve` command.
 
+pub mod alerts;
+pub mod http;
 pub mod journal;
+pub mod metrics;
 
 use std::collections::BTreeMap;
 use std::future::Future;
