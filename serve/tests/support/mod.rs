@@ -199,7 +199,10 @@ where
 }
 
 /// A webhook notification (version 4) with one alert per `(status, fingerprint, startsAt, labels)`.
-pub fn webhook(alerts: &[(&str, &str, &str, &[(&str, &str)])]) -> String {
+/// `(status, fingerprint, startsAt, labels)`.
+pub type TestAlert<'a> = (&'a str, &'a str, &'a str, &'a [(&'a str, &'a str)]);
+
+pub fn webhook(alerts: &[TestAlert<'_>]) -> String {
     let alerts: Vec<_> = alerts
         .iter()
         .map(|(status, fingerprint, starts_at, labels)| {
