@@ -248,13 +248,12 @@ struct FingerprintRecord {
     run: RunId,
 }
 
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+fn encode<T: Serialize>(key: &str, value: &T) -> Result<Vec<u8>> {
     let mut bytes = vec![RECORD_VERSION];
-    // Serialising these plain structs (strings, maps of strings) cannot fail.
-    if let Ok(json) = serde_json::to_vec(value) {
-        bytes.extend(json);
-    }
-    bytes
+    let json = serde_json::to_vec(value)
+        .map_err(|e| Error::Damaged { key: key.to_owned(), reason: format!("cannot encode: {e}") })?;
+    bytes.extend(json);
+    Ok(bytes)
 }
 
 fn decode<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
@@ -428,7 +427,7 @@ impl Alerts {
     /// it started. `Some(reason)` when the daemon refused.
     async fn start(&self, episode_key: &str, fingerprint_key: &str, mut record: EpisodeRecord) -> Result<Option<String>> {
         let last = FingerprintRecord { fingerprint: record.fingerprint.clone(), run: record.run };
-        self.put(fingerprint_key, encode(&last)).await?;
+        self.put(fingerprint_key, encode(fingerprint_key, &last)?).await?;
         let request = StartRequest {
             id: record.run,
             workflow: record.workflow.clone(),
@@ -440,7 +439,7 @@ impl Alerts {
             return Ok(Some(reason));
         }
         record.started = true;
-        self.put(episode_key, encode(&record)).await?;
+        self.put(episode_key, encode(episode_key, &record)?).await?;
         Ok(None)
     }
 
@@ -454,7 +453,7 @@ impl Alerts {
     async fn put_new(&self, key: &str, record: &EpisodeRecord) -> Result<bool> {
         let journal = self.journal.clone();
         let owned = key.to_owned();
-        let bytes = encode(record);
+        let bytes = encode(key, record)?;
         blocking(key, move || journal.put_new(&owned, &bytes)).await
     }
 
