@@ -433,3 +433,35 @@ async fn the_real_alertmanager_starts_one_run_per_firing_alert_and_nothing_on_re
     assert!(!log.contains("401"), "alertmanager saw a 401:\n{log}");
     restarted.stop().await;
 }
+
+#[tokio::test]
+async fn a_journal_that_cannot_be_written_answers_500_and_starts_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let journal = dir.path().join("alerts");
+    let server = ServerOptions::new(&journal, rules()).start().await;
+    // The journal directory disappears under the daemon (a broken disk, say).
+    std::fs::remove_dir_all(&journal).expect("remove journal");
+    let reply = post_json(server.addr, "/alertmanager", None, &webhook(&[("firing", "fp1", T0, NODE_DOWN)])).await;
+    assert_eq!(reply.status, 500, "{reply:?}");
+    assert!(reply.body.contains("alert journal"), "{reply:?}");
+    assert!(server.starter.starts().is_empty(), "a run started without its dedup record");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_closes_idle_keep_alive_connections_at_once() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerOptions::new(dir.path(), rules()).start().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.expect("connect");
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: dr\r\n\r\n").await.expect("request");
+    let mut buf = [0u8; 256];
+    let n = stream.read(&mut buf).await.expect("answer");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&buf[..n]));
+    // The connection stays open (keep-alive); stopping must not wait for the client.
+    let stopping = tokio::time::Instant::now();
+    server.stop().await;
+    assert!(stopping.elapsed() < Duration::from_secs(3), "stop took {:?}", stopping.elapsed());
+    let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await.expect("closed").unwrap_or(0);
+    assert_eq!(n, 0, "the idle connection was not closed");
+}
