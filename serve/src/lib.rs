@@ -11,12 +11,21 @@
 //!   daemon mode, takes up every run that was running, pings systemd's
 //!   watchdog from its own loop, stops cleanly on SIGTERM.
 //! - `sdnotify.rs`: systemd's notify protocol (`READY=1`, `WATCHDOG=1`, ...).
+//! - `alerts.rs`: Alertmanager's webhook payload, the `[[alerts]]` rules and
+//!   the durable per-episode dedup that lets one alert start at most one run.
+//! - `http.rs`: the HTTP listener (`POST /alertmanager`, `GET /metrics`,
+//!   `GET /healthz`, nothing else), its bearer token and listen-address rule.
+//! - `metrics.rs`: the `MetricsSnapshot` the daemon fills and its Prometheus
+//!   text rendering.
 //!
 //! `dr-cli`'s `serve` command parses the arguments and the signals and runs it.
 
+pub mod alerts;
 pub mod daemon;
 pub mod escalate;
+pub mod http;
 pub mod journal;
+pub mod metrics;
 pub mod outbox;
 pub mod sdnotify;
 
