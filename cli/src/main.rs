@@ -681,18 +681,30 @@ async fn serve(state_dir: Option<PathBuf>, args: args::ServeArgs) -> anyhow::Res
     if dir.exists() && !dir.is_dir() {
         return Err(not_a_directory(&dir));
     }
-    let _ = args.listen;
+    // The configuration: named (--config, DR_CONFIG) it must be valid; the default is used when it exists.
+    let named = CONFIG_PATH.get().cloned().flatten();
+    let path = named.clone().unwrap_or_else(|| PathBuf::from(dr_workflows::config::DEFAULT_PATH));
+    let config = if named.is_some() || path.exists() {
+        let config = dr_workflows::config::Config::load(&path)
+            .map_err(|e| usage(format!("{e}; `dr config check` shows every problem, --config names another file")))?;
+        Some(Arc::new(config))
+    } else {
+        None
+    };
     let options = dr_serve::daemon::Options {
         state_dir: dir.clone(),
         catalog: Arc::new(catalog()),
         holder: format!("dr serve (pid {})", std::process::id()),
+        config,
+        listen: args.listen,
     };
     let daemon = match dr_serve::daemon::Daemon::start(options).await {
         Ok(daemon) => daemon,
         Err(dr_serve::daemon::Error::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(anyhow!(e)),
+        Err(e) => return Err(usage(e.to_string())),
     };
-    say!("dr: serving the store {} (pid {}); SIGTERM stops it, saving every run", dir.display(), std::process::id());
+    let http = daemon.listening().map_or(String::new(), |addr| format!("; Alertmanager's webhook on http://{addr}/alertmanager, metrics on http://{addr}/metrics"));
+    say!("dr: serving the store {} (pid {}){http}; SIGTERM stops it, saving every run", dir.display(), std::process::id());
     let stop = tokio_util::sync::CancellationToken::new();
     {
         let stop = stop.clone();

@@ -11,22 +11,35 @@
 //! engine is restarted by systemd rather than kept alive by a healthy-looking
 //! thread. `STATUS=` says what runs and how its RTO stands.
 //!
-//! On stop (SIGTERM, SIGINT) it sends `STOPPING=1`, tells every running step
-//! to stop, waits for their state to be saved, and returns; the next start
-//! continues the runs.
+//! With `[serve]` (or `--listen`) it serves Alertmanager's webhook and
+//! `/metrics` on one HTTP listener; with `[escalation]` routes it records the
+//! notifications each run calls for (on every transition, and on its loop for
+//! the RTO turning at risk) in the outbox, which the escalator delivers.
+//!
+//! On stop (SIGTERM, SIGINT) it sends `STOPPING=1`, stops taking alerts,
+//! tells every running step to stop, waits for their state to be saved, and
+//! returns; the next start continues the runs (and the undelivered
+//! notifications).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use dr_orchestrator::control::{self, Mode};
 use dr_orchestrator::runner::DriveOptions;
-use dr_orchestrator::{Catalog, Clock, Runner, RunnerOptions, SystemClock};
-use dr_state::{RunId, RunRecord, RunStatus, SledStore, Store};
+use dr_orchestrator::{Catalog, Clock, CreateRequest, Observer, Runner, RunnerOptions, SystemClock};
+use dr_state::{Event, EventRecord, RunId, RunRecord, RunStatus, SledStore, Store};
+use dr_workflows::config::Config;
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::escalate::{self, Escalator};
+use crate::metrics::{Histogram, MetricsSnapshot, OpenRun};
+use crate::outbox::Outbox;
 use crate::sdnotify::{status_line, Notifier};
+use crate::{BoxFuture, StartRequest, Starter};
 
 /// What `dr serve` is given.
 pub struct Options {
@@ -34,6 +47,10 @@ pub struct Options {
     pub catalog: Arc<dyn Catalog>,
     /// Who the runs are driven by, in their history.
     pub holder: String,
+    /// `dr.toml`, when there is one: its `[serve]`, `[[alerts]]`, `[escalation]`.
+    pub config: Option<Arc<Config>>,
+    /// `--listen`, which overrides `[serve] listen`.
+    pub listen: Option<String>,
 }
 
 impl std::fmt::Debug for Options {
@@ -57,6 +74,84 @@ pub struct Daemon {
     notifier: Notifier,
     serving: CancellationToken,
     socket: tokio::task::JoinHandle<()>,
+    /// The HTTP listener and the escalator: stopped first, before the runs.
+    services: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    watch: Arc<Watch>,
+    outbox: Option<Outbox>,
+    metrics: Arc<Mutex<MetricsSnapshot>>,
+    started_at: f64,
+    listening: Option<std::net::SocketAddr>,
+}
+
+/// Sees every durable transition: step durations for `/metrics`, and which
+/// runs changed (their notifications are recorded at once).
+struct Watch {
+    changed: mpsc::UnboundedSender<RunId>,
+    durations: Mutex<BTreeMap<String, Histogram>>,
+}
+
+impl Observer for Watch {
+    fn on_transition(&self, run: &RunRecord, events: &[EventRecord]) {
+        for e in events {
+            if let Event::StepSucceeded { duration_ms, .. } = &e.event {
+                let mut durations = self.durations.lock().unwrap_or_else(PoisonError::into_inner);
+                durations.entry(run.workflow.clone()).or_default().observe(*duration_ms as f64 / 1000.0);
+            }
+        }
+        let _ = self.changed.send(run.id);
+    }
+}
+
+/// Starts the runs alerts ask for: a level-1 workflow (or one its rule marks
+/// automatic) is driven at once; any other is held at a gate before its
+/// first step, for `dr approve` (and people are told).
+struct DaemonStarter {
+    runner: Runner,
+}
+
+impl Starter for DaemonStarter {
+    fn start(&self, req: StartRequest) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let runner = &self.runner;
+            if runner.store().load(req.id).map_err(|e| e.to_string())?.is_some() {
+                // Started before (a start cut by a crash, then re-sent): already driven or done.
+                return Ok(());
+            }
+            if runner.shutdown_token().is_cancelled() {
+                return Err(format!("dr serve (pid {}) is stopping; the alert's next notification starts the run", std::process::id()));
+            }
+            let level = runner
+                .catalog()
+                .workflows()
+                .iter()
+                .find(|w| w.name == req.workflow)
+                .map(|w| w.level)
+                .ok_or_else(|| format!("unknown workflow {:?} in [[alerts]]", req.workflow))?;
+            let automatic = req.automatic.unwrap_or(level == 1);
+            let hold = (!automatic).then(|| {
+                format!("{} started {} (level {level}), which is not automatic: approve to start the recovery", req.trigger, req.workflow)
+            });
+            let held = hold.is_some();
+            let run = runner
+                .create_run(CreateRequest { id: Some(req.id), workflow: req.workflow.clone(), params: req.params, hold, ..CreateRequest::default() })
+                .await
+                .map_err(|e| e.to_string())?;
+            info!(run = %run.id, workflow = %run.workflow, held, trigger = %req.trigger, "run started by an alert");
+            if !held {
+                control::spawn_drive(runner, run.id, DriveOptions::default());
+            }
+            Ok(())
+        })
+    }
+
+    fn is_open(&self, id: RunId) -> bool {
+        matches!(self.runner.store().load(id), Ok(Some(run)) if !run.status.is_terminal())
+    }
+}
+
+fn wall_secs() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
 }
 
 impl std::fmt::Debug for Daemon {
@@ -72,7 +167,61 @@ impl Daemon {
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&options.state_dir)?);
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let runner_options = RunnerOptions { holder: options.holder.clone(), ..RunnerOptions::default() };
-        let runner = Runner::new(Arc::clone(&store), options.catalog, clock, runner_options);
+        let (changed, mut changes) = mpsc::unbounded_channel();
+        let watch = Arc::new(Watch { changed, durations: Mutex::new(BTreeMap::new()) });
+        let runner = Runner::new(Arc::clone(&store), options.catalog, clock, runner_options).with_observer(Arc::clone(&watch) as Arc<dyn Observer>);
+        let services = CancellationToken::new();
+        let mut tasks = Vec::new();
+        let config = options.config.clone();
+
+        // Escalation: the outbox, and the escalator that delivers it.
+        let escalation = config.as_ref().and_then(|c| c.escalation.clone()).filter(|e| !e.routes.is_empty());
+        let outbox = match &escalation {
+            Some(escalation) => {
+                let outbox = Outbox::open(options.state_dir.join("outbox"))
+                    .map_err(|e| Error::Setup(format!("cannot open the notification outbox in {}: {e}", options.state_dir.display())))?;
+                let escalator = Escalator::new(outbox.clone(), escalation.clone());
+                let stop = services.clone();
+                tasks.push(tokio::spawn(async move { escalator.run(stop).await }));
+                Some(outbox)
+            }
+            None => None,
+        };
+
+        // The HTTP listener: Alertmanager's webhook and /metrics.
+        let metrics = Arc::new(Mutex::new(MetricsSnapshot::default()));
+        let serve_config = config.as_ref().and_then(|c| c.serve.clone());
+        let listen = options.listen.clone().or_else(|| serve_config.as_ref().and_then(|s| s.listen.clone()));
+        let mut listening = None;
+        if let Some(listen) = listen {
+            let token_file = serve_config.as_ref().and_then(|s| s.token_file.clone());
+            let addr = crate::http::check_listen(&listen, token_file.is_some()).map_err(|e| Error::Setup(e.to_string()))?;
+            let token = token_file.as_deref().map(crate::http::BearerToken::read).transpose().map_err(|e| Error::Setup(e.to_string()))?;
+            let rules = config.as_ref().map(|c| c.alerts.clone()).unwrap_or_default();
+            let starter: Arc<dyn Starter> = Arc::new(DaemonStarter { runner: runner.clone() });
+            let alerts = crate::alerts::Alerts::open(options.state_dir.join("alerts"), rules, starter).map_err(|e| Error::Setup(e.to_string()))?;
+            let source = {
+                let metrics = Arc::clone(&metrics);
+                move || metrics.lock().unwrap_or_else(PoisonError::into_inner).clone()
+            };
+            let max_body = serve_config.as_ref().map_or(1 << 20, |s| s.max_body_bytes);
+            let state = Arc::new(crate::http::HttpState::new(Arc::new(alerts), Arc::new(source), token, max_body));
+            let listener =
+                tokio::net::TcpListener::bind(addr).await.map_err(|e| Error::Setup(format!("cannot listen on {addr}: {e}")))?;
+            listening = Some(listener.local_addr().map_err(|e| Error::Setup(e.to_string()))?);
+            let stop = services.clone();
+            tasks.push(tokio::spawn(crate::http::serve(listener, state, stop)));
+        }
+
+        // Each durable transition: the notifications the run now calls for.
+        if let Some(outbox) = outbox.clone() {
+            let runner = runner.clone();
+            tasks.push(tokio::spawn(async move {
+                while let Some(id) = changes.recv().await {
+                    record_due(&runner, &outbox, id);
+                }
+            }));
+        }
         let serving = CancellationToken::new();
         let socket = {
             let (runner, dir, serving) = (runner.clone(), options.state_dir.clone(), serving.clone());
@@ -94,14 +243,83 @@ impl Daemon {
                 Err(e) => warn!(run = %id, error = %e, "an open run cannot be read; dr status names the problem"),
             }
         }
-        info!(resumed, waiting, "dr serve is ready");
-        let daemon = Daemon { runner, notifier, serving, socket };
+        let daemon = Daemon {
+            runner,
+            notifier,
+            serving,
+            socket,
+            services,
+            tasks,
+            watch,
+            outbox,
+            metrics,
+            started_at: wall_secs(),
+            listening,
+        };
+        daemon.reconcile_notifications();
+        daemon.refresh_metrics();
+        info!(resumed, waiting, listen = ?daemon.listening, "dr serve is ready");
         daemon.notify(&format!("READY=1\nSTATUS={}", status_line(&format!("ready: took {resumed} run(s) up again, {waiting} wait(s) for an operator"))));
         Ok(daemon)
     }
 
     pub fn runner(&self) -> &Runner {
         &self.runner
+    }
+
+    /// Where the HTTP listener listens, when it does.
+    pub fn listening(&self) -> Option<std::net::SocketAddr> {
+        self.listening
+    }
+
+    /// After a crash: runs that ended while no notification could be recorded
+    /// (the process died between the two) still get theirs. Only runs the
+    /// outbox knows (their "started" was recorded) and that ended within a week.
+    fn reconcile_notifications(&self) {
+        let Some(outbox) = &self.outbox else { return };
+        let week_ago = self.runner.now_ms().saturating_sub(7 * 24 * 3_600_000);
+        let Ok(summaries) = self.runner.store().summaries() else { return };
+        for summary in summaries.into_iter().flatten() {
+            let recent = summary.finished_at.is_none_or_recent(week_ago);
+            if recent && outbox.knows(&format!("{}:started", summary.id)) {
+                record_due(&self.runner, outbox, summary.id);
+            }
+        }
+        if let Ok(open) = self.runner.store().open_runs() {
+            for id in open {
+                record_due(&self.runner, outbox, id);
+            }
+        }
+    }
+
+    /// The figures `/metrics` serves, taken on the loop (a scrape reads memory only).
+    fn refresh_metrics(&self) {
+        let store = self.runner.store();
+        let mut snapshot = MetricsSnapshot { start_time_seconds: self.started_at, ..MetricsSnapshot::default() };
+        if let Ok(summaries) = store.summaries() {
+            for summary in summaries.into_iter().flatten() {
+                *snapshot.runs.entry((summary.workflow.clone(), summary.status.as_str().to_owned())).or_default() += 1;
+            }
+        }
+        if let Ok(open) = store.open_runs() {
+            for id in open {
+                if let Ok(Some(run)) = store.load(id) {
+                    let rto = self.runner.rto(&run);
+                    snapshot.open_runs.push(OpenRun {
+                        run: run.id.to_string(),
+                        workflow: run.workflow.clone(),
+                        level: run.level,
+                        elapsed_seconds: rto.elapsed_secs,
+                        target_seconds: Some(rto.target_secs as f64),
+                        projected_seconds: Some(rto.projected_secs),
+                        at_risk: rto.at_risk,
+                    });
+                }
+            }
+        }
+        snapshot.step_durations = self.watch.durations.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        snapshot.notifications_pending = self.outbox.as_ref().map_or(0, |o| o.pending_count() as u64);
+        *self.metrics.lock().unwrap_or_else(PoisonError::into_inner) = snapshot;
     }
 
     fn notify(&self, state: &str) {
@@ -126,6 +344,8 @@ impl Daemon {
         let driving = self.runner.driving().len();
         info!(driving, "dr serve is stopping; running steps are told to stop, their state is saved");
         self.notify(&format!("STOPPING=1\nSTATUS=stopping: saving {driving} run(s) for the next start"));
+        // No new alerts while the runs stop; undelivered notifications wait in the outbox.
+        self.services.cancel();
         self.runner.shutdown_token().cancel();
         while !self.runner.driving().is_empty() {
             tokio::select! {
@@ -135,6 +355,10 @@ impl Daemon {
         }
         self.serving.cancel();
         let _ = self.socket.await;
+        for task in self.tasks {
+            task.abort();
+            let _ = task.await;
+        }
         info!("dr serve stopped");
     }
 
@@ -142,6 +366,13 @@ impl Daemon {
     fn beat(&self, watchdog: bool, stuck_limit: Duration) {
         match self.runner.health(stuck_limit) {
             Ok(()) => {
+                // Time passes for open runs: one may turn at risk without a transition.
+                if let (Some(outbox), Ok(open)) = (&self.outbox, self.runner.store().open_runs()) {
+                    for id in open {
+                        record_due(&self.runner, outbox, id);
+                    }
+                }
+                self.refresh_metrics();
                 let status = status_line(&self.status_text());
                 if watchdog {
                     self.notify(&format!("WATCHDOG=1\nSTATUS={status}"));
@@ -174,6 +405,35 @@ impl Daemon {
             text.push_str(&format!("; {more} more"));
         }
         text
+    }
+}
+
+/// Records the notifications run `id` calls for now (each key once, ever).
+fn record_due(runner: &Runner, outbox: &Outbox, id: RunId) {
+    let run = match runner.store().load(id) {
+        Ok(Some(run)) => run,
+        Ok(None) => return,
+        Err(e) => {
+            warn!(run = %id, error = %e, "cannot read a run to notify about it");
+            return;
+        }
+    };
+    let rto = runner.rto(&run);
+    for note in escalate::due(&run, &rto, runner.now_ms()) {
+        if let Err(e) = outbox.record(&note) {
+            warn!(run = %id, notification = %note.key, error = %e, "cannot record a notification; it is recorded at the next change or tick");
+        }
+    }
+}
+
+/// Whether a run that finished at `finished_at` (if it did) ended after `since`.
+trait Recent {
+    fn is_none_or_recent(&self, since: i64) -> bool;
+}
+
+impl Recent for Option<i64> {
+    fn is_none_or_recent(&self, since: i64) -> bool {
+        self.map_or(true, |at| at >= since)
     }
 }
 

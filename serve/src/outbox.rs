@@ -132,6 +132,11 @@ impl Outbox {
         Ok(new)
     }
 
+    /// Whether a notification with `key` was ever recorded (pending or sent).
+    pub fn knows(&self, key: &str) -> bool {
+        self.state().known.contains(key)
+    }
+
     /// The notifications not yet delivered to all their routes, oldest first.
     pub fn pending(&self) -> Vec<Notification> {
         let mut notes: Vec<Notification> = self.state().pending.values().cloned().collect();
