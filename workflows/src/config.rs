@@ -363,6 +363,16 @@ pub enum RouteKind {
     Pagerduty,
 }
 
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteKind::Slack => "slack",
+            RouteKind::Email => "email",
+            RouteKind::Pagerduty => "pagerduty",
+        })
+    }
+}
+
 /// How an SMTP connection is secured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use dr_lab::lab::testing::TestLab;
-use dr_workflows::config::{probe::probe, Config, ConfigError, Role};
+use dr_workflows::config::{probe::probe, Config, ConfigError, Role, RouteKind, SmtpTls};
 
 fn corpus() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/config")
@@ -93,9 +93,21 @@ fn the_valid_file_loads_with_defaults_and_paths_resolved_against_its_directory()
     assert_eq!(config.terraform_target(&config.nodes[0]), Some("libvirt_domain.k8s-control-plane"));
     let target = config.ssh_target(&config.nodes[1]);
     assert_eq!((target.host.as_str(), target.port, target.user.as_str()), ("10.0.0.11", 2222, "ops"));
-    let notify = config.notify.as_ref().unwrap();
-    assert_eq!(notify.routes[0].url_file, Path::new("/etc/dr/secrets/ops-webhook-url"));
-    assert_eq!(config.alertmanager.as_ref().unwrap().mappings[0].params["node"], "k8s-worker-1");
+    let serve = config.serve.as_ref().unwrap();
+    assert_eq!(serve.token_file.as_deref(), Some(corpus().join("secrets/serve-token").as_path()), "secret paths resolve too");
+    assert_eq!(serve.max_body_bytes, 262_144);
+    assert_eq!(config.alerts.len(), 2);
+    assert_eq!(config.alerts[0].params["namespace"], "$labels.namespace");
+    assert_eq!(config.alerts[0].automatic, Some(true));
+    assert_eq!(config.alerts[1].labels["severity"], "critical");
+    assert_eq!(config.alerts[1].automatic, None);
+    let routes = &config.escalation.as_ref().unwrap().routes;
+    let kinds: Vec<RouteKind> = routes.iter().map(|r| r.kind).collect();
+    assert_eq!(kinds, [RouteKind::Slack, RouteKind::Email, RouteKind::Pagerduty]);
+    assert_eq!(routes[0].url_file.as_deref(), Some(Path::new("/etc/dr/secrets/slack-webhook-url")));
+    assert_eq!(routes[1].password_file.as_deref(), Some(corpus().join("secrets/smtp-password").as_path()));
+    assert_eq!(routes[1].tls, Some(SmtpTls::Starttls));
+    assert_eq!(routes[2].levels, [3, 4]);
 }
 
 #[test]
@@ -108,7 +120,7 @@ fn the_digest_ignores_comments_and_layout_and_changes_with_any_value() {
 
     let commented = format!("# another comment\n\n{}", text.replace("rpo_hours = 24", "rpo_hours   =   24   # a day"));
     assert_eq!(Config::parse(&commented, &path).unwrap().digest(), digest, "comments and spacing do not count");
-    let inline = text.replace("params = { node = \"k8s-worker-1\" }", "params.node = \"k8s-worker-1\"");
+    let inline = text.replace("params = { namespace = \"$labels.namespace\" }", "params.namespace = \"$labels.namespace\"");
     assert_ne!(inline, text);
     assert_eq!(Config::parse(&inline, &path).unwrap().digest(), digest, "the same value written another way");
 
