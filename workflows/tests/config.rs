@@ -185,3 +185,144 @@ fn the_example_in_docs_config_md_is_valid() {
     assert_eq!(config.ssh.key.as_deref(), Some(Path::new("/etc/dr/ssh/id_ed25519")));
     assert_eq!(config.targets.minutes(3), Some(120));
 }
+
+/// valid.toml with each `(old, new)` replaced once (`old` must be there).
+fn valid_with(changes: &[(&str, &str)]) -> String {
+    let mut text = std::fs::read_to_string(corpus().join("valid.toml")).unwrap();
+    for (old, new) in changes {
+        assert!(text.contains(old), "valid.toml has no {old:?}");
+        text = text.replacen(old, new, 1);
+    }
+    text
+}
+
+/// valid.toml changed as given is refused with a problem at `key` whose
+/// message holds `message`, on the line where `at` starts (the first
+/// changed text when `at` is empty).
+fn refused(changes: &[(&str, &str)], at: &str, key: &str, message: &str) {
+    let text = valid_with(changes);
+    let path = corpus().join("valid.toml");
+    let error = match Config::parse(&text, &path) {
+        Ok(_) => panic!("accepted {changes:?}; expected {key}: {message}"),
+        Err(error) => error,
+    };
+    let Some(problem) = error.problems().iter().find(|p| p.key == key) else { panic!("{changes:?}: no problem at {key}:\n{error}") };
+    assert!(problem.message.contains(message), "{changes:?}: expected {message:?} in:\n{error}");
+    let marker = if at.is_empty() { changes[0].1.lines().next().unwrap_or_default() } else { at };
+    let line = text[..text.find(marker).unwrap()].matches('\n').count() + 1;
+    assert_eq!(problem.line, line, "{changes:?}: {problem}");
+}
+
+fn accepted(changes: &[(&str, &str)]) {
+    let text = valid_with(changes);
+    if let Err(error) = Config::parse(&text, corpus().join("valid.toml")) {
+        panic!("{changes:?} refused:\n{error}");
+    }
+}
+
+#[test]
+fn serve_listens_on_a_socket_address_with_a_token_off_loopback_and_a_bounded_body() {
+    let listen = r#"listen = "10.0.0.5:9464""#;
+    refused(&[(listen, r#"listen = "localhost:9464""#)], "", "serve.listen", "expected ADDR:PORT with an IP address");
+    refused(&[(listen, r#"listen = "10.0.0.5""#)], "", "serve.listen", "expected ADDR:PORT");
+    refused(&[(listen, r#"listen = "127.0.0.1:0""#)], "", "serve.listen", "port 0");
+    let token = "token_file = \"secrets/serve-token\"\n";
+    refused(&[(token, "")], listen, "serve.listen", "10.0.0.5 is not a loopback address, so the webhook needs a bearer token: set serve.token_file");
+    refused(&[(token, ""), (listen, r#"listen = "0.0.0.0:9464""#)], "listen", "serve.listen", "not a loopback address");
+    accepted(&[(token, ""), (listen, r#"listen = "127.0.0.1:9464""#)]);
+    accepted(&[(token, ""), (listen, r#"listen = "[::1]:9464""#)]);
+    let body = "max_body_bytes = 262144";
+    refused(&[(body, "max_body_bytes = 0")], "", "serve.max_body_bytes", "must be 1 to 67108864 bytes (64 MiB)");
+    refused(&[(body, "max_body_bytes = 67108865")], "", "serve.max_body_bytes", "must be 1 to 67108864 bytes");
+    accepted(&[(body, "max_body_bytes = 67108864")]);
+    accepted(&[(body, "max_body_bytes = 1")]);
+}
+
+#[test]
+fn alert_rules_start_a_known_workflow_with_its_own_parameters_and_label_references() {
+    refused(&[(r#"alertname = "KubePodCrashLooping""#, r#"alertname = " ""#)], "", "alerts[0].alertname", "must not be empty");
+    refused(&[(r#"workflow = "pod-recovery""#, r#"workflow = """#)], "", "alerts[0].workflow", "must not be empty; expected one of: synthetic, pod-recovery");
+    refused(
+        &[(r#"workflow = "pod-recovery""#, r#"workflow = "pod-recover""#)],
+        "",
+        "alerts[0].workflow",
+        "names no workflow (did you mean `pod-recovery`?); expected one of: synthetic, pod-recovery",
+    );
+    let params = r#"params = { namespace = "$labels.namespace" }"#;
+    refused(
+        &[(params, r#"params = { nmespace = "$labels.namespace" }"#)],
+        "",
+        "alerts[0].params.nmespace",
+        "pod-recovery has no parameter `nmespace` (did you mean `namespace`?); it takes: namespace",
+    );
+    refused(
+        &[(r#"ready_timeout_s = "600""#, r#"timeout = "600""#)],
+        "params = { node",
+        "alerts[1].params.timeout",
+        "worker-node-recovery has no parameter `timeout`",
+    );
+    for wrong in ["$label.namespace", "$labels.", "$labels.1ns", "ns-$", "$namespace", "$labels.ok-$labels"] {
+        let changed = format!(r#"params = {{ namespace = "{wrong}" }}"#);
+        refused(&[(params, &changed)], "", "alerts[0].params.namespace", "a `$` starts a reference to the alert's labels, written `$labels.NAME`");
+    }
+    for right in ["$labels.namespace", "team-$labels.team_name-x", "$labels.a$labels._b", "plain"] {
+        let changed = format!(r#"params = {{ namespace = "{right}" }}"#);
+        accepted(&[(params, &changed)]);
+    }
+    // A workflow that takes no parameter of that name, even a synthetic one.
+    refused(
+        &[(r#"workflow = "pod-recovery""#, r#"workflow = "synthetic""#)],
+        params,
+        "alerts[0].params.namespace",
+        "synthetic has no parameter `namespace`",
+    );
+}
+
+#[test]
+fn escalation_routes_have_unique_names_real_levels_and_exactly_their_kinds_fields() {
+    let slack_header = "[[escalation.routes]]\nname = \"ops-slack\"";
+    let mail_header = "[[escalation.routes]]\nname = \"ops-mail\"";
+    let pager_header = "[[escalation.routes]]\nname = \"pager\"";
+    refused(&[(r#"name = "pager""#, r#"name = "ops-slack""#)], "name = \"ops-slack\"\nkind = \"pagerduty\"", "escalation.routes[2].name", "duplicate route name `ops-slack`; escalation.routes[0].name has it already");
+    refused(&[(r#"name = "pager""#, r#"name = """#)], "", "escalation.routes[2].name", "must not be empty");
+    refused(&[("levels = [3, 4]", "levels = []")], "", "escalation.routes[2].levels", "no levels");
+    refused(&[("levels = [3, 4]", "levels = [0, 4]")], "", "escalation.routes[2].levels", "0 is not a failure level; levels are 1 to 4");
+    refused(&[("levels = [3, 4]", "levels = [3, 5]")], "", "escalation.routes[2].levels", "5 is not a failure level");
+    refused(&[("levels = [3, 4]", "levels = [3, 4, 3]")], "", "escalation.routes[2].levels", "level 3 is listed twice");
+
+    // slack
+    let url_file = "url_file = \"/etc/dr/secrets/slack-webhook-url\"\n";
+    refused(&[(url_file, "")], slack_header, "escalation.routes[0].url_file", "missing: kind slack needs url_file, a file holding the webhook URL");
+    refused(&[(url_file, "url_file = \"\"\n")], "url_file", "escalation.routes[0].url_file", "must not be empty");
+    refused(&[(url_file, &format!("{url_file}smtp = \"smtp.home.example:25\"\n"))], "smtp = \"smtp.home.example:25\"", "escalation.routes[0].smtp", "smtp is for kind email; this route is kind slack");
+
+    // pagerduty
+    let key_file = "routing_key_file = \"/etc/dr/secrets/pagerduty-routing-key\"\n";
+    refused(&[(key_file, "")], pager_header, "escalation.routes[2].routing_key_file", "missing: kind pagerduty needs routing_key_file");
+    refused(&[(key_file, &format!("{key_file}url_file = \"x\"\n"))], "url_file = \"x\"", "escalation.routes[2].url_file", "url_file is for kind slack; this route is kind pagerduty");
+    let events = r#"events_url = "https://events.pagerduty.com/v2/enqueue""#;
+    refused(&[(events, r#"events_url = "ftp://events.example/""#)], "", "escalation.routes[2].events_url", "scheme `ftp` is not allowed here");
+    refused(&[(events, r#"events_url = "https://u:s3cr3t@events.example/""#)], "", "escalation.routes[2].events_url", "carries credentials");
+    let error = Config::parse(&valid_with(&[(events, r#"events_url = "https://u:s3cr3t@events.example/""#)]), "/etc/dr/dr.toml").unwrap_err();
+    assert!(!error.to_string().contains("s3cr3t"), "the URL's password is not echoed: {error}");
+    accepted(&[(events, r#"events_url = "http://127.0.0.1:8080/v2/enqueue""#)]);
+    accepted(&[(events, "")]);
+
+    // email
+    let smtp = r#"smtp = "smtp.home.example:587""#;
+    refused(&[(smtp, r#"smtp = "smtp.home.example""#)], "", "escalation.routes[1].smtp", "no port; expected HOST:PORT");
+    refused(&[(smtp, r#"smtp = "smtp.home.example:0""#)], "", "escalation.routes[1].smtp", "port `0` is not 1-65535");
+    refused(&[(smtp, r#"smtp = "smtp://home.example:25""#)], "", "escalation.routes[1].smtp", "is not a host name or address; expected HOST:PORT");
+    refused(&[(smtp, "")], mail_header, "escalation.routes[1].smtp", "missing: kind email needs smtp, the SMTP server as HOST:PORT");
+    accepted(&[(smtp, r#"smtp = "[::1]:25""#)]);
+    let from = r#"from = "dr@home.example""#;
+    refused(&[(from, "")], mail_header, "escalation.routes[1].from", "missing: kind email needs from");
+    refused(&[(from, r#"from = "DR <dr@home.example>""#)], "", "escalation.routes[1].from", "does not look like an e-mail address; expected NAME@DOMAIN");
+    let to = r#"to = ["ops@home.example", "oncall@home.example"]"#;
+    refused(&[(to, "to = []")], "", "escalation.routes[1].to", "missing: kind email needs to, the recipients' addresses");
+    refused(&[(to, r#"to = ["ops@home.example", "oncall"]"#)], "", "escalation.routes[1].to[1]", "`oncall` does not look like an e-mail address");
+    refused(&[("username = \"dr\"\n", "")], "password_file = \"secrets/smtp-password\"", "escalation.routes[1].password_file", "a password without a user: set username too");
+    accepted(&[("username = \"dr\"\n", ""), ("password_file = \"secrets/smtp-password\"\n", "")]);
+    refused(&[(to, &format!("{to}\nrouting_key_file = \"k\""))], "routing_key_file = \"k\"", "escalation.routes[1].routing_key_file", "routing_key_file is for kind pagerduty; this route is kind email");
+    refused(&[(r#"tls = "starttls""#, r#"tls = "ssl""#)], "", "escalation.routes[1].tls", "unknown variant `ssl`, expected one of `none`, `starttls`, `tls`");
+}

@@ -500,7 +500,26 @@ pub(super) fn check_url(url: &str, schemes: &[&str]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::check_url;
+    use super::{check_address, check_host_port, check_label_references, check_url};
+
+    #[test]
+    fn label_references_host_ports_and_addresses() {
+        assert!(check_label_references("$labels.node").is_ok());
+        assert!(check_label_references("x-$labels.a_1-$labels.B").is_ok());
+        assert!(check_label_references("no reference").is_ok());
+        for wrong in ["$", "$labels", "$labels.", "$labels.9", "$LABELS.node", "a$b", "$labels.é"] {
+            assert!(check_label_references(wrong).is_err(), "{wrong}");
+        }
+        assert!(check_host_port("smtp.example.org:587").is_ok());
+        assert!(check_host_port("[2001:db8::1]:25").is_ok());
+        for wrong in ["smtp.example.org", ":25", "h:0", "h:65536", "a b:25", "[nope]:25", "user@h:25"] {
+            assert!(check_host_port(wrong).is_err(), "{wrong}");
+        }
+        assert!(check_address("ops@example.org").is_ok());
+        for wrong in ["ops", "@example.org", "ops@", "a@b@c", "Ops <ops@example.org>", "ops@example.org.", "o ps@x"] {
+            assert!(check_address(wrong).is_err(), "{wrong}");
+        }
+    }
 
     #[test]
     fn urls_need_a_listed_scheme_and_a_host() {
