@@ -75,23 +75,23 @@ fn the_valid_file_loads_with_defaults_and_paths_resolved_against_its_directory()
     let path = corpus().join("valid.toml");
     let config = Config::load(&path).unwrap();
     assert_eq!(config.path(), path);
-    assert_eq!(config.cluster.kubeconfig, corpus().join("kubeconfig"));
-    assert_eq!(config.ssh.key.as_deref(), Some(corpus().join("ssh/id_ed25519").as_path()));
-    assert_eq!(config.ssh.known_hosts, Path::new("/etc/dr/known_hosts"));
-    assert_eq!(config.etcd.cacert, corpus().join("pki/etcd/ca.crt"));
-    assert_eq!(config.terraform.binary, Path::new("terraform"), "a bare program name stays for PATH");
+    assert_eq!(config.cluster().unwrap().kubeconfig, corpus().join("kubeconfig"));
+    assert_eq!(config.ssh().unwrap().key.as_deref(), Some(corpus().join("ssh/id_ed25519").as_path()));
+    assert_eq!(config.ssh().unwrap().known_hosts, Path::new("/etc/dr/known_hosts"));
+    assert_eq!(config.etcd().unwrap().cacert, corpus().join("pki/etcd/ca.crt"));
+    assert_eq!(config.terraform().unwrap().binary, Path::new("terraform"), "a bare program name stays for PATH");
     assert_eq!(config.nodes.len(), 3);
     assert_eq!(config.nodes[0].ssh_port.get(), 22, "ssh_port defaults to 22");
     assert_eq!(config.nodes[1].ssh_port.get(), 2222);
     assert_eq!(config.control_plane().map(|n| n.role), Some(Role::ControlPlane));
-    assert_eq!(config.etcd.data_dir, "/var/lib/etcd");
-    assert_eq!(config.etcd.initial_cluster_token, "etcd-cluster");
+    assert_eq!(config.etcd().unwrap().data_dir, "/var/lib/etcd");
+    assert_eq!(config.etcd().unwrap().initial_cluster_token, "etcd-cluster");
     assert_eq!((config.targets.minutes(1), config.targets.minutes(2), config.targets.minutes(4)), (Some(10), Some(60), Some(240)));
-    assert_eq!(config.backup_check().rpo_secs, 24 * 3600);
+    assert_eq!(config.backup_check().unwrap().rpo_secs, 24 * 3600);
     let worker = config.node("k8s-worker-2").unwrap();
     assert_eq!(config.terraform_target(worker), Some("libvirt_domain.k8s-worker-2"));
     assert_eq!(config.terraform_target(&config.nodes[0]), Some("libvirt_domain.k8s-control-plane"));
-    let target = config.ssh_target(&config.nodes[1]);
+    let target = config.ssh_target(&config.nodes[1]).unwrap();
     assert_eq!((target.host.as_str(), target.port, target.user.as_str()), ("10.0.0.11", 2222, "ops"));
     let serve = config.serve.as_ref().unwrap();
     assert_eq!(serve.token_file.as_deref(), Some(corpus().join("secrets/serve-token").as_path()), "secret paths resolve too");
@@ -156,7 +156,7 @@ async fn the_labs_dr_toml_loads_and_every_probe_answers() {
     let lab = TestLab::simulated().unwrap();
     let config = Config::load(lab.config_path()).unwrap_or_else(|e| panic!("the lab's dr.toml: {e}"));
     assert_eq!(config.nodes.len(), 3);
-    assert_eq!(config.etcd.initial_cluster_token, "lab-etcd");
+    assert_eq!(config.etcd().unwrap().initial_cluster_token, "lab-etcd");
     for node in config.nodes.iter() {
         assert!(config.terraform_target(node).is_some(), "{} has a terraform target", node.name);
     }
@@ -182,7 +182,7 @@ fn the_example_in_docs_config_md_is_valid() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md")).unwrap();
     let example = doc.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```toml block");
     let config = Config::parse(example, "/etc/dr/dr.toml").unwrap_or_else(|e| panic!("docs/CONFIG.md's example: {e}"));
-    assert_eq!(config.ssh.key.as_deref(), Some(Path::new("/etc/dr/ssh/id_ed25519")));
+    assert_eq!(config.ssh().unwrap().key.as_deref(), Some(Path::new("/etc/dr/ssh/id_ed25519")));
     assert_eq!(config.targets.minutes(3), Some(120));
 }
 
@@ -325,4 +325,48 @@ fn escalation_routes_have_unique_names_real_levels_and_exactly_their_kinds_field
     accepted(&[("username = \"dr\"\n", ""), ("password_file = \"secrets/smtp-password\"\n", "")]);
     refused(&[(to, &format!("{to}\nrouting_key_file = \"k\""))], "routing_key_file = \"k\"", "escalation.routes[1].routing_key_file", "routing_key_file is for kind pagerduty; this route is kind email");
     refused(&[(r#"tls = "starttls""#, r#"tls = "ssl""#)], "", "escalation.routes[1].tls", "unknown variant `ssl`, expected one of `none`, `starttls`, `tls`");
+}
+
+#[tokio::test]
+async fn a_file_with_only_what_dr_serve_reads_is_valid_and_names_what_it_lacks() {
+    let path = corpus().join("partial/serve_only.toml");
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.cluster.is_none() && config.nodes.is_empty() && config.etcd.is_none());
+    assert_eq!(config.alerts.len(), 1);
+    assert_eq!(config.escalation.as_ref().unwrap().routes[0].url_file.as_deref(), Some(corpus().join("partial/secrets/slack-webhook-url").as_path()));
+    let missing = config.etcd().unwrap_err();
+    assert_eq!((missing.section, missing.path.as_path()), ("[etcd]", path.as_path()));
+    assert!(missing.to_string().contains("[etcd] in ") && missing.to_string().contains("docs/CONFIG.md"), "{missing}");
+    assert_eq!(config.nodes().unwrap_err().section, "[[nodes]]");
+    assert_eq!(config.kube_connection().unwrap_err().section, "[cluster]");
+    assert!(config.control_plane().is_none());
+    assert!(probe(&config).await.is_empty(), "nothing to reach: no check runs");
+    // Nothing at all is a valid file too (a command that needs a section says so).
+    assert!(Config::parse("", "/etc/dr/dr.toml").is_ok());
+}
+
+#[tokio::test]
+async fn rules_across_sections_apply_when_both_sections_are_there_and_probes_only_what_is() {
+    // [etcd] and [terraform] naming nodes, without [[nodes]]: nothing to check them against.
+    let text = valid_with(&[]);
+    let without_nodes: String = text
+        .split("\n\n")
+        .filter(|block| !block.trim_start().starts_with("[[nodes]]"))
+        .collect::<Vec<_>>()
+        .join("\n\n");
+    let without_nodes = without_nodes.replace("node = \"k8s-control-plane-1\"", "node = \"elsewhere\"");
+    let config = Config::parse(&without_nodes, corpus().join("valid.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.nodes.is_empty());
+    // With them, the same name is refused (broken/etcd_node_unknown.toml proves the message).
+    let with_nodes = text.replace("node = \"k8s-control-plane-1\"", "node = \"elsewhere\"");
+    let keys: Vec<String> = Config::parse(&with_nodes, corpus().join("valid.toml")).unwrap_err().problems().iter().map(|p| p.key.clone()).collect();
+    assert_eq!(keys, ["etcd.node"]);
+    // No ssh probe without [[nodes]]; the others still run (and fail here: nothing answers).
+    let names: Vec<String> = probe(&config).await.into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["api", "etcd", "backup", "terraform", "scripts"]);
+    // Without [ssh], nodes are not probed either.
+    let no_ssh = text.replace("[ssh]\nuser = \"ops\"\nkey = \"ssh/id_ed25519\"\nknown_hosts = \"/etc/dr/known_hosts\"\n", "");
+    let config = Config::parse(&no_ssh, corpus().join("valid.toml")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(config.ssh.is_none());
+    assert!(!probe(&config).await.iter().any(|p| p.name.starts_with("ssh ")));
 }

@@ -2,6 +2,9 @@
 //! the types cannot say (one control plane, names that refer to nodes,
 //! unique names, URLs, positive durations), each located at its key.
 //!
+//! Every section is optional; a rule across sections (a node named by
+//! `[etcd]`, the control plane among `[[nodes]]`) applies when both are there.
+//!
 //! Owns: those rules. Refuses: reaching anything (files may be absent here;
 //! `dr config check --connect` tries them).
 
@@ -71,8 +74,8 @@ fn node_names(config: &Config) -> String {
 }
 
 fn nodes(config: &Config, out: &mut Problems<'_, '_>) {
+    // No `[[nodes]]`: a file for what needs no inventory (`dr serve`, pod-recovery).
     if config.nodes.is_empty() {
-        out.add(&path(&["nodes"]), "no nodes: add one `[[nodes]]` table per node (name, role, ssh_host, ssh_port)");
         return;
     }
     let mut seen: BTreeMap<&str, usize> = BTreeMap::new();
@@ -110,8 +113,11 @@ fn nodes(config: &Config, out: &mut Problems<'_, '_>) {
 }
 
 fn cluster(config: &Config, out: &mut Problems<'_, '_>) {
-    out.not_empty(&["cluster", "kubeconfig"], &config.cluster.kubeconfig.to_string_lossy());
-    match config.node(&config.cluster.control_plane) {
+    let Some(cluster) = &config.cluster else { return };
+    out.not_empty(&["cluster", "kubeconfig"], &cluster.kubeconfig.to_string_lossy());
+    match config.node(&cluster.control_plane) {
+        // Without `[[nodes]]` the name cannot be checked; what needs both asks for both.
+        None if config.nodes.is_empty() => out.not_empty(&["cluster", "control_plane"], &cluster.control_plane),
         None => out.add(
             &path(&["cluster", "control_plane"]),
             format!("names no node; expected one of the [[nodes]] names: {}", node_names(config)),
@@ -122,13 +128,13 @@ fn cluster(config: &Config, out: &mut Problems<'_, '_>) {
         ),
         Some(_) => {}
     }
-    if let Some(url) = &config.cluster.api_url {
+    if let Some(url) = &cluster.api_url {
         out.url(&path(&["cluster", "api_url"]), url, &["http", "https"]);
     }
 }
 
 fn etcd(config: &Config, out: &mut Problems<'_, '_>) {
-    let etcd = &config.etcd;
+    let Some(etcd) = &config.etcd else { return };
     if etcd.endpoints.is_empty() {
         out.add(&path(&["etcd", "endpoints"]), "no endpoints; expected at least one client URL like https://10.0.0.10:2379");
     }
@@ -171,46 +177,61 @@ fn etcd(config: &Config, out: &mut Problems<'_, '_>) {
             format!("does not list the member etcd.name = `{}`; expected `{}=PEER_URL` among its members", etcd.name, etcd.name),
         );
     }
-    if config.node(&etcd.node).is_none() {
+    if config.nodes.is_empty() {
+        out.not_empty(&["etcd", "node"], &etcd.node);
+    } else if config.node(&etcd.node).is_none() {
         out.add(&path(&["etcd", "node"]), format!("names no node; expected one of the [[nodes]] names: {}", node_names(config)));
     }
 }
 
 fn others(config: &Config, out: &mut Problems<'_, '_>) {
-    out.not_empty(&["ssh", "user"], &config.ssh.user);
-    out.not_empty(&["ssh", "known_hosts"], &config.ssh.known_hosts.to_string_lossy());
-    if config.ssh.connect_timeout_ms == 0 {
-        out.add(&path(&["ssh", "connect_timeout_ms"]), "must be greater than 0");
-    }
-    out.not_empty(&["backup", "dir"], &config.backup.dir.to_string_lossy());
-    if config.backup.rpo_hours == 0 {
-        out.add(&path(&["backup", "rpo_hours"]), "must be greater than 0: the age in hours the newest backup may reach");
-    }
-    out.not_empty(&["backup", "pattern"], &config.backup.pattern);
-    out.not_empty(&["terraform", "dir"], &config.terraform.dir.to_string_lossy());
-    out.not_empty(&["terraform", "binary"], &config.terraform.binary.to_string_lossy());
-    out.not_empty(&["terraform", "control_plane_target"], &config.terraform.control_plane_target);
-    for (name, target) in &config.terraform.node_targets {
-        let p = path(&["terraform", "node_targets", name]);
-        match config.node(name) {
-            None => out.add(&p, format!("names no node; expected one of the [[nodes]] names: {}", node_names(config))),
-            Some(node) if node.role == Role::ControlPlane => {
-                out.add(&p, "is the control plane; its target is terraform.control_plane_target")
-            }
-            Some(_) if target.trim().is_empty() => out.add(&p, "must not be empty"),
-            Some(_) => {}
+    if let Some(ssh) = &config.ssh {
+        out.not_empty(&["ssh", "user"], &ssh.user);
+        out.not_empty(&["ssh", "known_hosts"], &ssh.known_hosts.to_string_lossy());
+        if ssh.connect_timeout_ms == 0 {
+            out.add(&path(&["ssh", "connect_timeout_ms"]), "must be greater than 0");
         }
     }
-    for (keys, value) in [
-        (["scripts", "host_setup_dir"], &config.scripts.host_setup_dir),
-        (["scripts", "platform_dir"], &config.scripts.platform_dir),
-        (["scripts", "restore"], &config.scripts.restore),
-    ] {
-        out.not_empty(&keys, &value.to_string_lossy());
+    if let Some(backup) = &config.backup {
+        out.not_empty(&["backup", "dir"], &backup.dir.to_string_lossy());
+        if backup.rpo_hours == 0 {
+            out.add(&path(&["backup", "rpo_hours"]), "must be greater than 0: the age in hours the newest backup may reach");
+        }
+        out.not_empty(&["backup", "pattern"], &backup.pattern);
     }
-    out.url(&path(&["verify", "ingress_url"]), &config.verify.ingress_url, &["http", "https"]);
-    for (name, url) in &config.verify.urls {
-        out.url(&path(&["verify", "urls", name]), url, &["http", "https"]);
+    if let Some(terraform) = &config.terraform {
+        out.not_empty(&["terraform", "dir"], &terraform.dir.to_string_lossy());
+        out.not_empty(&["terraform", "binary"], &terraform.binary.to_string_lossy());
+        out.not_empty(&["terraform", "control_plane_target"], &terraform.control_plane_target);
+        for (name, target) in &terraform.node_targets {
+            let p = path(&["terraform", "node_targets", name]);
+            match config.node(name) {
+                None if config.nodes.is_empty() => {}
+                None => out.add(&p, format!("names no node; expected one of the [[nodes]] names: {}", node_names(config))),
+                Some(node) if node.role == Role::ControlPlane => {
+                    out.add(&p, "is the control plane; its target is terraform.control_plane_target")
+                }
+                Some(_) => {}
+            }
+            if target.trim().is_empty() {
+                out.add(&p, "must not be empty");
+            }
+        }
+    }
+    if let Some(scripts) = &config.scripts {
+        for (keys, value) in [
+            (["scripts", "host_setup_dir"], &scripts.host_setup_dir),
+            (["scripts", "platform_dir"], &scripts.platform_dir),
+            (["scripts", "restore"], &scripts.restore),
+        ] {
+            out.not_empty(&keys, &value.to_string_lossy());
+        }
+    }
+    if let Some(verify) = &config.verify {
+        out.url(&path(&["verify", "ingress_url"]), &verify.ingress_url, &["http", "https"]);
+        for (name, url) in &verify.urls {
+            out.url(&path(&["verify", "urls", name]), url, &["http", "https"]);
+        }
     }
     let targets = &config.targets;
     for (key, minutes) in [
