@@ -180,10 +180,25 @@ async fn the_labs_dr_toml_loads_and_every_probe_answers() {
 #[test]
 fn the_example_in_docs_config_md_is_valid() {
     let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CONFIG.md")).unwrap();
-    let example = doc.split("```toml\n").nth(1).and_then(|rest| rest.split("```").next()).expect("a ```toml block");
+    let example = doc
+        .split("## Example")
+        .nth(1)
+        .and_then(|section| section.split("```toml\n").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("a ```toml block under ## Example");
     let config = Config::parse(example, "/etc/dr/dr.toml").unwrap_or_else(|e| panic!("docs/CONFIG.md's example: {e}"));
     assert_eq!(config.ssh().unwrap().key.as_deref(), Some(Path::new("/etc/dr/ssh/id_ed25519")));
     assert_eq!(config.targets.minutes(3), Some(120));
+    assert_eq!((config.alerts.len(), config.escalation.as_ref().map(|e| e.routes.len())), (2, Some(2)));
+    // Every other block is a file of its own too (sections are optional).
+    let blocks: Vec<&str> = doc.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+    assert!(blocks.len() >= 3, "{} blocks", blocks.len());
+    for block in blocks {
+        Config::parse(block, "/etc/dr/dr.toml").unwrap_or_else(|e| panic!("docs/CONFIG.md's block:\n{block}\n{e}"));
+    }
+    // The alert rule the serve contract relies on, as written there.
+    let contract = "[[alerts]]\nalertname = \"KubePodCrashLooping\"\nworkflow = \"pod-recovery\"\nparams = { namespace = \"$labels.namespace\" }\nautomatic = true\n";
+    assert!(doc.contains(contract), "docs/CONFIG.md holds the contract's [[alerts]] example");
 }
 
 /// valid.toml with each `(old, new)` replaced once (`old` must be there).
