@@ -7,7 +7,8 @@
 //! wrong with the file's name, line, column and the key's dotted path
 //! ([`ConfigError`], [`Problem`]): syntax, unknown keys (with a did-you-mean),
 //! wrong types, missing keys, inline secrets, and the semantic checks
-//! (`validate.rs`); resolving relative paths against the file's directory;
+//! (`validate.rs`); every section optional, asked for by what needs it
+//! ([`MissingSection`]); resolving relative paths against the file's directory;
 //! the [`Config::digest`] a run is pinned to; and the views the actions take
 //! (an [`SshTarget`] per node, the [`EtcdConnection`], ...).
 //!

@@ -26,7 +26,7 @@ use std::time::Duration;
 use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepHandle, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use crate::actions::terraform::TerraformVerb;
-use super::{NeededBy, a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
+use super::{a_few_times, converging, pin_backup, terraform, verify_platform, NeededBy, PinnedBackup, MINUTE_MS};
 use crate::actions::command::{CommandAction, CommandParams};
 use crate::actions::etcd::EtcdEndpointHealth;
 use crate::actions::kube::nodes::NodeWaitReady;

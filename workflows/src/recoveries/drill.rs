@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{NeededBy, a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::backup::{BackupCheckAction, BackupCheckParams};
 use crate::actions::decision::Record;
 use crate::actions::kube::capacity::DrainCheck;

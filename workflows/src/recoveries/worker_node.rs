@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use crate::actions::terraform::TerraformVerb;
-use super::{NeededBy, a_few_times, terraform, MINUTE_MS};
+use super::{a_few_times, terraform, NeededBy, MINUTE_MS};
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
