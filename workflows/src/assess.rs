@@ -131,10 +131,10 @@ pub async fn assess(config: &Config) -> Assessment {
         }
         found.push(Evidence { check: p.name, ok, detail: p.detail.or(p.error).unwrap_or_default() });
     }
-    if facts.api_ok {
+    // The API answered only if `[cluster]` is there (no probe without it).
+    if let (true, Ok(kube)) = (facts.api_ok, config.kube_connection()) {
         let run = RunId::new_v7(0, u128::from(std::process::id()) << 32 | 0xa55e);
         let ctx = ActionCtx { run_id: run, ..ActionCtx::detached("assess", Arc::new(SystemClock)) };
-        let kube = config.kube_connection();
         let cluster = ClusterHealth { connection: kube.clone(), fail_if_unhealthy: false }.run(&ctx).await;
         if let Ok(report) = &cluster {
             facts.workers_not_ready = not_ready_workers(config, report);
@@ -166,8 +166,10 @@ pub async fn assess(config: &Config) -> Assessment {
             Ok(r) => Evidence { check: "pods".into(), ok: false, detail: format!("not Running/Ready: {}", r.names().join(", ")) },
             Err(e) => Evidence { check: "pods".into(), ok: false, detail: e.message.clone() },
         });
-        let ingress = HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)).run(&ctx).await;
-        found.push(evidence("ingress", &ingress, |r| format!("{} answered {}", config.verify.ingress_url, r.status)));
+        if let Ok(verify) = config.verify() {
+            let ingress = HttpCheckAction::new(HttpCheckParams::new(&verify.ingress_url)).run(&ctx).await;
+            found.push(evidence("ingress", &ingress, |r| format!("{} answered {}", verify.ingress_url, r.status)));
+        }
         pool::close_run(run);
     }
     let (level, workflow, params, reason) = classify(&facts);

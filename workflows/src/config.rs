@@ -7,7 +7,8 @@
 //! wrong with the file's name, line, column and the key's dotted path
 //! ([`ConfigError`], [`Problem`]): syntax, unknown keys (with a did-you-mean),
 //! wrong types, missing keys, inline secrets, and the semantic checks
-//! (`validate.rs`); resolving relative paths against the file's directory;
+//! (`validate.rs`); every section optional, asked for by what needs it
+//! ([`MissingSection`]); resolving relative paths against the file's directory;
 //! the [`Config::digest`] a run is pinned to; and the views the actions take
 //! (an [`SshTarget`] per node, the [`EtcdConnection`], ...).
 //!
@@ -37,17 +38,31 @@ pub const DEFAULT_PATH: &str = "/etc/dr/dr.toml";
 
 /// The whole of `dr.toml`, validated, with every relative path resolved
 /// against the file's directory.
+///
+/// Every section is optional: a file holds what the commands it serves need
+/// (`dr serve` alone needs none of the inventory). What needs a section asks
+/// for it through its accessor ([`Config::etcd`], ...), which names the
+/// section and the file when it is absent ([`MissingSection`]); rules across
+/// sections (a node named by `[etcd]`, ...) apply when both are present.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    pub cluster: Cluster,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<Cluster>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub nodes: Vec<Node>,
-    pub ssh: Ssh,
-    pub etcd: Etcd,
-    pub backup: Backup,
-    pub terraform: Terraform,
-    pub scripts: Scripts,
-    pub verify: Verify,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<Ssh>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<Etcd>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<Backup>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terraform: Option<Terraform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scripts: Option<Scripts>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<Verify>,
     #[serde(default)]
     pub targets: Targets,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,6 +378,16 @@ pub enum RouteKind {
     Pagerduty,
 }
 
+impl fmt::Display for RouteKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RouteKind::Slack => "slack",
+            RouteKind::Email => "email",
+            RouteKind::Pagerduty => "pagerduty",
+        })
+    }
+}
+
 /// How an SMTP connection is secured.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -466,6 +491,16 @@ pub enum ConfigError {
     Invalid(Problems),
 }
 
+/// A section something needs and the file does not have.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{section} in {}, which has no such section; add it (see docs/CONFIG.md)", path.display())]
+pub struct MissingSection {
+    /// As written in the file: `[etcd]`, `[[nodes]]`.
+    pub section: &'static str,
+    /// The configuration file.
+    pub path: PathBuf,
+}
+
 impl ConfigError {
     /// The located problems (empty unless the file was read and is wrong).
     pub fn problems(&self) -> &[Problem] {
@@ -528,55 +563,108 @@ impl Config {
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    fn section<'a, T>(&self, section: &'static str, value: Option<&'a T>) -> Result<&'a T, MissingSection> {
+        value.ok_or_else(|| MissingSection { section, path: self.path.clone() })
+    }
+
+    /// `[cluster]`, or which file lacks it.
+    pub fn cluster(&self) -> Result<&Cluster, MissingSection> {
+        self.section("[cluster]", self.cluster.as_ref())
+    }
+
+    /// The `[[nodes]]` (at least one), or which file has none.
+    pub fn nodes(&self) -> Result<&[Node], MissingSection> {
+        if self.nodes.is_empty() {
+            return Err(MissingSection { section: "[[nodes]]", path: self.path.clone() });
+        }
+        Ok(&self.nodes)
+    }
+
+    /// `[ssh]`, or which file lacks it.
+    pub fn ssh(&self) -> Result<&Ssh, MissingSection> {
+        self.section("[ssh]", self.ssh.as_ref())
+    }
+
+    /// `[etcd]`, or which file lacks it.
+    pub fn etcd(&self) -> Result<&Etcd, MissingSection> {
+        self.section("[etcd]", self.etcd.as_ref())
+    }
+
+    /// `[backup]`, or which file lacks it.
+    pub fn backup(&self) -> Result<&Backup, MissingSection> {
+        self.section("[backup]", self.backup.as_ref())
+    }
+
+    /// `[terraform]`, or which file lacks it.
+    pub fn terraform(&self) -> Result<&Terraform, MissingSection> {
+        self.section("[terraform]", self.terraform.as_ref())
+    }
+
+    /// `[scripts]`, or which file lacks it.
+    pub fn scripts(&self) -> Result<&Scripts, MissingSection> {
+        self.section("[scripts]", self.scripts.as_ref())
+    }
+
+    /// `[verify]`, or which file lacks it.
+    pub fn verify(&self) -> Result<&Verify, MissingSection> {
+        self.section("[verify]", self.verify.as_ref())
+    }
+
     /// The node named `name`.
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }
 
-    /// The control-plane node (validated to exist).
+    /// The control-plane node (validated to exist when `[cluster]` and `[[nodes]]` are both there).
     pub fn control_plane(&self) -> Option<&Node> {
-        self.node(&self.cluster.control_plane)
+        self.node(&self.cluster.as_ref()?.control_plane)
     }
 
-    /// How to ssh to `node`, with strict host keys.
-    pub fn ssh_target(&self, node: &Node) -> SshTarget {
-        let mut target = SshTarget::new(&node.ssh_host, node.ssh_port.get(), &self.ssh.user, &self.ssh.known_hosts);
-        if let Some(key) = &self.ssh.key {
+    /// How to ssh to `node`, with strict host keys (needs `[ssh]`).
+    pub fn ssh_target(&self, node: &Node) -> Result<SshTarget, MissingSection> {
+        let ssh = self.ssh()?;
+        let mut target = SshTarget::new(&node.ssh_host, node.ssh_port.get(), &ssh.user, &ssh.known_hosts);
+        if let Some(key) = &ssh.key {
             target = target.with_key(key);
         }
-        target.connect_timeout_ms = self.ssh.connect_timeout_ms;
-        target
+        target.connect_timeout_ms = ssh.connect_timeout_ms;
+        Ok(target)
     }
 
-    /// How to reach etcd.
-    pub fn etcd_connection(&self) -> EtcdConnection {
-        EtcdConnection {
-            endpoints: self.etcd.endpoints.clone(),
-            cacert: self.etcd.cacert.clone(),
-            cert: self.etcd.cert.clone(),
-            key: self.etcd.key.clone(),
+    /// How to reach etcd (needs `[etcd]`).
+    pub fn etcd_connection(&self) -> Result<EtcdConnection, MissingSection> {
+        let etcd = self.etcd()?;
+        Ok(EtcdConnection {
+            endpoints: etcd.endpoints.clone(),
+            cacert: etcd.cacert.clone(),
+            cert: etcd.cert.clone(),
+            key: etcd.key.clone(),
             timeout_ms: 5_000,
-        }
+        })
     }
 
-    /// How to reach the API server.
-    pub fn kube_connection(&self) -> KubeConnection {
-        KubeConnection { kubeconfig: Some(self.cluster.kubeconfig.clone()), context: self.cluster.context.clone() }
+    /// How to reach the API server (needs `[cluster]`).
+    pub fn kube_connection(&self) -> Result<KubeConnection, MissingSection> {
+        let cluster = self.cluster()?;
+        Ok(KubeConnection { kubeconfig: Some(cluster.kubeconfig.clone()), context: cluster.context.clone() })
     }
 
-    /// The backup check against the RPO.
-    pub fn backup_check(&self) -> BackupCheckParams {
-        let mut params = BackupCheckParams::new(&self.backup.dir);
-        params.pattern = self.backup.pattern.clone();
-        params.rpo_secs = self.backup.rpo_hours.saturating_mul(3600);
-        params
+    /// The backup check against the RPO (needs `[backup]`).
+    pub fn backup_check(&self) -> Result<BackupCheckParams, MissingSection> {
+        let backup = self.backup()?;
+        let mut params = BackupCheckParams::new(&backup.dir);
+        params.pattern = backup.pattern.clone();
+        params.rpo_secs = backup.rpo_hours.saturating_mul(3600);
+        Ok(params)
     }
 
-    /// The terraform `-target` that re-creates `node`, if the file names one.
+    /// The terraform `-target` that re-creates `node`, if the file names one
+    /// (none without `[terraform]`).
     pub fn terraform_target(&self, node: &Node) -> Option<&str> {
+        let terraform = self.terraform.as_ref()?;
         match node.role {
-            Role::ControlPlane => Some(self.terraform.control_plane_target.as_str()),
-            Role::Worker => self.terraform.node_targets.get(&node.name).map(String::as_str),
+            Role::ControlPlane => Some(terraform.control_plane_target.as_str()),
+            Role::Worker => terraform.node_targets.get(&node.name).map(String::as_str),
         }
     }
 
@@ -586,23 +674,35 @@ impl Config {
                 *path = base.join(&*path);
             }
         };
-        resolve(&mut self.cluster.kubeconfig);
-        if let Some(key) = &mut self.ssh.key {
-            resolve(key);
+        if let Some(cluster) = &mut self.cluster {
+            resolve(&mut cluster.kubeconfig);
         }
-        resolve(&mut self.ssh.known_hosts);
-        for path in [&mut self.etcd.cacert, &mut self.etcd.cert, &mut self.etcd.key] {
-            resolve(path);
+        if let Some(ssh) = &mut self.ssh {
+            if let Some(key) = &mut ssh.key {
+                resolve(key);
+            }
+            resolve(&mut ssh.known_hosts);
         }
-        resolve(&mut self.backup.dir);
-        resolve(&mut self.backup.work_dir);
-        resolve(&mut self.terraform.dir);
-        // A bare program name is looked up on PATH when run.
-        if self.terraform.binary.components().count() > 1 {
-            resolve(&mut self.terraform.binary);
+        if let Some(etcd) = &mut self.etcd {
+            for path in [&mut etcd.cacert, &mut etcd.cert, &mut etcd.key] {
+                resolve(path);
+            }
         }
-        for path in [&mut self.scripts.host_setup_dir, &mut self.scripts.platform_dir, &mut self.scripts.restore] {
-            resolve(path);
+        if let Some(backup) = &mut self.backup {
+            resolve(&mut backup.dir);
+            resolve(&mut backup.work_dir);
+        }
+        if let Some(terraform) = &mut self.terraform {
+            resolve(&mut terraform.dir);
+            // A bare program name is looked up on PATH when run.
+            if terraform.binary.components().count() > 1 {
+                resolve(&mut terraform.binary);
+            }
+        }
+        if let Some(scripts) = &mut self.scripts {
+            for path in [&mut scripts.host_setup_dir, &mut scripts.platform_dir, &mut scripts.restore] {
+                resolve(path);
+            }
         }
         if let Some(serve) = &mut self.serve {
             if let Some(token) = &mut serve.token_file {

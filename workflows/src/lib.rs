@@ -91,9 +91,15 @@ impl DrCatalog {
     }
 }
 
+/// What every workflow of the catalog is and takes (`dr workflows`), without
+/// reading any configuration.
+pub(crate) fn workflow_infos() -> Vec<WorkflowInfo> {
+    std::iter::once(synthetic::info()).chain(recoveries::ALL.iter().map(|r| (r.info)())).collect()
+}
+
 impl Catalog for DrCatalog {
     fn workflows(&self) -> Vec<WorkflowInfo> {
-        std::iter::once(synthetic::info()).chain(recoveries::ALL.iter().map(|r| (r.info)())).collect()
+        workflow_infos()
     }
 
     fn release(&self, run: dr_orchestrator::RunId) {

@@ -54,3 +54,39 @@ fn a_workflow_that_needs_the_configuration_says_which_file_is_missing_and_how_to
     let err = catalog.build("worker-node-recovery", &params).unwrap_err().to_string();
     assert!(err.contains("k8s-worker-2"), "the control plane is not a worker: {err}");
 }
+
+fn partial(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/config/partial").join(name)
+}
+
+#[test]
+fn a_workflow_needing_a_section_the_file_lacks_names_the_workflow_the_section_and_the_file() {
+    let path = partial("serve_only.toml");
+    let catalog = DrCatalog::with_config(Some(path.clone()));
+    let err = catalog.build("etcd-recovery", &BTreeMap::new()).unwrap_err().to_string();
+    let expected = format!("workflow etcd-recovery needs the configuration: [etcd] in {}, which has no such section; add it (see docs/CONFIG.md)", path.display());
+    assert_eq!(err, expected);
+    for info in catalog.workflows() {
+        let result = catalog.build(info.name, &params_for(info.name));
+        if info.name == "synthetic" {
+            assert!(result.is_ok(), "synthetic needs no section: {result:?}");
+        } else {
+            let err = result.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains(info.name) && err.contains(&path.display().to_string()) && err.contains("no such section"), "{}: {err}", info.name);
+        }
+    }
+
+    // Only [cluster]: what talks to the API server builds; the rest names its first missing section.
+    let path = partial("cluster_only.toml");
+    let catalog = DrCatalog::with_config(Some(path.clone()));
+    for name in ["pod-recovery", "network-recovery", "argocd-recovery"] {
+        let def = catalog.build(name, &BTreeMap::new()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        def.validate().unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+    let err = catalog.build("etcd-recovery", &BTreeMap::new()).unwrap_err().to_string();
+    assert!(err.contains("[etcd] in ") && err.contains("cluster_only.toml"), "{err}");
+    let err = catalog.build("worker-node-recovery", &params_for("worker-node-recovery")).unwrap_err().to_string();
+    assert!(err.starts_with("workflow worker-node-recovery needs the configuration: [terraform] in "), "{err}");
+    let err = catalog.build("dr-drill", &BTreeMap::new()).unwrap_err().to_string();
+    assert!(err.contains("[backup] in "), "{err}");
+}

@@ -7,7 +7,8 @@
 //! Owns: [`probe`] and [`Probe`], built on the actions' own helpers (so a
 //! check passes exactly when the actions would connect). Refuses: changing
 //! anything (no host key is trusted, nothing is written) and stopping at the
-//! first failure (every check runs).
+//! first failure (every check runs). A section the file does not have is
+//! not probed (and not reported).
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -19,7 +20,9 @@ use dr_orchestrator::{ActionCtx, RunId, SystemClock};
 use serde::Serialize;
 use tokio::time::Instant;
 
-use super::Config;
+use super::{Backup, Cluster, Config, Etcd, Scripts, Terraform};
+use crate::actions::etcd::EtcdConnection;
+use crate::actions::kube::KubeConnection;
 use crate::actions::backup::{self, find_backups};
 use crate::actions::etcd::endpoint_status;
 use crate::actions::ssh::{pool, run_checked, RunOptions};
@@ -52,19 +55,32 @@ pub async fn probe(config: &Config) -> Vec<Probe> {
     let run = RunId::new_v7(0, u128::from(std::process::id()) << 32 | 0xd1c0);
     let ctx = ActionCtx { run_id: run, ..ActionCtx::detached("config-check", Arc::new(SystemClock)) };
     let mut checks: Vec<Check<'_>> = Vec::new();
-    let api_target = config.cluster.api_url.clone().unwrap_or_else(|| config.cluster.kubeconfig.display().to_string());
-    checks.push(Box::pin(timed("api", api_target, api(config))));
-    for endpoint in &config.etcd.endpoints {
-        checks.push(Box::pin(timed("etcd", endpoint.clone(), etcd(config, endpoint))));
+    // Only what the file has: an absent section has nothing to reach.
+    if let Ok(cluster) = config.cluster() {
+        let api_target = cluster.api_url.clone().unwrap_or_else(|| cluster.kubeconfig.display().to_string());
+        checks.push(Box::pin(timed("api", api_target, api(cluster))));
     }
+    if let Ok(etcd_config) = config.etcd() {
+        for endpoint in &etcd_config.endpoints {
+            checks.push(Box::pin(timed("etcd", endpoint.clone(), etcd(etcd_config, endpoint))));
+        }
+    }
+    // Nodes are reached over ssh: without `[ssh]` there is no way to try them.
     for node in &config.nodes {
-        let target = config.ssh_target(node);
-        let shown = format!("{}@{}", target.user, target.address());
-        checks.push(Box::pin(timed(format!("ssh {}", node.name), shown, ssh(&ctx, target))));
+        if let Ok(target) = config.ssh_target(node) {
+            let shown = format!("{}@{}", target.user, target.address());
+            checks.push(Box::pin(timed(format!("ssh {}", node.name), shown, ssh(&ctx, target))));
+        }
     }
-    checks.push(Box::pin(timed("backup", config.backup.dir.display().to_string(), backups(&ctx, config))));
-    checks.push(Box::pin(timed("terraform", config.terraform.binary.display().to_string(), terraform(config))));
-    checks.push(Box::pin(timed("scripts", config.scripts.restore.display().to_string(), scripts(config))));
+    if let Ok(backup) = config.backup() {
+        checks.push(Box::pin(timed("backup", backup.dir.display().to_string(), backups(&ctx, backup))));
+    }
+    if let Ok(terraform_config) = config.terraform() {
+        checks.push(Box::pin(timed("terraform", terraform_config.binary.display().to_string(), terraform(terraform_config))));
+    }
+    if let Ok(scripts_config) = config.scripts() {
+        checks.push(Box::pin(timed("scripts", scripts_config.restore.display().to_string(), scripts(scripts_config))));
+    }
     let probes = futures::future::join_all(checks).await;
     pool::close_run(run);
     probes
@@ -102,14 +118,22 @@ async fn timed(name: impl Into<String>, target: String, check: impl Future<Outpu
     probe
 }
 
-async fn api(config: &Config) -> Result<Found, String> {
-    let kube = config.kube_connection().connect().await.map_err(|e| e.message)?;
+async fn api(cluster: &Cluster) -> Result<Found, String> {
+    let connection = KubeConnection { kubeconfig: Some(cluster.kubeconfig.clone()), context: cluster.context.clone() };
+    let kube = connection.connect().await.map_err(|e| e.message)?;
     let version = kube.client.apiserver_version().await.map_err(|e| kube.error("GET /version", e).message)?;
     Ok(Found { detail: format!("Kubernetes {}", version.git_version), target: Some(kube.server.clone()) })
 }
 
-async fn etcd(config: &Config, endpoint: &str) -> Result<Found, String> {
-    let status = endpoint_status(&config.etcd_connection(), endpoint).await;
+async fn etcd(config: &Etcd, endpoint: &str) -> Result<Found, String> {
+    let connection = EtcdConnection {
+        endpoints: config.endpoints.clone(),
+        cacert: config.cacert.clone(),
+        cert: config.cert.clone(),
+        key: config.key.clone(),
+        timeout_ms: 5_000,
+    };
+    let status = endpoint_status(&connection, endpoint).await;
     if status.healthy {
         let version = status.version.unwrap_or_default();
         let leader = if status.is_leader { ", leader" } else { "" };
@@ -126,10 +150,10 @@ async fn ssh(ctx: &ActionCtx, target: crate::actions::ssh::SshTarget) -> Result<
     Ok(Found::new("logged in, host key known, `true` ran"))
 }
 
-async fn backups(ctx: &ActionCtx, config: &Config) -> Result<Found, String> {
-    let dir = config.backup.dir.clone();
-    let pattern = config.backup.pattern.clone();
-    let rpo_secs = config.backup.rpo_hours.saturating_mul(3600);
+async fn backups(ctx: &ActionCtx, config: &Backup) -> Result<Found, String> {
+    let dir = config.dir.clone();
+    let pattern = config.pattern.clone();
+    let rpo_secs = config.rpo_hours.saturating_mul(3600);
     let now = backup::now(ctx);
     let found = tokio::task::spawn_blocking(move || find_backups(&dir, &pattern, now))
         .await
@@ -138,8 +162,8 @@ async fn backups(ctx: &ActionCtx, config: &Config) -> Result<Found, String> {
     let Some(newest) = found.first() else {
         return Err(format!(
             "no backup matching {} in {}; check that the backup job runs and writes there",
-            config.backup.pattern,
-            config.backup.dir.display()
+            config.pattern,
+            config.dir.display()
         ));
     };
     let age = hours(newest.age_secs);
@@ -147,27 +171,26 @@ async fn backups(ctx: &ActionCtx, config: &Config) -> Result<Found, String> {
         return Err(format!(
             "RPO exceeded: the newest backup {} is {age} old, the RPO is {} h; run a backup now",
             newest.path.display(),
-            config.backup.rpo_hours
+            config.rpo_hours
         ));
     }
-    Ok(Found::new(format!("{} backups, newest {} ({age} old, RPO {} h)", found.len(), newest.path.display(), config.backup.rpo_hours)))
+    Ok(Found::new(format!("{} backups, newest {} ({age} old, RPO {} h)", found.len(), newest.path.display(), config.rpo_hours)))
 }
 
 fn hours(secs: u64) -> String {
     format!("{:.1} h", secs as f64 / 3600.0)
 }
 
-async fn terraform(config: &Config) -> Result<Found, String> {
-    let binary = resolve_program(&config.terraform.binary)
-        .ok_or_else(|| format!("no terraform program {}; install terraform or set terraform.binary", config.terraform.binary.display()))?;
-    if !config.terraform.dir.is_dir() {
-        return Err(format!("terraform.dir {} is not a directory", config.terraform.dir.display()));
+async fn terraform(config: &Terraform) -> Result<Found, String> {
+    let binary = resolve_program(&config.binary)
+        .ok_or_else(|| format!("no terraform program {}; install terraform or set terraform.binary", config.binary.display()))?;
+    if !config.dir.is_dir() {
+        return Err(format!("terraform.dir {} is not a directory", config.dir.display()));
     }
-    Ok(Found { detail: format!("{} present; runs in {}", binary.display(), config.terraform.dir.display()), target: Some(binary.display().to_string()) })
+    Ok(Found { detail: format!("{} present; runs in {}", binary.display(), config.dir.display()), target: Some(binary.display().to_string()) })
 }
 
-async fn scripts(config: &Config) -> Result<Found, String> {
-    let scripts = &config.scripts;
+async fn scripts(scripts: &Scripts) -> Result<Found, String> {
     let mut missing = Vec::new();
     for (key, dir) in [("scripts.host_setup_dir", &scripts.host_setup_dir), ("scripts.platform_dir", &scripts.platform_dir)] {
         if !dir.is_dir() {

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::kube::argocd::{ArgoApps, ArgoSync};
 use crate::actions::kube::pods::{RestartWorkloads, UnhealthyPods};
 use crate::config::Config;
@@ -40,7 +40,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let info = info();
     let p = Params::new(&info, values)?;
     let namespace = p.string("namespace").unwrap_or("argocd").to_owned();
-    let kube = config.kube_connection();
+    let kube = config.kube_connection().needed_by(NAME)?;
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
     let pods = wf
         .step(

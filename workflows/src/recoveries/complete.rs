@@ -26,7 +26,7 @@ use std::time::Duration;
 use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepHandle, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use crate::actions::terraform::TerraformVerb;
-use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
+use super::{a_few_times, converging, pin_backup, terraform, verify_platform, NeededBy, PinnedBackup, MINUTE_MS};
 use crate::actions::command::{CommandAction, CommandParams};
 use crate::actions::etcd::EtcdEndpointHealth;
 use crate::actions::kube::nodes::NodeWaitReady;
@@ -56,17 +56,20 @@ fn info() -> WorkflowInfo {
 fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
     let info = info();
     let p = Params::new(&info, values)?;
+    let backup = config.backup().needed_by(NAME)?;
+    let scripts = config.scripts().needed_by(NAME)?;
+    let terraform_config = config.terraform().needed_by(NAME)?;
     let ready_timeout_s: u64 = p.number("ready_timeout_s", 1..=86_400, "seconds, 1 to 86400")?.unwrap_or(900);
-    let work = config.backup.work_dir.join("complete-recovery");
-    let kube = config.kube_connection();
+    let work = backup.work_dir.join("complete-recovery");
+    let kube = config.kube_connection().needed_by(NAME)?;
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
     // 0. The backup, pinned and proven.
-    let PinnedBackup { choose, trial, accept } = pin_backup(&mut wf, config, &work, "choose-backup", "Rebuild the whole platform");
+    let PinnedBackup { choose, trial, accept } = pin_backup(&mut wf, backup, &work, "choose-backup", "Rebuild the whole platform");
 
     // 1. Host preparation.
     let script = |dir: &std::path::Path, name: &str| CommandAction::new(CommandParams::new(dir.join(name)).cwd(dir));
-    let setup_dir = &config.scripts.host_setup_dir;
+    let setup_dir = &scripts.host_setup_dir;
     let host = wf
         .step("host-setup", "host-setup/setup-host.sh (packages)", script(setup_dir, "setup-host.sh"))
         .after(&choose)
@@ -102,7 +105,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
 
     // 2. Infrastructure.
     let tf_init = wf
-        .step("terraform-init", "terraform init", CommandAction::new(CommandParams::new(&config.terraform.binary).args(["init", "-input=false"]).cwd(&config.terraform.dir)))
+        .step("terraform-init", "terraform init", CommandAction::new(CommandParams::new(&terraform_config.binary).args(["init", "-input=false"]).cwd(&terraform_config.dir)))
         .after(&verify_host)
         .retry(a_few_times())
         .timeout_ms(10 * MINUTE_MS)
@@ -111,7 +114,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "terraform-apply",
             "terraform apply: every VM (cloud-init runs kubeadm init and the joins); probed by terraform plan -detailed-exitcode",
-            terraform(config, TerraformVerb::Apply, None),
+            terraform(terraform_config, TerraformVerb::Apply, None),
         )
         .after(&tf_init)
         .resume(ResumeClass::Probe)
@@ -120,12 +123,12 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(10 * MINUTE_MS)
         .add();
     let mut ready: Vec<StepHandle<_>> = Vec::new();
-    for node in &config.nodes {
+    for node in config.nodes().needed_by(NAME)? {
         let trust = wf
             .step(
                 &format!("trust-{}", node.name),
                 &format!("trust the new ssh host key of {} (recorded with its fingerprint)", node.name),
-                SshTrustHostKey { target: config.ssh_target(node) },
+                SshTrustHostKey { target: config.ssh_target(node).needed_by(NAME)? },
             )
             .after(&tf_apply)
             .retry(a_few_times())
@@ -149,8 +152,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let mut restore = wf
         .step(
             "restore-etcd",
-            &format!("restore the pinned snapshot into etcd on {} (old data kept aside)", config.etcd.node),
-            RestoreChosen::new(super::etcd::restore_params(config)?, &choose),
+            &format!("restore the pinned snapshot into etcd on {} (old data kept aside)", config.etcd().needed_by(NAME)?.node),
+            RestoreChosen::new(super::etcd::restore_params(config, NAME)?, &choose),
         )
         .after(&choose)
         .resume(ResumeClass::Probe)
@@ -162,7 +165,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     }
     let restore = restore.add();
     let verify_etcd = wf
-        .step("verify-etcd", "every etcd endpoint healthy", EtcdEndpointHealth { etcd: config.etcd_connection() })
+        .step("verify-etcd", "every etcd endpoint healthy", EtcdEndpointHealth { etcd: config.etcd_connection().needed_by(NAME)? })
         .after(&restore)
         .retry(converging(Duration::from_secs(180)))
         .timeout_ms(MINUTE_MS)
@@ -170,7 +173,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
 
     // 4. Platform.
     let platform = wf
-        .step("platform-deploy", "platform/platform-deploy.sh", script(&config.scripts.platform_dir, "platform-deploy.sh"))
+        .step("platform-deploy", "platform/platform-deploy.sh", script(&scripts.platform_dir, "platform-deploy.sh"))
         .after(&verify_etcd)
         .retry(a_few_times())
         .timeout_ms(60 * MINUTE_MS)
@@ -178,6 +181,6 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .add();
 
     // 5. Verification.
-    verify_platform(&mut wf, config, std::slice::from_ref(platform.id()), Duration::from_secs(600));
+    verify_platform(&mut wf, &kube, config.verify().needed_by(NAME)?, std::slice::from_ref(platform.id()), Duration::from_secs(600));
     Ok(wf.build())
 }

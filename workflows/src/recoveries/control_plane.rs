@@ -21,7 +21,7 @@ use std::time::Duration;
 use dr_orchestrator::{CatalogError, ParamSpec, ResumeClass, StepId, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use crate::actions::terraform::TerraformVerb;
-use super::{a_few_times, converging, pin_backup, terraform, verify_platform, PinnedBackup, MINUTE_MS};
+use super::{a_few_times, converging, pin_backup, terraform, verify_platform, NeededBy, PinnedBackup, MINUTE_MS};
 use crate::actions::etcd::EtcdEndpointHealth;
 use crate::actions::kube::nodes::NodeWaitReady;
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
@@ -50,20 +50,23 @@ fn info() -> WorkflowInfo {
 fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
     let info = info();
     let p = Params::new(&info, values)?;
+    config.cluster().needed_by(NAME)?;
+    let backup = config.backup().needed_by(NAME)?;
+    let terraform_config = config.terraform().needed_by(NAME)?;
     let pod_cidr = p.string("pod_network_cidr").unwrap_or("10.244.0.0/16").to_owned();
     let service_cidr = p.string("service_cidr").unwrap_or("10.96.0.0/12").to_owned();
     let missing = |detail: String| CatalogError::Config { workflow: NAME.into(), detail };
     let cp = config.control_plane().ok_or_else(|| missing("dr.toml names no control-plane node".into()))?;
     let target = config.terraform_target(cp).ok_or_else(|| missing("[terraform] has no control_plane_target".into()))?.to_owned();
-    let work = config.backup.work_dir.join("control-plane-recovery");
-    let kube = config.kube_connection();
-    let cp_ssh = config.ssh_target(cp);
+    let work = backup.work_dir.join("control-plane-recovery");
+    let kube = config.kube_connection().needed_by(NAME)?;
+    let cp_ssh = config.ssh_target(cp).needed_by(NAME)?;
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
-    let PinnedBackup { choose: backup, trial, accept } = pin_backup(&mut wf, config, &work, "check-backup", "Rebuild the control plane");
+    let PinnedBackup { choose: backup, trial, accept } = pin_backup(&mut wf, backup, &work, "check-backup", "Rebuild the control plane");
 
     let destroy = wf
-        .step("destroy", &format!("terraform destroy -target={target}"), terraform(config, TerraformVerb::Destroy, Some(&target)))
+        .step("destroy", &format!("terraform destroy -target={target}"), terraform(terraform_config, TerraformVerb::Destroy, Some(&target)))
         .after(&backup)
         .after(&trial)
         .after_settled(&accept)
@@ -79,7 +82,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform(config, TerraformVerb::Apply, Some(&target)))
+        .step("apply", &format!("terraform apply -target={target} (converges: a rerun creates only what is missing)"), terraform(terraform_config, TerraformVerb::Apply, Some(&target)))
         .after(&destroy)
         .resume(ResumeClass::Probe)
         .retry(a_few_times())
@@ -114,8 +117,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let restore = wf
         .step(
             "restore-etcd",
-            &format!("restore the pinned snapshot into etcd on {} (old data kept aside)", config.etcd.node),
-            RestoreChosen::new(super::etcd::restore_params(config)?, &backup),
+            &format!("restore the pinned snapshot into etcd on {} (old data kept aside)", config.etcd().needed_by(NAME)?.node),
+            RestoreChosen::new(super::etcd::restore_params(config, NAME)?, &backup),
         )
         .after(&backup)
         .after(&init)
@@ -125,14 +128,14 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let verify_etcd = wf
-        .step("verify-etcd", "every etcd endpoint healthy", EtcdEndpointHealth { etcd: config.etcd_connection() })
+        .step("verify-etcd", "every etcd endpoint healthy", EtcdEndpointHealth { etcd: config.etcd_connection().needed_by(NAME)? })
         .after(&restore)
         .retry(converging(Duration::from_secs(180)))
         .timeout_ms(MINUTE_MS)
         .add();
 
     let mut ready = Vec::new();
-    for worker in config.nodes.iter().filter(|n| n.role == Role::Worker) {
+    for worker in config.nodes().needed_by(NAME)?.iter().filter(|n| n.role == Role::Worker) {
         let join = wf
             .step(
                 &format!("rejoin-{}", worker.name),
@@ -140,7 +143,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
                 KubeadmJoin {
                     params: KubeadmJoinParams {
                         control_plane: cp_ssh.clone(),
-                        node: config.ssh_target(worker),
+                        node: config.ssh_target(worker).needed_by(NAME)?,
                         node_name: worker.name.clone(),
                         reset_first: true,
                         kube: kube.clone(),
@@ -166,6 +169,6 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         );
     }
     let after: Vec<StepId> = std::iter::once(verify_etcd.id().clone()).chain(ready.iter().map(|r| r.id().clone())).collect();
-    verify_platform(&mut wf, config, &after, Duration::from_secs(300));
+    verify_platform(&mut wf, &kube, config.verify().needed_by(NAME)?, &after, Duration::from_secs(300));
     Ok(wf.build())
 }

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::backup::{BackupCheckAction, BackupCheckParams};
 use crate::actions::decision::Record;
 use crate::actions::kube::capacity::DrainCheck;
@@ -57,7 +57,8 @@ fn info() -> WorkflowInfo {
 fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
     let info = info();
     let p = Params::new(&info, values)?;
-    let workers: Vec<&str> = config.nodes.iter().filter(|n| n.role == Role::Worker).map(|n| n.name.as_str()).collect();
+    let backup = config.backup().needed_by(NAME)?;
+    let workers: Vec<&str> = config.nodes().needed_by(NAME)?.iter().filter(|n| n.role == Role::Worker).map(|n| n.name.as_str()).collect();
     let node = p.string("node").map(str::to_owned).or_else(|| workers.first().map(|w| (*w).to_owned())).ok_or_else(|| {
         CatalogError::Config { workflow: NAME.into(), detail: "dr.toml has no worker to drill with".into() }
     })?;
@@ -73,15 +74,15 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         return Err(CatalogError::Config { workflow: NAME.into(), detail: "the drill needs a second worker to take the drained one's pods".into() });
     };
     let namespace = p.string("namespace").unwrap_or("dr-test").to_owned();
-    let resources = p.string("resources").map(Into::into).unwrap_or_else(|| config.backup.dir.join("test-resources.yaml"));
-    let kube = config.kube_connection();
-    let work = config.backup.work_dir.join("dr-drill");
+    let resources = p.string("resources").map(Into::into).unwrap_or_else(|| backup.dir.join("test-resources.yaml"));
+    let kube = config.kube_connection().needed_by(NAME)?;
+    let work = backup.work_dir.join("dr-drill");
     let manifests = ManifestsParams { connection: kube.clone(), file: resources, namespace: namespace.clone() };
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
-    let mut backup_params = BackupCheckParams::new(&config.backup.dir);
-    backup_params.pattern = config.backup.pattern.clone();
-    backup_params.rpo_secs = config.backup.rpo_hours * 3600;
+    let mut backup_params = BackupCheckParams::new(&backup.dir);
+    backup_params.pattern = backup.pattern.clone();
+    backup_params.rpo_secs = backup.rpo_hours * 3600;
     let backups = wf
         .step("backups", "the newest backup within the RPO, its .sha256 checked", BackupCheckAction::new(backup_params))
         .retry(a_few_times())
@@ -92,7 +93,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "choose-backup",
             "the newest backup's etcd snapshot, extracted and checked",
-            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, config.backup.rpo_hours * 3600, &work, None),
+            ChooseSnapshot::new(&backup.dir, &backup.pattern, backup.rpo_hours * 3600, &work, None),
         )
         .after(&backups)
         .retry(a_few_times())

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::etcd::{EtcdAlarmList, EtcdEndpointHealth, EtcdMemberList, EtcdSnapshotRestore, EtcdSnapshotSave};
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::snapshot::{ChooseSnapshot, RestoreChosen, TrialRestore};
@@ -50,14 +50,16 @@ fn info() -> WorkflowInfo {
 }
 
 /// The node-side restore of the configured etcd (its snapshot is set at run time).
-pub(crate) fn restore_params(config: &Config) -> Result<EtcdSnapshotRestore, CatalogError> {
-    let node = config.node(&config.etcd.node).ok_or_else(|| CatalogError::Config {
-        workflow: NAME.into(),
-        detail: format!("etcd.node {:?} is not a [[nodes]] name", config.etcd.node),
+/// `workflow` names the workflow built, for its errors.
+pub(crate) fn restore_params(config: &Config, workflow: &str) -> Result<EtcdSnapshotRestore, CatalogError> {
+    let e = config.etcd().needed_by(workflow)?;
+    config.nodes().needed_by(workflow)?;
+    let node = config.node(&e.node).ok_or_else(|| CatalogError::Config {
+        workflow: workflow.into(),
+        detail: format!("etcd.node {:?} is not a [[nodes]] name", e.node),
     })?;
-    let e = &config.etcd;
     let mut restore = EtcdSnapshotRestore::new(
-        config.ssh_target(node),
+        config.ssh_target(node).needed_by(workflow)?,
         "",
         e.name.clone(),
         e.initial_cluster.clone(),
@@ -73,8 +75,12 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let info = info();
     let p = Params::new(&info, values)?;
     let use_backup = p.flag("use_backup")?;
-    let etcd = config.etcd_connection();
-    let work = config.backup.work_dir.join("etcd-recovery");
+    let etcd = config.etcd_connection().needed_by(NAME)?;
+    let etcd_node = config.etcd().needed_by(NAME)?.node.clone();
+    let backup = config.backup().needed_by(NAME)?;
+    let kube = config.kube_connection().needed_by(NAME)?;
+    let restore = restore_params(config, NAME)?;
+    let work = backup.work_dir.join("etcd-recovery");
     let assess = RetryPolicy { max_attempts: 2, initial_backoff_ms: 1_000, max_backoff_ms: 1_000, multiplier: 1, jitter_percent: 0 };
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
@@ -116,7 +122,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "choose",
             "the live snapshot, else the newest backup: checked, kept by its hash, its age against the RPO",
-            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, config.backup.rpo_hours * 3600, &work, live.as_ref()),
+            ChooseSnapshot::new(&backup.dir, &backup.pattern, backup.rpo_hours * 3600, &work, live.as_ref()),
         )
         .after(&alarms)
         .retry(a_few_times())
@@ -137,8 +143,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let restore = wf
         .step(
             "restore",
-            &format!("restore etcd on {} (old data directory kept), restart it", config.etcd.node),
-            RestoreChosen::new(restore_params(config)?, &choose),
+            &format!("restore etcd on {etcd_node} (old data directory kept), restart it"),
+            RestoreChosen::new(restore, &choose),
         )
         .after(&choose)
         .after(&trial)
@@ -146,7 +152,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             "Restore etcd on {node} from the {{choose:/source}} snapshot {{choose:/name}} ({{choose:/age}} old; \
              within the RPO: {{choose:/within_rpo}}; revision {{trial-restore:/revision}}, {{trial-restore:/total_keys}} keys)? \
              Changes made after it are lost. etcd is stopped; its data directory is kept aside.",
-            node = config.etcd.node
+            node = etcd_node
         ))
         .resume(ResumeClass::Probe)
         .retry(a_few_times())
@@ -168,7 +174,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     wf.step(
         "verify-cluster",
         "nodes Ready and kube-system pods Ready (kubectl get nodes)",
-        ClusterHealth { connection: config.kube_connection(), fail_if_unhealthy: true },
+        ClusterHealth { connection: kube, fail_if_unhealthy: true },
     )
     .after(&verify_health)
     .retry(converging(Duration::from_secs(300)))

@@ -6,20 +6,23 @@
 //!
 //! Owns: the assembly of actions into workflows and the retry/timeout
 //! policies of their steps. Refuses: doing anything itself — every side
-//! effect is an action in `crate::actions`.
+//! effect is an action in `crate::actions`. A workflow asks `dr.toml` for
+//! the sections it needs ([`NeededBy`]): one that is absent refuses the
+//! build, naming the workflow, the section and the file.
 
 use std::path::Path;
 use std::time::Duration;
 
-use dr_orchestrator::{Condition, RetryPolicy, StepHandle, StepId, WorkflowBuilder};
+use dr_orchestrator::{CatalogError, Condition, RetryPolicy, StepHandle, StepId, WorkflowBuilder};
 
 use crate::actions::terraform::{Terraform, TerraformVerb};
 use crate::actions::decision::{Decision, DecisionRecord};
 use crate::actions::http::{HttpCheckAction, HttpCheckParams};
 use crate::actions::kube::argocd::ArgoApps;
+use crate::actions::kube::KubeConnection;
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::snapshot::{ChooseSnapshot, ChosenSnapshot, TrialRestore, TrialReport};
-use crate::config::Config;
+use crate::config::{Backup, MissingSection, Verify};
 use crate::Recovery;
 
 pub mod argocd;
@@ -33,6 +36,19 @@ pub mod worker_node;
 
 /// Every recovery of the guide, in the order `dr workflows` lists them.
 pub(crate) const ALL: &[Recovery] = &[pod::RECOVERY, network::RECOVERY, worker_node::RECOVERY, argocd::RECOVERY, etcd::RECOVERY, control_plane::RECOVERY, complete::RECOVERY, drill::RECOVERY];
+
+/// A section of `dr.toml` a workflow needs, or why it cannot be built:
+/// `workflow etcd-recovery needs the configuration: [etcd] in FILE, which has
+/// no such section; add it (see docs/CONFIG.md)`.
+pub(crate) trait NeededBy<T> {
+    fn needed_by(self, workflow: &str) -> Result<T, CatalogError>;
+}
+
+impl<T> NeededBy<T> for Result<T, MissingSection> {
+    fn needed_by(self, workflow: &str) -> Result<T, CatalogError> {
+        self.map_err(|missing| CatalogError::Config { workflow: workflow.to_owned(), detail: missing.to_string() })
+    }
+}
 
 /// A check that waits for the cluster to converge: tried every few seconds
 /// for up to about `within`.
@@ -62,12 +78,12 @@ pub(crate) struct PinnedBackup {
     pub accept: StepHandle<DecisionRecord>,
 }
 
-pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, config: &Config, work: &Path, choose_id: &str, what: &str) -> PinnedBackup {
+pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, backup: &Backup, work: &Path, choose_id: &str, what: &str) -> PinnedBackup {
     let choose = wf
         .step(
             choose_id,
             "pin the newest backup: its path and its etcd snapshot's SHA-256 recorded, its age against the RPO",
-            ChooseSnapshot::new(&config.backup.dir, &config.backup.pattern, config.backup.rpo_hours * 3600, work, None),
+            ChooseSnapshot::new(&backup.dir, &backup.pattern, backup.rpo_hours * 3600, work, None),
         )
         .retry(a_few_times())
         .timeout_ms(10 * MINUTE_MS)
@@ -88,7 +104,7 @@ pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, config: &Config, work: &Path,
         .gate_always(&format!(
             "The newest backup, {{{choose_id}:/name}}, is {{{choose_id}:/age}} old: older than the RPO ({} h). \
              Everything changed after it is lost. {what} from it anyway?",
-            config.backup.rpo_hours
+            backup.rpo_hours
         ))
         .retry(a_few_times())
         .timeout_ms(MINUTE_MS)
@@ -99,15 +115,15 @@ pub(crate) fn pin_backup(wf: &mut WorkflowBuilder, config: &Config, work: &Path,
 /// `terraform apply|destroy -auto-approve -input=false [-target]` in the
 /// configured directory, probed by `plan -detailed-exitcode` (steps using it
 /// are probe class: a crash inside never runs it blindly again).
-pub(crate) fn terraform(config: &Config, verb: TerraformVerb, target: Option<&str>) -> Terraform {
-    Terraform::new(&config.terraform.binary, &config.terraform.dir, verb, target)
+pub(crate) fn terraform(config: &crate::config::Terraform, verb: TerraformVerb, target: Option<&str>) -> Terraform {
+    Terraform::new(&config.binary, &config.dir, verb, target)
 }
 
 /// The platform's verification after a rebuild, in parallel after `after`:
 /// `verify-nodes` (nodes and kube-system pods Ready), `verify-apps` (every
 /// Application Synced/Healthy), `verify-ingress` (the ingress answers).
-pub(crate) fn verify_platform(wf: &mut WorkflowBuilder, config: &Config, after: &[StepId], within: Duration) {
-    let kube = config.kube_connection();
+pub(crate) fn verify_platform(wf: &mut WorkflowBuilder, kube: &KubeConnection, verify: &Verify, after: &[StepId], within: Duration) {
+    let kube = kube.clone();
     wf.step("verify-nodes", "nodes Ready, kube-system pods Ready (kubectl get nodes / pods -n kube-system)", ClusterHealth { connection: kube.clone(), fail_if_unhealthy: true })
         .after_each(after)
         .retry(converging(within))
@@ -118,7 +134,7 @@ pub(crate) fn verify_platform(wf: &mut WorkflowBuilder, config: &Config, after: 
         .retry(converging(within))
         .timeout_ms(MINUTE_MS)
         .add();
-    wf.step("verify-ingress", &format!("HTTP {} answers", config.verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&config.verify.ingress_url)))
+    wf.step("verify-ingress", &format!("HTTP {} answers", verify.ingress_url), HttpCheckAction::new(HttpCheckParams::new(&verify.ingress_url)))
         .after_each(after)
         .retry(converging(within))
         .timeout_ms(MINUTE_MS)

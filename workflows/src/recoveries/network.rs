@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::kube::health::{DnsCheck, EndpointsUnready};
 use crate::actions::kube::pods::{RolloutRestart, WorkloadKind};
 use crate::config::Config;
@@ -38,7 +38,7 @@ fn info() -> WorkflowInfo {
 fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
     let info = info();
     Params::new(&info, values)?;
-    let kube = config.kube_connection();
+    let kube = config.kube_connection().needed_by(NAME)?;
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
     let endpoints = wf
         .step(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use dr_orchestrator::{CatalogError, ParamSpec, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
-use super::{a_few_times, converging, MINUTE_MS};
+use super::{a_few_times, converging, NeededBy, MINUTE_MS};
 use crate::actions::kube::health::RecentEvents;
 use crate::actions::kube::pods::{RestartWorkloads, UnhealthyPods};
 use crate::config::Config;
@@ -41,7 +41,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
     let info = info();
     let p = Params::new(&info, values)?;
     let namespace = p.string("namespace").map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned);
-    let kube = config.kube_connection();
+    let kube = config.kube_connection().needed_by(NAME)?;
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
     let find = wf
         .step(

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use dr_orchestrator::{CatalogError, Condition, ParamSpec, ResumeClass, RetryPolicy, WorkflowBuilder, WorkflowDef, WorkflowInfo};
 
 use crate::actions::terraform::TerraformVerb;
-use super::{a_few_times, terraform, MINUTE_MS};
+use super::{a_few_times, terraform, NeededBy, MINUTE_MS};
 use crate::actions::kube::health::ClusterHealth;
 use crate::actions::kube::nodes::{Drain, NodeWaitReady, Uncordon};
 use crate::actions::kubeadm::{KubeadmJoin, KubeadmJoinParams};
@@ -51,7 +51,9 @@ fn info() -> WorkflowInfo {
 fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
     let info = info();
     let p = Params::new(&info, values)?;
-    let workers: Vec<&str> = config.nodes.iter().filter(|n| n.role == Role::Worker).map(|n| n.name.as_str()).collect();
+    config.cluster().needed_by(NAME)?;
+    let terraform_config = config.terraform().needed_by(NAME)?;
+    let workers: Vec<&str> = config.nodes().needed_by(NAME)?.iter().filter(|n| n.role == Role::Worker).map(|n| n.name.as_str()).collect();
     let bad_node = |value: &str| CatalogError::BadParam {
         workflow: NAME.into(),
         param: "node".into(),
@@ -74,8 +76,8 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         workflow: NAME.into(),
         detail: format!("[terraform.node_targets] has no target for {}; add `{} = \"libvirt_domain.…\"`", node.name, node.name),
     })?;
-    let kube = config.kube_connection();
-    let ssh = config.ssh_target(node);
+    let kube = config.kube_connection().needed_by(NAME)?;
+    let ssh = config.ssh_target(node).needed_by(NAME)?;
     let once = RetryPolicy::none();
     let mut wf = WorkflowBuilder::new(NAME, info.level, info.description);
 
@@ -127,7 +129,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .step(
             "recreate-destroy",
             &format!("terraform destroy -target={terraform_target}"),
-            terraform(config, TerraformVerb::Destroy, Some(terraform_target)),
+            terraform(terraform_config, TerraformVerb::Destroy, Some(terraform_target)),
         )
         .after(&ready)
         .when(Condition::succeeded(&ready).not())
@@ -142,7 +144,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
         .expected_ms(60_000)
         .add();
     let apply = wf
-        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform(config, TerraformVerb::Apply, Some(terraform_target)))
+        .step("recreate-apply", &format!("terraform apply -target={terraform_target}"), terraform(terraform_config, TerraformVerb::Apply, Some(terraform_target)))
         .after(&destroy)
         .resume(ResumeClass::Probe)
         .retry(a_few_times())
@@ -165,7 +167,7 @@ fn build(config: &Config, values: &BTreeMap<String, String>) -> Result<WorkflowD
             &format!("kubeadm reset -f; kubeadm join with a fresh token from {}", control_plane.name),
             KubeadmJoin {
                 params: KubeadmJoinParams {
-                    control_plane: config.ssh_target(control_plane),
+                    control_plane: config.ssh_target(control_plane).needed_by(NAME)?,
                     node: ssh.clone(),
                     node_name: node.name.clone(),
                     reset_first: true,
