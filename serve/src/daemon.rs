@@ -121,13 +121,8 @@ impl Starter for DaemonStarter {
             if runner.shutdown_token().is_cancelled() {
                 return Err(format!("dr serve (pid {}) is stopping; the alert's next notification starts the run", std::process::id()));
             }
-            let level = runner
-                .catalog()
-                .workflows()
-                .iter()
-                .find(|w| w.name == req.workflow)
-                .map(|w| w.level)
-                .ok_or_else(|| format!("unknown workflow {:?} in [[alerts]]", req.workflow))?;
+            // The level of the run as built (a workflow's parameters may set it).
+            let level = runner.catalog().build(&req.workflow, &req.params).map_err(|e| e.to_string())?.level;
             let automatic = req.automatic.unwrap_or(level == 1);
             let hold = (!automatic).then(|| {
                 format!("{} started {} (level {level}), which is not automatic: approve to start the recovery", req.trigger, req.workflow)
