@@ -126,9 +126,12 @@ fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<Commit
     }
 }
 
-/// The wall clock in ms, for the writer's health only (never for a run's times).
+/// A monotonic reading in ms (from 1, so 0 can mean "idle"), for the
+/// writer's health only (never for a run's times).
 fn wall_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+    static ORIGIN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let origin = ORIGIN.get_or_init(std::time::Instant::now);
+    i64::try_from(origin.elapsed().as_millis()).unwrap_or(i64::MAX).saturating_add(1)
 }
 
 struct Inner {

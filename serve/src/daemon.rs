@@ -145,8 +145,8 @@ impl Starter for DaemonStarter {
     }
 }
 
-fn wall_secs() -> f64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_secs_f64())
+fn wall_secs(clock: &dyn Clock) -> f64 {
+    clock.now_ms() as f64 / 1000.0
 }
 
 impl std::fmt::Debug for Daemon {
@@ -248,7 +248,7 @@ impl Daemon {
             watch,
             outbox,
             metrics,
-            started_at: wall_secs(),
+            started_at: wall_secs(&SystemClock),
             listening,
         };
         daemon.reconcile_notifications();
@@ -275,7 +275,7 @@ impl Daemon {
         let week_ago = self.runner.now_ms().saturating_sub(7 * 24 * 3_600_000);
         let Ok(summaries) = self.runner.store().summaries() else { return };
         for summary in summaries.into_iter().flatten() {
-            let recent = summary.finished_at.is_none_or_recent(week_ago);
+            let recent = summary.finished_at.is_none_or(|at| at >= week_ago);
             if recent && outbox.knows(&format!("{}:started", summary.id)) {
                 record_due(&self.runner, outbox, summary.id);
             }
@@ -418,17 +418,6 @@ fn record_due(runner: &Runner, outbox: &Outbox, id: RunId) {
         if let Err(e) = outbox.record(&note) {
             warn!(run = %id, notification = %note.key, error = %e, "cannot record a notification; it is recorded at the next change or tick");
         }
-    }
-}
-
-/// Whether a run that finished at `finished_at` (if it did) ended after `since`.
-trait Recent {
-    fn is_none_or_recent(&self, since: i64) -> bool;
-}
-
-impl Recent for Option<i64> {
-    fn is_none_or_recent(&self, since: i64) -> bool {
-        self.map_or(true, |at| at >= since)
     }
 }
 

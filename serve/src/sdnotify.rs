@@ -22,7 +22,7 @@ impl Notifier {
     /// From the environment systemd sets (`NOTIFY_SOCKET`, `WATCHDOG_USEC`, `WATCHDOG_PID`).
     pub fn from_env() -> io::Result<Self> {
         let socket = std::env::var_os("NOTIFY_SOCKET").filter(|v| !v.is_empty());
-        let watchdog_pid_ok = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()).map_or(true, |pid| pid == std::process::id());
+        let watchdog_pid_ok = std::env::var("WATCHDOG_PID").ok().and_then(|p| p.trim().parse::<u32>().ok()).is_none_or(|pid| pid == std::process::id());
         let watchdog = std::env::var("WATCHDOG_USEC")
             .ok()
             .and_then(|v| v.trim().parse::<u64>().ok())
