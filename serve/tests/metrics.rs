@@ -158,3 +158,25 @@ async fn metrics_are_served_over_http_with_the_webhook_counters() {
     assert!(reply.body.contains("dr_notifications_pending 3\n"), "{}", reply.body);
     server.stop().await;
 }
+
+#[test]
+fn the_grafana_dashboard_queries_only_metrics_dr_serve_exposes() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/grafana/dr-dashboard.json");
+    let text = std::fs::read_to_string(&path).expect("the dashboard");
+    let dashboard: serde_json::Value = serde_json::from_str(&text).expect("the dashboard is JSON");
+    // The metric families a full snapshot renders (`# TYPE NAME KIND`).
+    let exposed: Vec<String> =
+        render(&snapshot()).lines().filter_map(|l| l.strip_prefix("# TYPE ")).filter_map(|l| l.split_whitespace().next()).map(str::to_owned).collect();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).filter(|w| w.starts_with("dr_")) {
+                let family = ["_bucket", "_sum", "_count"].iter().find_map(|s| word.strip_suffix(s)).unwrap_or(word);
+                assert!(exposed.iter().any(|e| e == family || e == word), "panel {:?} queries {word}, which /metrics does not have ({exposed:?})", panel["title"]);
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 8, "the dashboard queries {queried} series");
+}
