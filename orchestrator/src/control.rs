@@ -101,40 +101,65 @@ pub async fn serve(runner: Runner, dir: PathBuf, shutdown: CancellationToken) ->
 /// [`serve`], as `mode`. Only the user who owns the process may connect:
 /// the socket is 0600 and each peer's uid is checked.
 pub async fn serve_as(runner: Runner, dir: PathBuf, shutdown: CancellationToken, mode: Mode) -> std::io::Result<()> {
-    let path = dir.join(SOCKET_NAME);
-    let _ = std::fs::remove_file(&path);
-    let listener = tokio::net::UnixListener::bind(&path)?;
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+    let socket = Socket::bind(&dir)?;
+    socket.serve(runner, shutdown, mode).await;
+    Ok(())
+}
+
+/// The control socket, bound (mode 0600) and removed when dropped; bind it
+/// before saying you are ready, so that a client told so finds it.
+#[derive(Debug)]
+pub struct Socket {
+    listener: tokio::net::UnixListener,
+    _cleanup: RemoveOnDrop,
+}
+
+impl Socket {
+    /// Binds `dir/dr.sock`. A stale socket (its owner is gone, since we hold
+    /// the store's lock) is replaced. Needs a tokio runtime.
+    pub fn bind(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(SOCKET_NAME);
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path)?;
+        let cleanup = RemoveOnDrop(path.clone());
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        }
+        Ok(Socket { listener, _cleanup: cleanup })
     }
-    let _cleanup = RemoveOnDrop(path.clone());
-    loop {
-        tokio::select! {
-            () = shutdown.cancelled() => return Ok(()),
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(pair) => pair,
-                    Err(e) => {
-                        warn!(error = %e, "control socket accept failed");
+
+    /// Answers connections until `shutdown`.
+    pub async fn serve(self, runner: Runner, shutdown: CancellationToken, mode: Mode) {
+        let listener = self.listener;
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                accepted = listener.accept() => {
+                    let (stream, _) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            warn!(error = %e, "control socket accept failed");
+                            continue;
+                        }
+                    };
+                    if let Err(refused) = peer_allowed(&stream) {
+                        warn!(reason = %refused, "control connection refused");
                         continue;
                     }
-                };
-                if let Err(refused) = peer_allowed(&stream) {
-                    warn!(reason = %refused, "control connection refused");
-                    continue;
+                    let runner = runner.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = answer(runner, stream, mode).await {
+                            debug!(error = %e, "control connection ended badly");
+                        }
+                    });
                 }
-                let runner = runner.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = answer(runner, stream, mode).await {
-                        debug!(error = %e, "control connection ended badly");
-                    }
-                });
             }
         }
     }
 }
 
+#[derive(Debug)]
 struct RemoveOnDrop(PathBuf);
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {

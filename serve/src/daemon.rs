@@ -218,13 +218,12 @@ impl Daemon {
             }));
         }
         let serving = CancellationToken::new();
+        // Bound before READY=1: a client told the service is up finds its socket.
+        let bound = control::Socket::bind(&options.state_dir)
+            .map_err(|e| Error::Setup(format!("cannot serve the control socket in {}: {e}", options.state_dir.display())))?;
         let socket = {
-            let (runner, dir, serving) = (runner.clone(), options.state_dir.clone(), serving.clone());
-            tokio::spawn(async move {
-                if let Err(e) = control::serve_as(runner, dir.clone(), serving, Mode::Daemon).await {
-                    warn!(error = %e, dir = %dir.display(), "no control socket: clients cannot reach dr serve");
-                }
-            })
+            let (runner, serving) = (runner.clone(), serving.clone());
+            tokio::spawn(async move { bound.serve(runner, serving, Mode::Daemon).await })
         };
         let (mut resumed, mut waiting) = (0usize, 0usize);
         for id in store.open_runs()? {

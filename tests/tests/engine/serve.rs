@@ -172,12 +172,13 @@ fn a_hung_engine_stops_pinging_the_watchdog() {
     wait_until(Duration::from_secs(30), "step-1 to run", || bastion.trace_counts().contains_key("step-1"));
     let pings_before = systemd.count("WATCHDOG=1");
     assert!(pings_before >= 1, "pings while healthy: {:?}", systemd.messages());
-    // step-1 took 300 ms; after it the engine hangs. Give the last ping in flight time to land.
-    std::thread::sleep(Duration::from_millis(1200));
-    let settled = systemd.count("WATCHDOG=1");
-    std::thread::sleep(Duration::from_secs(3));
-    let after = systemd.count("WATCHDOG=1");
-    assert_eq!(after, settled, "a hung engine kept pinging (6 intervals): {:?}", systemd.messages());
+    // Once step-1 is done the engine hangs: the pings (every 0.5 s while healthy) must stop.
+    // Wait for 3 s (6 intervals) without one; a healthy daemon never leaves such a gap.
+    let last_ping = || systemd.messages().iter().rev().find(|(_, m)| m.lines().any(|l| l == "WATCHDOG=1")).map(|(at, _)| *at);
+    wait_until(Duration::from_secs(30), "6 watchdog intervals without a ping", || last_ping().is_some_and(|at| at.elapsed() >= Duration::from_secs(3)));
+    // It really is the hang: step-2 started (durably) but its action never ran.
+    assert!(!bastion.trace_counts().contains_key("step-2"), "the engine did not hang: {:?}", bastion.trace_counts());
+    assert!(daemon.try_wait().unwrap().is_none(), "the daemon exited instead of hanging");
     kill9(&mut daemon);
 }
 
@@ -513,5 +514,43 @@ fn a_level_four_run_whose_projection_passes_its_target_sends_one_at_risk_message
     assert_eq!(at_risk("/l1"), 0, "level 1's route: {:#?}", sink.bodies("/l1"));
     assert!(sink.bodies("/l1").iter().all(|b| !b.contains(&l4_id)), "level 1's route heard of the level-4 run: {:#?}", sink.bodies("/l1"));
     assert!(sink.bodies("/l4").iter().all(|b| !b.contains(&l1_id)), "level 4's route heard of the level-1 run: {:#?}", sink.bodies("/l4"));
+    kill9(&mut daemon);
+}
+
+/// Sends one control request on `socket` as `uid` (0: as ourselves); the answer line ("" when the
+/// connection is closed on it: refused).
+fn ask_socket_as(uid: u32, socket: &Path) -> String {
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX)\ns.connect({:?})\ntry:\n  s.sendall(b'\"Info\"\\n')\n  print(s.makefile().readline().strip())\nexcept OSError:\n  print('')",
+        socket.display().to_string()
+    );
+    let mut cmd = if uid == 0 {
+        std::process::Command::new("python3")
+    } else {
+        let mut c = std::process::Command::new("setpriv");
+        // Debian's python: another user cannot run one under /root.
+        c.args(["--reuid", &uid.to_string(), "--regid", &uid.to_string(), "--clear-groups", "/usr/bin/python3"]);
+        c
+    };
+    let out = cmd.args(["-c", &script]).output().expect("python3 (and setpriv) run");
+    assert!(out.status.success(), "the client failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn the_control_socket_answers_its_owner_and_refuses_another_user_even_if_its_mode_were_opened() {
+    use std::os::unix::fs::PermissionsExt;
+    let bastion = Bastion::new();
+    let systemd = Systemd::new();
+    let mut daemon = serve(&bastion, &systemd, 0, &[]);
+    systemd.wait_for("READY=1", 1);
+    let socket = bastion.state.path().join("dr.sock");
+    assert_eq!(std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777, 0o600);
+    let owner = ask_socket_as(0, &socket);
+    assert!(owner.contains("\"daemon\":true"), "the owner is answered: {owner}");
+    // A mistake opens the socket to everyone: the peer's uid is still checked.
+    std::fs::set_permissions(bastion.state.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    assert_eq!(ask_socket_as(65534, &socket), "", "another user (nobody) got an answer");
     kill9(&mut daemon);
 }
