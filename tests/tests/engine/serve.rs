@@ -554,3 +554,39 @@ fn the_control_socket_answers_its_owner_and_refuses_another_user_even_if_its_mod
     assert_eq!(ask_socket_as(65534, &socket), "", "another user (nobody) got an answer");
     kill9(&mut daemon);
 }
+
+#[test]
+fn sigterm_saves_the_runs_for_the_next_start_and_decisions_reach_runs_through_the_daemon() {
+    let bastion = Bastion::new();
+    let systemd = Systemd::new();
+    let mut daemon = serve(&bastion, &systemd, 0, &[]);
+    systemd.wait_for("READY=1", 1);
+    let trace = trace_arg(&bastion.trace());
+    let id = start_detached(&bastion, &["-p", "steps=4", "-p", "step_ms=1500", "-p", "resume=probe", "-p", &trace]);
+    let doomed = start_detached(&bastion, &["-p", "steps=3", "-p", "step_ms=3000"]);
+    wait_until(Duration::from_secs(30), "step-2 of the first run to start", || bastion.trace_counts().contains_key("step-2"));
+
+    // A decision through the daemon: cancelling the other run ends it cancelled (exit 0).
+    let out = bastion.run(&["cancel", &doomed, "--reason", "not needed"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    assert_eq!(status_of(&bastion, &doomed)["status"], "cancelled");
+
+    // SIGTERM mid-step: a clean stop, the run saved (stopped), not failed.
+    unsafe_kill(daemon.id(), libc::SIGTERM);
+    assert_eq!(daemon.wait().unwrap().code(), Some(0));
+    assert_eq!(systemd.count("STOPPING=1"), 1);
+    let saved = status_of(&bastion, &id);
+    assert_eq!((saved["status"].as_str(), saved["driven"].as_bool()), (Some("running"), Some(false)), "{saved}");
+    let history: Vec<Value> = serde_json::from_slice(&bastion.run(&["history", &id, "--json"]).stdout).unwrap();
+    assert!(history.iter().any(|e| e["kind"] == "process-stopped"), "{history:?}");
+
+    // The next start continues it to its end; every step's side effect once.
+    let mut daemon = serve(&bastion, &systemd, 0, &[]);
+    systemd.wait_for("READY=1", 2);
+    wait_until(Duration::from_secs(60), "the run to succeed after the restart", || status_of(&bastion, &id)["status"] == "succeeded");
+    let counts = bastion.trace_counts();
+    for i in 1..=4 {
+        assert_eq!(counts.get(&format!("step-{i}")), Some(&1), "trace: {counts:?}");
+    }
+    kill9(&mut daemon);
+}
