@@ -88,6 +88,23 @@ pub enum Command {
     ///
     /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml, when it exists): the workflows' settings and [serve], [[alerts]], [escalation]. Exit 0 after a clean stop, 5 when another process owns the store (its pid is named).
     Serve(ServeArgs),
+    /// Print a shell completion script: bash, zsh or fish (e.g. dr completions bash > /etc/bash_completion.d/dr)
+    Completions(CompletionsArgs),
+    /// Write the man pages (dr.1 and one per command) into DIR (packaging)
+    #[command(hide = true)]
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Where to write dr.1, dr-start.1, …
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Args)]

@@ -493,6 +493,13 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Serve(args) => serve(state_dir, args).await,
+        Command::Completions(args) => {
+            let mut out = Vec::new();
+            clap_complete::generate(args.shell, &mut <Cli as clap::CommandFactory>::command(), "dr", &mut out);
+            std::io::stdout().lock().write_all(&out)?;
+            Ok(exit::OK)
+        }
+        Command::Man(args) => man_pages(&args.dir),
         Command::Start(args) => {
             // Read (and perhaps asked about) before the store is opened: a question must not hold it.
             let incident_at = args.detected_at.as_deref().map(|raw| detected_at(raw, SystemClock.now_ms(), args.yes, args.json)).transpose()?;
@@ -673,6 +680,26 @@ async fn submitted(dir: &std::path::Path, busy: dr_state::Error, request: &contr
             Ok(exit::INTERRUPTED)
         }
     }
+}
+
+/// Writes `dr.1` and `dr-COMMAND.1` for every visible command into `dir`.
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<u8> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let command = <Cli as clap::CommandFactory>::command();
+    let mut pages = vec![("dr".to_owned(), clap_mangen::Man::new(command.clone()))];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let name = format!("dr-{}", sub.get_name());
+        // "dr start" in the page, as it is typed.
+        let page = sub.clone().bin_name(format!("dr {}", sub.get_name()));
+        pages.push((name.clone(), clap_mangen::Man::new(page).title(name.to_uppercase())));
+    }
+    for (name, page) in pages {
+        let mut out = Vec::new();
+        page.render(&mut out)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, out).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(exit::OK)
 }
 
 /// `dr serve`: the daemon, until SIGTERM or SIGINT.

@@ -7,6 +7,7 @@ mod cli;
 mod config;
 mod crash;
 mod model;
+mod package;
 mod recoveries;
 mod serve;
 mod support;
