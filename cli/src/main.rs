@@ -1009,6 +1009,10 @@ async fn drive(env: Env, query: &str, options: DriveOptions, json: bool) -> anyh
 }
 
 async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) -> anyhow::Result<u8> {
+    // A step's local commands are recorded beside the store: a later dr stops what this one leaves behind.
+    if let Err(e) = dr_workflows::procs::init(&env.dir) {
+        say!("dr: warning: cannot record the steps' process groups in {} ({e}); a crash could leave a command running", env.dir.display());
+    }
     let plan = env.runner.definition_for(&run).map(|d| d.plan()).context("cannot build the run's workflow")?;
     let expected = expected_durations(env.runner.store().as_ref(), &run, Some(&plan));
     let live = render::LiveView::new(plan, expected, Arc::clone(&env.clock), run.id);

@@ -160,6 +160,8 @@ impl Daemon {
     pub async fn start(options: Options) -> Result<Self, Error> {
         let notifier = Notifier::from_env().map_err(|e| Error::Setup(format!("NOTIFY_SOCKET is set but unusable: {e}")))?;
         let store: Arc<dyn Store> = Arc::new(SledStore::open(&options.state_dir)?);
+        dr_workflows::procs::init(&options.state_dir)
+            .map_err(|e| Error::Setup(format!("cannot record the steps' process groups in {}: {e}", options.state_dir.display())))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
         let runner_options = RunnerOptions { holder: options.holder.clone(), ..RunnerOptions::default() };
         let (changed, mut changes) = mpsc::unbounded_channel();

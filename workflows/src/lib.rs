@@ -13,6 +13,7 @@ pub mod actions;
 pub mod assess;
 pub mod config;
 mod params;
+pub mod procs;
 pub mod recoveries;
 pub mod synthetic;
 

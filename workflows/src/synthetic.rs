@@ -40,6 +40,7 @@ pub fn info() -> WorkflowInfo {
             ParamSpec { name: "gate_at", description: "index I of a step that waits for confirmation (dr approve, or dr start --yes) before its first attempt", default: None },
             ParamSpec { name: "tolerate_at", description: "index I of a step whose final failure is tolerated: the run goes on", default: None },
             ParamSpec { name: "cleanup", description: "if true, adds a step `cleanup` that runs when the run ends, however it ends", default: Some("false") },
+            ParamSpec { name: "command", description: "a shell command (sh -c) run by an extra last step `command` (command.run: its own process group, stopped if a killed dr left it running)", default: None },
         ],
     }
 }
@@ -62,6 +63,7 @@ pub fn build(values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogEr
     let gate_at: Option<usize> = p.number("gate_at", 1..=steps, &index_expected)?;
     let tolerate_at: Option<usize> = p.number("tolerate_at", 1..=steps, &index_expected)?;
     let cleanup = p.flag("cleanup")?;
+    let command = p.string("command").filter(|c| !c.trim().is_empty());
 
     let retry = RetryPolicy {
         max_attempts: attempts,
@@ -108,6 +110,14 @@ pub fn build(values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogEr
             step = step.tolerate_failure();
         }
         handles.push(step.add());
+    }
+    if let Some(command) = command {
+        let action = crate::actions::command::CommandAction::new(crate::actions::command::CommandParams::new("/bin/sh").args(["-c".to_owned(), command.to_string()]));
+        let mut step = wf.step("command", "synthetic command: sh -c COMMAND", action).retry(retry.clone()).expected_ms(step_ms).resume(resume);
+        if let Some(last) = handles.last() {
+            step = step.after(last);
+        }
+        step.add();
     }
     if cleanup {
         let action = SyntheticStep {

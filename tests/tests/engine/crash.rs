@@ -7,7 +7,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{code, killed, Bastion};
+use crate::support::{code, killed, stderr, Bastion};
 
 fn start_args<'a>(trace: &'a str, resume: &'a str) -> Vec<String> {
     ["start", "synthetic", "-p", "steps=5", "-p", "step_ms=10", "-p", &format!("trace={trace}"), "-p", &format!("resume={resume}")]
@@ -189,4 +189,45 @@ fn random_kills_lose_nothing_idempotent() {
 #[test]
 fn random_kills_lose_nothing_probe() {
     kill_randomly("probe");
+}
+
+/// Whether process `pid` runs (exists and is not a zombie).
+fn process_runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .map(|s| s.lines().any(|l| l.starts_with("State:") && !l.contains("zombie")))
+        .unwrap_or(false)
+}
+
+#[test]
+fn a_child_of_a_sigkilled_dr_is_gone_before_its_step_runs_again() {
+    let b = Bastion::new();
+    let w = b.work.path().display().to_string();
+    // First attempt: a grandchild in the command's process group that outlives its shell.
+    // Second attempt: says whether that grandchild still ran when the step ran again.
+    let script = format!(
+        "if [ -e {w}/marker ]; then \
+           s=$(awk '/^State:/{{print $2}}' /proc/$(cat {w}/pidfile)/status 2>/dev/null); \
+           if [ -n \"$s\" ] && [ \"$s\" != Z ]; then echo alive >> {w}/log; else echo gone >> {w}/log; fi; exit 0; \
+         fi; touch {w}/marker; sleep 1000 & echo $! > {w}/pidfile; wait"
+    );
+    let command = format!("command={script}");
+    let mut first = b.dr().args(["start", "synthetic", "-p", "steps=1", "-p", "step_ms=10", "-p", &command]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let pidfile = b.work.path().join("pidfile");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(&pidfile).map_or(true, |p| p.trim().is_empty()) {
+        assert!(std::time::Instant::now() < deadline, "the command never started");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let grandchild = std::fs::read_to_string(&pidfile).unwrap().trim().to_owned();
+    first.kill().unwrap();
+    first.wait().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // PDEATHSIG took the shell; its child lives on in the group: something for the resume to stop.
+    assert!(process_runs(&grandchild), "the grandchild died with dr: the test would prove nothing");
+
+    let out = b.run(&["resume", "@latest"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let log = std::fs::read_to_string(b.work.path().join("log")).unwrap();
+    assert_eq!(log.trim(), "gone", "the step ran again while the dead dr's command still ran");
+    assert!(!process_runs(&grandchild));
 }

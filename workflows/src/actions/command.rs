@@ -291,7 +291,7 @@ impl TypedAction for CommandAction {
 
     async fn run(&self, ctx: &ActionCtx) -> Result<CommandOutput, ActionError> {
         let timeout = ctx.timeout(self.params.timeout_ms.map(Duration::from_millis));
-        run_command(&self.params, &ctx.cancel, timeout).await
+        run_owned(&self.params, ctx, timeout).await
     }
 }
 
@@ -307,6 +307,15 @@ fn seconds(d: Duration) -> String {
     format!("{:.1} s", d.as_secs_f64())
 }
 
+/// [`run_command`] for a step: what a killed `dr` left running for this
+/// step is stopped first, and the new process group is recorded
+/// (`crate::procs`).
+pub async fn run_owned(params: &CommandParams, ctx: &ActionCtx, timeout: Option<Duration>) -> Result<CommandOutput, ActionError> {
+    let owner = crate::procs::owner(ctx.run_id, ctx.step.as_str());
+    crate::procs::stop_leftovers(&owner).await;
+    run_inner(params, &ctx.cancel, timeout, Some(&owner)).await
+}
+
 /// Runs the command described by `params` until it exits, `cancel` fires or
 /// `timeout` passes; then its process group is stopped (SIGTERM, SIGKILL
 /// after the grace period), so the select here is not [`ActionCtx::guard`]'s.
@@ -314,6 +323,15 @@ pub async fn run_command(
     params: &CommandParams,
     cancel: &CancellationToken,
     timeout: Option<Duration>,
+) -> Result<CommandOutput, ActionError> {
+    run_inner(params, cancel, timeout, None).await
+}
+
+async fn run_inner(
+    params: &CommandParams,
+    cancel: &CancellationToken,
+    timeout: Option<Duration>,
+    owner: Option<&str>,
 ) -> Result<CommandOutput, ActionError> {
     let redactor = Redactor::new(&params.secret_values());
     let shown = redactor.redact(
@@ -344,6 +362,23 @@ pub async fn run_command(
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .process_group(0);
+    // The child dies with us (SIGKILL included); its own children are the group record's.
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: do not run orphaned.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::other("dr exited while starting the command"));
+            }
+            Ok(())
+        });
+    }
     if let Some(dir) = &params.cwd {
         command.current_dir(dir);
     }
@@ -354,6 +389,10 @@ pub async fn run_command(
     let started = Instant::now();
     let mut child = command.spawn().map_err(|e| spawn_error(&e, params, &shown, &place))?;
     let pgid = child.id().and_then(|id| i32::try_from(id).ok());
+    let _recorded = match (owner, pgid) {
+        (Some(owner), Some(pgid)) => Some(crate::procs::register(owner, pgid)),
+        _ => None,
+    };
     let mut guard = GroupGuard { pgid };
     tracing::info!(pgid, target = %params.target_name(), "started `{shown}`{place}");
 

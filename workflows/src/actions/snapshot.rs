@@ -19,7 +19,7 @@ use dr_orchestrator::{ActionCtx, ActionError, StepHandle, StepId, TypedAction};
 use serde::{Deserialize, Serialize};
 
 use super::backup::{extract, find_backups, now, BackupExtractParams};
-use super::command::{run_command, CommandParams, EnvVar};
+use super::command::{run_owned, CommandParams, EnvVar};
 use super::etcd::{verify_snapshot, EtcdSnapshotRestore, RestoreReport, SnapshotInfo};
 
 /// Where the snapshot came from.
@@ -271,9 +271,9 @@ impl TypedAction for TrialRestore {
             }
         };
         let snapshot = chosen.path.to_string_lossy().into_owned();
-        let status = run_command(
+        let status = run_owned(
             &env(CommandParams::new(&program).args(["snapshot", "status", &snapshot, "-w", "json"])),
-            &ctx.cancel,
+            ctx,
             ctx.timeout(Some(Duration::from_secs(120))),
         )
         .await?;
@@ -289,9 +289,9 @@ impl TypedAction for TrialRestore {
         std::fs::create_dir_all(&self.params.work_dir)
             .map_err(|e| ActionError::permanent(format!("cannot create {}: {e}", self.params.work_dir.display())))?;
         let data_dir = scratch.to_string_lossy().into_owned();
-        let restored = run_command(
+        let restored = run_owned(
             &env(CommandParams::new(&program).args(["snapshot", "restore", &snapshot, "--data-dir", &data_dir])),
-            &ctx.cancel,
+            ctx,
             ctx.timeout(Some(Duration::from_secs(600))),
         )
         .await

@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use dr_orchestrator::{ActionCtx, ActionError, TypedAction};
 use serde::{Deserialize, Serialize};
 
-use super::command::{run_command, CommandOutput, CommandParams};
+use super::command::{run_owned, CommandOutput, CommandParams};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -67,7 +67,7 @@ impl TypedAction for Terraform {
             TerraformVerb::Destroy => "destroy",
         };
         let params = self.command(vec![verb.into(), "-auto-approve".into(), "-input=false".into()]);
-        run_command(&params, &ctx.cancel, ctx.timeout(None)).await
+        run_owned(&params, ctx, ctx.timeout(None)).await
     }
 
     /// `terraform plan -detailed-exitcode`: 0, nothing left to do (the lost
@@ -79,7 +79,7 @@ impl TypedAction for Terraform {
         }
         let mut params = self.command(args);
         params.ok_codes = vec![2];
-        let plan = run_command(&params, &ctx.cancel, ctx.timeout(None)).await?;
+        let plan = run_owned(&params, ctx, ctx.timeout(None)).await?;
         Ok((plan.exit_code == 0).then_some(plan))
     }
 }
