@@ -507,8 +507,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 Access::Local(env) => env,
                 Access::Remote { dir, busy } => {
                     let preapproved_by = args.yes.then(operator_name);
-                    let request = control::Request::Start { workflow: args.workflow.clone(), params: parse_params(&args.params)?, incident_at, preapproved_by };
-                    return submitted(&dir, busy, &request, args.detach, args.json).await;
+                    let id = dr_state::RunId(uuid::Uuid::now_v7());
+                    let request = control::Request::Start { id: Some(id), workflow: args.workflow.clone(), params: parse_params(&args.params)?, incident_at, preapproved_by };
+                    return submitted(&dir, busy, &request, args.detach, args.json)
+                        .await
+                        .map_err(|e| if is_no_answer(&e) { e.context(format!("run {id} may have been created all the same: dr status {id}")) } else { e });
                 }
             };
             if args.detach {
@@ -660,6 +663,19 @@ async fn submitted(dir: &std::path::Path, busy: dr_state::Error, request: &contr
     }
     let control::Response::Runs(runs) = ask_owner(dir, busy, request)? else { bail!("unexpected control response") };
     let Some((run, _)) = runs.first() else { bail!("dr serve answered without the run") };
+    if json && !detach {
+        // One object at the end, as without a daemon (not one per change).
+        let id = run.id.to_string();
+        let code = tokio::select! {
+            last = follow_quietly(dir, &id) => {
+                let (run, rto) = last?;
+                print_json(&render::status_json(&run, &rto, false))?;
+                code_for_status(run.status)
+            }
+            () = wait_for_signal() => exit::INTERRUPTED,
+        };
+        return Ok(code);
+    }
     let short = render::short(run.id);
     if detach {
         if json {
@@ -702,6 +718,31 @@ fn man_pages(dir: &std::path::Path) -> anyhow::Result<u8> {
     Ok(exit::OK)
 }
 
+/// Whether an error is the owner not answering in time (the request may have been done).
+fn is_no_answer(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.to_string().contains("did not answer"))
+}
+
+/// Polls a run the daemon drives until it ends, pauses or nobody drives it; its last state.
+async fn follow_quietly(dir: &std::path::Path, id: &str) -> anyhow::Result<(RunRecord, dr_orchestrator::Rto)> {
+    loop {
+        let request = control::Request::Status { query: Some(id.to_owned()) };
+        let answer = control::request(dir, &request, std::time::Duration::from_secs(10));
+        match answer {
+            Ok(Some(control::Response::Runs(mut runs))) if !runs.is_empty() => {
+                let (run, rto) = runs.swap_remove(0);
+                let driven = matches!(owner_driving(dir), Driving::Runs(ids) if ids.contains(&run.id));
+                if run.status.is_terminal() || run.status == RunStatus::Paused || !driven {
+                    return Ok((run, rto));
+                }
+            }
+            Ok(Some(control::Response::Error { kind, message })) => return Err(control_error(kind, message)),
+            _ => bail!("dr serve stopped answering while run {id} ran; dr status {id} shows where it is"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
 /// `dr serve`: the daemon, until SIGTERM or SIGINT.
 async fn serve(state_dir: Option<PathBuf>, args: args::ServeArgs) -> anyhow::Result<u8> {
     let dir = state_dir.unwrap_or_else(default_state_dir);
@@ -728,7 +769,8 @@ async fn serve(state_dir: Option<PathBuf>, args: args::ServeArgs) -> anyhow::Res
     let daemon = match dr_serve::daemon::Daemon::start(options).await {
         Ok(daemon) => daemon,
         Err(dr_serve::daemon::Error::Store(e)) => return Err(e.into()),
-        Err(e) => return Err(usage(e.to_string())),
+        Err(dr_serve::daemon::Error::Config(e)) => return Err(usage(format!("{e}; `dr config check` shows every problem"))),
+        Err(e) => return Err(anyhow::Error::new(Worded { code: exit::CANNOT, message: e.to_string() })),
     };
     let http = daemon.listening().map_or(String::new(), |addr| format!("; Alertmanager's webhook on http://{addr}/alertmanager, metrics on http://{addr}/metrics"));
     say!("dr: serving the store {} (pid {}){http}; SIGTERM stops it, saving every run", dir.display(), std::process::id());

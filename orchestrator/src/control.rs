@@ -36,8 +36,10 @@ pub enum Request {
     Driving,
     /// Who the owner is: its pid, and whether it is `dr serve`.
     Info,
-    /// `dr serve` only: create a run and drive it there.
+    /// `dr serve` only: create a run and drive it there. `id`, chosen by the
+    /// client, makes a request sent again (its answer lost) find its run.
     Start {
+        id: Option<RunId>,
         workflow: String,
         params: BTreeMap<String, String>,
         incident_at: Option<i64>,
@@ -222,9 +224,17 @@ async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::R
             kind: ErrorKind::Cannot,
             message: format!("dr serve (pid {}) is stopping; start the run once it is back", std::process::id()),
         },
-        Request::Start { workflow, params, incident_at, preapproved_by } => {
+        Request::Start { id, workflow, params, incident_at, preapproved_by } => {
+            if let Some(id) = id {
+                if store.load(id)?.is_some() {
+                    // The same request again (its answer was lost): the run it made.
+                    let run = load(runner, id)?;
+                    let rto = runner.rto(&run);
+                    return Ok(Response::Runs(vec![(run, rto)]));
+                }
+            }
             let run = runner
-                .create_run(crate::CreateRequest { workflow, params, incident_at, preapproved_by, ..crate::CreateRequest::default() })
+                .create_run(crate::CreateRequest { id, workflow, params, incident_at, preapproved_by, ..crate::CreateRequest::default() })
                 .await?;
             spawn_drive(runner, run.id, DriveOptions::default());
             let rto = runner.rto(&run);
@@ -237,14 +247,24 @@ async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::R
                 if runner.shutdown_token().is_cancelled() {
                     return Err(stopping(id, &before));
                 }
-                spawn_drive(runner, id, DriveOptions { resume: true, allow_definition_change, operator: None });
-                // Answer once the resume is recorded (or refused), as a decision is.
+                let mut drive = spawn_drive(runner, id, DriveOptions { resume: true, allow_definition_change, operator: None });
+                // Answer once the resume is recorded, or with why it was refused (a changed
+                // definition, a damaged history), as a decision is.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-                while tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    let now = load(runner, id)?;
-                    if now.next_seq > before.next_seq || !runner.driving().contains(&id) {
-                        break;
+                loop {
+                    tokio::select! {
+                        finished = &mut drive => {
+                            match finished {
+                                Ok(outcome) => { outcome?; }
+                                Err(e) => return Err(crate::Error::Internal(format!("driving run {id} stopped: {e}"))),
+                            }
+                            break;
+                        }
+                        () = tokio::time::sleep(Duration::from_millis(20)) => {
+                            if load(runner, id)?.next_seq > before.next_seq || tokio::time::Instant::now() >= deadline {
+                                break;
+                            }
+                        }
                     }
                 }
             }

@@ -64,8 +64,32 @@ pub enum Error {
     /// The store could not be opened (busy: another process owns it).
     #[error(transparent)]
     Store(#[from] dr_state::Error),
+    /// The configuration does not allow it (the listen address, the token file).
+    #[error("{0}")]
+    Config(String),
+    /// Something the daemon needs could not be set up (a socket, a directory).
     #[error("{0}")]
     Setup(String),
+}
+
+/// Opens the store. Held by a `dr` that only reads (no control socket
+/// answers), it is waited for up to 10 s; held by a process that answers
+/// (another `dr serve`, a foreground run) it is refused at once (busy).
+async fn open_store(dir: &std::path::Path) -> Result<SledStore, Error> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match SledStore::open(dir) {
+            Ok(store) => return Ok(store),
+            Err(busy @ dr_state::Error::Busy { .. }) => {
+                let owner_answers = std::os::unix::net::UnixStream::connect(dir.join(control::SOCKET_NAME)).is_ok();
+                if owner_answers || tokio::time::Instant::now() >= deadline {
+                    return Err(busy.into());
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// A daemon that has opened its store and resumed its runs.
@@ -122,12 +146,17 @@ impl Starter for DaemonStarter {
                 return Err(format!("dr serve (pid {}) is stopping; the alert's next notification starts the run", std::process::id()));
             }
             // The level of the run as built (a workflow's parameters may set it).
-            let level = runner.catalog().build(&req.workflow, &req.params).map_err(|e| e.to_string())?.level;
+            let def = runner.catalog().build(&req.workflow, &req.params).map_err(|e| e.to_string())?;
+            let level = def.level;
             let automatic = req.automatic.unwrap_or(level == 1);
-            let hold = (!automatic).then(|| {
+            // A first step with a gate of its own holds the run already, with its own prompt
+            // (holding it again would spend that gate's approval on the hold).
+            let first_gated = def.steps.first().is_some_and(|s| s.gate.is_some());
+            let hold = (!automatic && !first_gated).then(|| {
                 format!("{} started {} (level {level}), which is not automatic: approve to start the recovery", req.trigger, req.workflow)
             });
             let held = hold.is_some();
+            drop(def);
             let run = runner
                 .create_run(CreateRequest { id: Some(req.id), workflow: req.workflow.clone(), params: req.params, hold, ..CreateRequest::default() })
                 .await
@@ -159,7 +188,7 @@ impl Daemon {
     /// Opens the store, serves the socket, takes up every run that was running.
     pub async fn start(options: Options) -> Result<Self, Error> {
         let notifier = Notifier::from_env().map_err(|e| Error::Setup(format!("NOTIFY_SOCKET is set but unusable: {e}")))?;
-        let store: Arc<dyn Store> = Arc::new(SledStore::open(&options.state_dir)?);
+        let store: Arc<dyn Store> = Arc::new(open_store(&options.state_dir).await?);
         dr_workflows::procs::init(&options.state_dir)
             .map_err(|e| Error::Setup(format!("cannot record the steps' process groups in {}: {e}", options.state_dir.display())))?;
         let clock: Arc<dyn Clock> = Arc::new(SystemClock);
@@ -192,8 +221,8 @@ impl Daemon {
         let mut listening = None;
         if let Some(listen) = listen {
             let token_file = serve_config.as_ref().and_then(|s| s.token_file.clone());
-            let addr = crate::http::check_listen(&listen, token_file.is_some()).map_err(|e| Error::Setup(e.to_string()))?;
-            let token = token_file.as_deref().map(crate::http::BearerToken::read).transpose().map_err(|e| Error::Setup(e.to_string()))?;
+            let addr = crate::http::check_listen(&listen, token_file.is_some()).map_err(|e| Error::Config(e.to_string()))?;
+            let token = token_file.as_deref().map(crate::http::BearerToken::read).transpose().map_err(|e| Error::Config(e.to_string()))?;
             let rules = config.as_ref().map(|c| c.alerts.clone()).unwrap_or_default();
             let starter: Arc<dyn Starter> = Arc::new(DaemonStarter { runner: runner.clone() });
             let alerts = crate::alerts::Alerts::open(options.state_dir.join("alerts"), rules, starter).map_err(|e| Error::Setup(e.to_string()))?;
@@ -227,18 +256,33 @@ impl Daemon {
             let (runner, serving) = (runner.clone(), serving.clone());
             tokio::spawn(async move { bound.serve(runner, serving, Mode::Daemon).await })
         };
-        let (mut resumed, mut waiting) = (0usize, 0usize);
+        let mut waiting = 0usize;
+        let mut drives = Vec::new();
         for id in store.open_runs()? {
             match store.load(id) {
                 Ok(Some(run)) if run.status == RunStatus::Running => {
-                    control::spawn_drive(&runner, id, DriveOptions { resume: true, ..DriveOptions::default() });
-                    resumed += 1;
+                    drives.push((id, control::spawn_drive(&runner, id, DriveOptions { resume: true, ..DriveOptions::default() })));
                 }
                 Ok(Some(_)) => waiting += 1,
                 Ok(None) => warn!(run = %id, "an open run has no record"),
                 Err(e) => warn!(run = %id, error = %e, "an open run cannot be read; dr status names the problem"),
             }
         }
+        // Say how many were really taken up: a drive refused at once (a changed definition,
+        // a damaged history) ends within moments; a taken-up run is claimed by then.
+        let settle = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < settle
+            && !drives.iter().all(|(id, drive)| drive.is_finished() || runner.driving().contains(id))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut refused = Vec::new();
+        for (id, drive) in drives.iter_mut() {
+            if drive.is_finished() && matches!(drive.await, Ok(Err(_)) | Err(_)) {
+                refused.push(*id);
+            }
+        }
+        let resumed = drives.len() - refused.len();
         let daemon = Daemon {
             runner,
             notifier,
@@ -255,7 +299,17 @@ impl Daemon {
         daemon.reconcile_notifications();
         daemon.refresh_metrics();
         info!(resumed, waiting, listen = ?daemon.listening, "dr serve is ready");
-        daemon.notify(&format!("READY=1\nSTATUS={}", status_line(&format!("ready: took {resumed} run(s) up again, {waiting} wait(s) for an operator"))));
+        let cannot = if refused.is_empty() {
+            String::new()
+        } else {
+            let ids: Vec<String> = refused.iter().map(|id| id.to_string()).collect();
+            warn!(runs = ?ids, "runs that were running could not be taken up; dr resume ID says why");
+            format!(", {} could NOT be taken up (dr resume ID says why: {})", refused.len(), ids.join(" "))
+        };
+        daemon.notify(&format!(
+            "READY=1\nSTATUS={}",
+            status_line(&format!("ready: took {resumed} run(s) up again, {waiting} wait(s) for an operator{cannot}"))
+        ));
         Ok(daemon)
     }
 
@@ -368,7 +422,9 @@ impl Daemon {
                         record_due(&self.runner, outbox, id);
                     }
                 }
-                self.refresh_metrics();
+                if self.listening.is_some() {
+                    self.refresh_metrics();
+                }
                 let status = status_line(&self.status_text());
                 if watchdog {
                     self.notify(&format!("WATCHDOG=1\nSTATUS={status}"));

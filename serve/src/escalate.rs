@@ -24,12 +24,14 @@
 //! - **Never lost once recorded.** A recorded notification stays pending for a
 //!   route until that route accepted it *and* that was recorded durably; it is
 //!   retried across failures, shutdowns and crashes, forever (capped backoff).
-//! - **At least once, at most twice per crash.** A crash or shutdown between
-//!   a route accepting a notification and its "sent" record makes the next
-//!   process send it to that route again, with the same identity: the same
-//!   PagerDuty `dedup_key`, the same mail `Message-ID`, the same `ref:` line in
-//!   the Slack text. Receivers that dedup (PagerDuty, mail clients by
-//!   Message-ID) show it once; a Slack channel shows it twice.
+//! - **At least once; every repeat with the same identity.** A crash or
+//!   shutdown between a route accepting a notification and its "sent" record
+//!   makes the next process send it to that route again; so does a receiver
+//!   that accepts it but answers after the timeout (or drops the connection),
+//!   on each retry. Every copy carries the same identity: the same PagerDuty
+//!   `dedup_key`, the same mail `Message-ID`, the same `ref:` line in the
+//!   Slack text. Receivers that dedup (PagerDuty, mail clients by Message-ID)
+//!   show it once; a Slack channel shows each copy.
 //! - **Recorded at most once.** A key recorded before (pending or sent) is not
 //!   recorded again, so a notification is never delivered anew because the
 //!   daemon saw the same state twice or restarted. `Outbox::forget_run` drops a

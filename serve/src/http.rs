@@ -259,8 +259,13 @@ async fn alertmanager(state: &HttpState, req: Request<Incoming>) -> Answer {
             for outcome in &outcomes {
                 tracing::info!(outcome = outcome.kind(), ?outcome, "alertmanager webhook");
             }
+            // A start that failed (the daemon stopping, a store error) is answered 503, so that
+            // Alertmanager sends again soon rather than after its repeat interval; the journal
+            // completes the start with the same run id then.
+            let failed = outcomes.iter().any(|o| o.kind() == "start-failed");
+            let status = if failed { StatusCode::SERVICE_UNAVAILABLE } else { StatusCode::OK };
             match serde_json::to_vec(&serde_json::json!({ "outcomes": outcomes })) {
-                Ok(json) => answer(StatusCode::OK, "application/json", json),
+                Ok(json) => answer(status, "application/json", json),
                 Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("encoding the answer failed: {e}")),
             }
         }

@@ -553,12 +553,19 @@ impl Config {
 
     /// SHA-256 (hex) of the canonical form: the values as loaded (relative
     /// paths resolved), not the text — comments, order and whitespace do
-    /// not change it; any value does.
+    /// not change it; any value the workflows read does. `dr serve`'s own
+    /// sections (`[serve]`, `[[alerts]]`, `[escalation]`) are left out: a
+    /// route or an alert rule added does not change what a run does, and must
+    /// not stop the runs in progress from resuming after the service restarts.
     pub fn digest(&self) -> String {
+        let mut workflows_read = self.clone();
+        workflows_read.serve = None;
+        workflows_read.alerts.clear();
+        workflows_read.escalation = None;
         // Plain data with string keys: JSON fails only on a path that is not
         // UTF-8 (a config file under such a directory); then the Debug form,
         // which is as deterministic, stands in.
-        let canonical = serde_json::to_vec(self).unwrap_or_else(|_| format!("{self:?}").into_bytes());
+        let canonical = serde_json::to_vec(&workflows_read).unwrap_or_else(|_| format!("{workflows_read:?}").into_bytes());
         let digest = Sha256::digest(&canonical);
         digest.iter().map(|b| format!("{b:02x}")).collect()
     }

@@ -128,6 +128,13 @@ fn the_digest_ignores_comments_and_layout_and_changes_with_any_value() {
     assert_ne!(Config::parse(&changed, &path).unwrap().digest(), digest, "a value counts");
     let moved = Path::new("/elsewhere/dr.toml");
     assert_ne!(Config::parse(&text, moved).unwrap().digest(), digest, "relative paths resolve to other files");
+
+    // dr serve's own sections do not count: a route or alert rule added must not strand the open runs.
+    let routed = format!(
+        "{text}\n[[escalation.routes]]\nname = \"another\"\nkind = \"slack\"\nlevels = [2]\nurl_file = \"/etc/dr/another-url\"\n\n\
+         [[alerts]]\nalertname = \"Another\"\nworkflow = \"synthetic\"\n"
+    );
+    assert_eq!(Config::parse(&routed, &path).unwrap().digest(), digest, "[escalation] and [[alerts]] are dr serve's, not the runs'");
 }
 
 #[test]
