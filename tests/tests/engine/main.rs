@@ -9,4 +9,5 @@ mod crash;
 mod model;
 mod recoveries;
 mod serve;
+mod store;
 mod support;
