@@ -548,6 +548,9 @@ impl Store for SledStore {
     }
 
     fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()> {
+        if let Some(cause) = self.poisoned() {
+            return Err(self.poisoned_error(&cause));
+        }
         self.stats
             .update_and_fetch(stats_key(workflow, step), |old| {
                 let mut window: Vec<u64> = old.and_then(|b| decode(b).ok()).unwrap_or_default();
