@@ -88,6 +88,8 @@ pub enum Command {
     ///
     /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml, when it exists): the workflows' settings and [serve], [[alerts]], [escalation]. Exit 0 after a clean stop, 5 when another process owns the store (its pid is named).
     Serve(ServeArgs),
+    /// Check the state store's write-ahead log (exit 0 clean, 6 damaged), or cut its damage (repair --accept-loss)
+    Store(crate::store_cmd::StoreArgs),
     /// Print a shell completion script: bash, zsh or fish (e.g. dr completions bash > /etc/bash_completion.d/dr)
     Completions(CompletionsArgs),
     /// Write the man pages (dr.1 and one per command) into DIR (packaging)

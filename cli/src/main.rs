@@ -22,6 +22,7 @@ mod client;
 mod config_cmd;
 mod errout;
 mod render;
+mod store_cmd;
 mod when;
 
 use std::collections::BTreeMap;
@@ -262,6 +263,9 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
             Err(e) => return Err(e.into()),
         }
     };
+    if let Some(warning) = store.permission_warning() {
+        say!("dr: warning: {warning}");
+    }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     if let Ok(ids) = dr_state::Store::run_ids(&store) {
         render::know_ids(ids);
@@ -493,6 +497,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Serve(args) => serve(state_dir, args).await,
+        Command::Store(args) => store_cmd::run(state_dir, args),
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut <Cli as clap::CommandFactory>::command(), "dr", &mut out);

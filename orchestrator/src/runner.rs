@@ -3,8 +3,9 @@
 //!
 //! Per run, [`Runner::drive`] loops: take an input (an action's result, a
 //! timer, the first tick), compute the transition with the pure core, write it
-//! durably (blocking store calls run on the blocking pool, so concurrent runs
-//! share the store's group commit), then execute its commands: spawn actions
+//! durably (through the runner's one writer thread, `commit_loop`, which is
+//! the only group commit: every transition queued meanwhile shares one
+//! `append_batch`, one sync), then execute its commands: spawn actions
 //! with their deadline and cancellation token, arm timers, cancel attempts.
 //!
 //! **Invariant:** nothing is executed that is not already durable as started.

@@ -47,6 +47,18 @@ pub enum Error {
         source: sled::Error,
     },
 
+    #[error("write-ahead log {} is damaged at byte {offset} and {records_after} valid record(s) follow the damage (runs: {}); opening would drop acknowledged transitions, so nothing was changed: `dr store check` shows the damage, `dr store repair --accept-loss` cuts it and everything after it and lists what each run loses", path.display(), if runs.is_empty() { "unreadable".to_owned() } else { runs.join(", ") })]
+    WalDamaged { path: PathBuf, offset: u64, records_after: usize, runs: Vec<String> },
+
+    #[error("write-ahead log {} has format {found}, but this dr reads format {supported}; finish its runs with the dr release that wrote it (its next clean start empties the log), then use this one", path.display())]
+    WalFormat { path: PathBuf, found: String, supported: u8 },
+
+    #[error("state store {}: {cause}; this process writes nothing more to the store (what was acknowledged is safe in the write-ahead log): check the disk (dmesg, df), then `dr resume` replays the log and continues", path.display())]
+    Poisoned { path: PathBuf, cause: String },
+
+    #[error("state directory {} is writable by others (mode {mode:04o}); dr refuses to write there: check who changed it, then `chmod 700 {}`", path.display(), path.display())]
+    InsecureDir { path: PathBuf, mode: u32 },
+
     #[error("state store {}: {source}", path.display())]
     Io {
         path: PathBuf,

@@ -1,10 +1,14 @@
 //! The durable store of `dr`: run snapshots, their append-only event history,
 //! an index of unfinished runs, run summaries and step-duration statistics.
 //!
-//! Owns: the on-disk schema (the record types in [`model`], version 1), the
-//! versioned bincode envelope, durability (sled transaction + flush +
-//! `fdatasync`, shared by concurrent writers through group commit) and the
-//! single-process lock on a state directory.
+//! Owns: the on-disk schema (the record types in [`model`], format
+//! [`FORMAT_VERSION`]), the versioned bincode envelope, durability (a
+//! write-ahead log record `fdatasync`ed before sled is touched; sled flushed
+//! and fsynced at checkpoints; any I/O error poisons the store), checking and
+//! repairing a damaged log ([`check`], [`repair`]), the modes of the state
+//! directory (0700) and its files (0600), and the single-process lock on it.
+//! Group commit is the caller's: one `append_batch` is one sync (the runner's
+//! writer thread batches).
 //!
 //! Refuses: any knowledge of Kubernetes, SSH, etcd or the command line. It
 //! stores what the orchestrator hands it and checks only what a store can
@@ -13,8 +17,9 @@
 mod envelope;
 mod error;
 pub mod model;
+mod fault;
+mod repair;
 mod sled_store;
-mod sync;
 mod wal;
 
 #[cfg(any(test, feature = "test-util"))]
@@ -25,14 +30,17 @@ pub use error::{Error, Result};
 #[cfg(any(test, feature = "test-util"))]
 pub use mem::MemStore;
 pub use model::*;
+pub use repair::{check, repair, CheckReport, RepairReport, RunLoss, WalDamage};
 pub use sled_store::{SledStore, SyncStats};
+pub use wal::WAL_FORMAT;
 
 /// What the orchestrator needs from a store. Every method is blocking; call
 /// from a blocking-capable context (the runner uses `spawn_blocking`).
 pub trait Store: Send + Sync + 'static {
     /// Writes the new snapshot of `run` together with `events` (which must
-    /// continue the run's history without a gap) in one atomic transaction,
-    /// and returns only once that transaction is durable on disk.
+    /// continue the run's history without a gap), all or nothing, and returns
+    /// only once they are durable on disk. An error means "not acknowledged":
+    /// the append may or may not be found by the next process.
     fn append(&self, run: &RunRecord, events: &[EventRecord]) -> Result<()>;
 
     /// Appends for several runs at once, made durable together (one sync for

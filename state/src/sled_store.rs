@@ -1,24 +1,38 @@
 //! [`SledStore`]: the store on disk.
 //!
-//! Layout of a state directory: `LOCK` (held with `flock` by the one process
-//! that owns the store; holds its pid), `sled/` (the sled database). Trees:
-//! `runs` (run id → snapshot), `summaries` (run id → summary), `events`
-//! (run id ‖ seq as big-endian u64 → event), `open` (run id → (), unfinished
-//! runs), `heads` (run id → next seq), `stats` (workflow \0 step → recent
-//! durations), `meta` (`format` → format version). `wal` is the write-ahead
-//! log (see [`crate::wal`]): appends are durable once it is synced; sled itself
-//! is flushed and synced at checkpoints.
+//! Layout of a state directory (mode 0700, every file 0600): `LOCK` (held
+//! with `flock` by the one process that owns the store; holds its pid),
+//! `wal` (the write-ahead log, see [`crate::wal`]), `sled/` (the sled
+//! database). Trees: `runs` (run id → snapshot), `summaries` (run id →
+//! summary), `events` (run id ‖ seq as big-endian u64 → event), `open` (run id
+//! → (), unfinished runs), `heads` (run id → next seq), `stats` (workflow \0
+//! step → recent durations), `meta` (`format` → format version).
+//!
+//! Durability: an append is written to the log and the log `fdatasync`ed
+//! before it is applied to sled (in memory) and acknowledged; sled is flushed
+//! and every file and directory under the state directory fsynced at
+//! checkpoints (open, close, log over 32 MiB), and only then is the log
+//! emptied. Any write, sync or flush error **poisons** the store for the life
+//! of the process: nothing more is appended, checkpointed or truncated, and
+//! the next process replays the log.
+//!
+//! sled creates its own files (segments, `blobs/*`) with the process umask;
+//! they are chmodded 0600 at open and at every checkpoint. In between, a new
+//! sled file may carry the umask's mode, but it sits in the 0700 directory
+//! that no one else can enter.
 
-use std::fs::{File, OpenOptions};
+use std::collections::HashMap;
+use std::fs::File;
 use std::io::{Read, Seek, Write};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, PoisonError, RwLock};
-
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::envelope::{decode, encode, FORMAT_VERSION};
+use crate::fault::{self, Site};
 use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
-use crate::sync::{fdatasync, GroupSync};
-use crate::wal::{Wal, WalEntry};
+use crate::wal::{self, Scan, ScanError, Wal, WalEntry};
 use crate::{Append, Error, Result, Store, STATS_WINDOW};
 
 /// The sled-backed store. One process at a time may open a state directory.
@@ -31,15 +45,21 @@ pub struct SledStore {
     open: sled::Tree,
     heads: sled::Tree,
     stats: sled::Tree,
-    log_file: File,
-    wal: Wal,
-    /// Appends hold it shared; a checkpoint holds it exclusively.
-    checkpoint: RwLock<()>,
-    /// One append writes into sled at a time (the head check and the writes
-    /// that follow it are one step).
-    writer: Mutex<()>,
-    group: GroupSync,
+    /// The log and whether the store is poisoned: every write holds it, so
+    /// appends and checkpoints never overlap.
+    commit: Mutex<Commit>,
+    syncs: AtomicU64,
+    /// The state directory is readable by others (the warning to show).
+    permission_warning: Option<String>,
+    /// Open completed: only then may dropping the store checkpoint.
+    ready: bool,
     _lock: File,
+}
+
+struct Commit {
+    wal: Wal,
+    /// The first write, sync or flush error of this process.
+    poisoned: Option<String>,
 }
 
 /// The write-ahead log is checkpointed into sled when it grows past this.
@@ -48,7 +68,7 @@ const WAL_CHECKPOINT_BYTES: u64 = 32 << 20;
 /// Counters of the store's durability work.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SyncStats {
-    /// Physical syncs (sled flush + fdatasync) performed.
+    /// Physical syncs of the write-ahead log performed.
     pub syncs: u64,
 }
 
@@ -58,12 +78,51 @@ impl std::fmt::Debug for SledStore {
     }
 }
 
+/// Creates the state directory (0700) or checks an existing one: refused when
+/// others may write to it, a warning (returned) when others may read it.
+pub(crate) fn prepare_dir(dir: &Path, for_writing: bool) -> Result<Option<String>> {
+    match std::fs::metadata(dir) {
+        Ok(meta) => {
+            let mode = meta.permissions().mode() & 0o7777;
+            if for_writing && mode & 0o022 != 0 {
+                return Err(Error::InsecureDir { path: dir.to_path_buf(), mode });
+            }
+            let who = if mode & 0o022 != 0 { "others can write to it (dr refuses to run there)" } else { "others can read every run's history" };
+            Ok((mode & 0o077 != 0).then(|| format!("state directory {} has mode {mode:04o}: {who}; `chmod 700 {}`", dir.display(), dir.display())))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && for_writing => {
+            let create = |source| Error::CreateDir { path: dir.to_path_buf(), source };
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
+            // The umask may have taken bits away (never added): set the mode as it must be.
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?;
+            Ok(None)
+        }
+        Err(source) => Err(Error::CreateDir { path: dir.to_path_buf(), source }),
+    }
+}
+
+/// Scans the log of `dir` without changing it, turning what refuses an open into errors.
+pub(crate) fn scan_wal(dir: &Path) -> Result<Scan> {
+    let path = dir.join("wal");
+    match wal::scan(&path) {
+        Ok(scan) => Ok(scan),
+        Err(ScanError::Io(source)) => Err(Error::Io { path, source }),
+        Err(ScanError::Format { found }) => Err(Error::WalFormat { path, found, supported: wal::WAL_FORMAT }),
+    }
+}
+
 impl SledStore {
-    /// Opens (creating if needed) the store in `dir`.
+    /// Opens (creating if needed) the store in `dir`. A store that cannot be
+    /// opened is left exactly as it was (only `LOCK` holds a new pid).
     pub fn open(dir: impl AsRef<Path>) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| Error::CreateDir { path: dir.clone(), source })?;
+        let permission_warning = prepare_dir(&dir, true)?;
         let lock = acquire_lock(&dir)?;
+        // Decide about the log before anything is written anywhere.
+        let scanned = scan_wal(&dir)?;
+        if let Some(damage) = &scanned.damage {
+            return Err(crate::repair::damage_error(&dir.join("wal"), damage));
+        }
         let sled_dir = dir.join("sled");
         let db = sled::Config::new()
             .path(&sled_dir)
@@ -88,11 +147,9 @@ impl SledStore {
                 meta.insert("format", &[FORMAT_VERSION]).map_err(|source| Error::Sled { path: dir.clone(), source })?;
             }
         }
-        let log_path = sled_dir.join("db");
-        let log_file = File::open(&log_path).map_err(|source| Error::Io { path: log_path.clone(), source })?;
         let wal_path = dir.join("wal");
-        let (wal, pending) = Wal::open(&wal_path).map_err(|source| Error::Io { path: wal_path.clone(), source })?;
-        let store = SledStore {
+        let wal = Wal::open(&wal_path, &scanned).map_err(|source| Error::Io { path: wal_path.clone(), source })?;
+        let mut store = SledStore {
             runs: tree("runs")?,
             summaries: tree("summaries")?,
             events: tree("events")?,
@@ -100,26 +157,23 @@ impl SledStore {
             heads: tree("heads")?,
             stats: tree("stats")?,
             db,
-            log_file,
-            wal,
-            checkpoint: RwLock::new(()),
-            writer: Mutex::new(()),
-            group: GroupSync::new(),
+            commit: Mutex::new(Commit { wal, poisoned: None }),
+            syncs: AtomicU64::new(0),
+            permission_warning,
+            ready: false,
             _lock: lock,
             dir,
         };
-        let replayed = store.replay_wal(&pending)?;
+        let payloads: Vec<&[u8]> = scanned.records.iter().map(|r| r.payload.as_slice()).collect();
+        let replayed = store.replay_wal(&payloads)?;
         if replayed > 0 {
             tracing::info!(replayed, "applied write-ahead log records that sled had not persisted");
         }
         // Whatever the log held is now in sled: make that durable and empty the log.
-        store.checkpoint_now()?;
-        // The directory entries of a new store must be durable too.
-        for d in [&store.dir, &sled_dir] {
-            if let Ok(f) = File::open(d) {
-                let _ = f.sync_all();
-            }
-        }
+        let mut commit = store.lock_commit();
+        store.checkpoint(&mut commit)?;
+        drop(commit);
+        store.ready = true;
         Ok(store)
     }
 
@@ -130,7 +184,17 @@ impl SledStore {
 
     /// Counters of physical syncs so far.
     pub fn sync_stats(&self) -> SyncStats {
-        SyncStats { syncs: self.group.syncs() }
+        SyncStats { syncs: self.syncs.load(Ordering::Relaxed) }
+    }
+
+    /// Set when the state directory is readable by others: what to tell the operator.
+    pub fn permission_warning(&self) -> Option<&str> {
+        self.permission_warning.as_deref()
+    }
+
+    /// The I/O error that stopped this store from writing, if one did.
+    pub fn poisoned(&self) -> Option<String> {
+        self.lock_commit().poisoned.clone()
     }
 
     /// Writes raw bytes under a key: for tests that corrupt a record on purpose.
@@ -141,17 +205,44 @@ impl SledStore {
         self.checkpoint_now()
     }
 
-    /// Flushes and syncs sled, then empties the write-ahead log.
-    fn checkpoint_now(&self) -> Result<()> {
-        let _exclusive = self.checkpoint.write().unwrap_or_else(PoisonError::into_inner);
-        let io = |source: std::io::Error| Error::Io { path: self.dir.join("sled"), source };
-        self.db.flush().map_err(|s| self.sled_err(s))?;
-        fdatasync(&self.log_file).map_err(io)?;
-        self.wal.truncate().map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })
+    /// A checkpoint now, as at close.
+    #[cfg(any(test, feature = "test-util"))]
+    pub(crate) fn checkpoint_now(&self) -> Result<()> {
+        let mut commit = self.lock_commit();
+        self.checkpoint(&mut commit)
+    }
+
+    fn lock_commit(&self) -> MutexGuard<'_, Commit> {
+        self.commit.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn poisoned_error(&self, cause: &str) -> Error {
+        Error::Poisoned { path: self.dir.clone(), cause: cause.to_owned() }
+    }
+
+    /// Makes everything sled wrote durable (flush, then fsync of every file
+    /// and directory under the state directory), then empties the log. A
+    /// failure poisons the store: the log is never emptied on the strength of
+    /// a failed or retried sync.
+    fn checkpoint(&self, commit: &mut Commit) -> Result<()> {
+        if let Some(cause) = &commit.poisoned {
+            return Err(self.poisoned_error(cause));
+        }
+        let flushed = self.db.flush().map_err(|e| format!("flushing sled: {e}"));
+        let synced = flushed.and_then(|_| {
+            sync_tree(&self.dir.join("sled")).and_then(|()| sync_dir(&self.dir)).map_err(|e| format!("syncing sled's files: {e}"))
+        });
+        let truncated = synced.and_then(|()| commit.wal.truncate().map_err(|e| format!("emptying {}: {e}", commit.wal.path().display())));
+        if let Err(cause) = truncated {
+            tracing::error!(dir = %self.dir.display(), %cause, "checkpoint failed; the store writes nothing more in this process");
+            commit.poisoned = Some(cause.clone());
+            return Err(self.poisoned_error(&cause));
+        }
+        Ok(())
     }
 
     /// Applies the log entries sled does not have (a run's head is behind the entry's).
-    fn replay_wal(&self, entries: &[Vec<u8>]) -> Result<usize> {
+    fn replay_wal(&self, entries: &[&[u8]]) -> Result<usize> {
         let mut applied = 0;
         for (index, payload) in entries.iter().enumerate() {
             let entry: WalEntry = decode(payload).map_err(|detail| Error::Corrupted {
@@ -177,10 +268,11 @@ impl SledStore {
     }
 
     /// Writes an append into sled: events first, the run's head last, so that
-    /// sled's log (persisted in order) never holds a head without what it
-    /// covers. Atomicity across a crash comes from the write-ahead log, whose
-    /// entry is written before this and applied again on open. Callers hold
-    /// `self.writer` (or are alone, at open).
+    /// sled's own log (persisted in order) never holds a head without what it
+    /// covers. These are plain inserts, not sled transactions: atomicity across
+    /// a crash comes from the write-ahead log, whose record is durable before
+    /// this runs and is applied again on open. Callers hold `self.commit`
+    /// (or are alone, at open).
     fn apply(&self, entry: &WalEntry) -> Result<(), sled::Error> {
         let key = &entry.run[..];
         for (k, v) in &entry.events {
@@ -202,6 +294,39 @@ impl SledStore {
     }
 }
 
+/// fsyncs a directory (its entries).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    fault::inject(Site::CheckpointSync)?;
+    File::open(dir)?.sync_all()
+}
+
+/// fsyncs every file under `dir` and every directory, making files 0600 and
+/// directories 0700 on the way.
+fn sync_tree(dir: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            private(&path, 0o700)?;
+            sync_tree(&path)?;
+        } else if kind.is_file() {
+            private(&path, 0o600)?;
+            fault::inject(Site::CheckpointSync)?;
+            File::open(&path)?.sync_all()?;
+        }
+    }
+    private(dir, 0o700)?;
+    sync_dir(dir)
+}
+
+fn private(path: &Path, mode: u32) -> std::io::Result<()> {
+    if std::fs::symlink_metadata(path)?.permissions().mode() & 0o777 != mode {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+    }
+    Ok(())
+}
+
 pub(crate) fn event_key(id: RunId, seq: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
     key[..16].copy_from_slice(id.as_bytes());
@@ -217,15 +342,9 @@ fn stats_key(workflow: &str, step: &str) -> Vec<u8> {
     key
 }
 
-fn acquire_lock(dir: &Path) -> Result<File> {
+pub(crate) fn acquire_lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|source| Error::NotWritable { path: dir.to_path_buf(), source })?;
+    let mut file = wal::open_private(&path, false).map_err(|source| Error::NotWritable { path: dir.to_path_buf(), source })?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -258,33 +377,8 @@ fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
 }
 
 impl SledStore {
-    /// Applies one append to sled and writes it to the log, not yet synced.
-    /// Returns the log's size.
-    fn stage(&self, append: &Append) -> Result<u64> {
-        let run = append.run();
-        let run_label = run.id.to_string();
-        let Some(prepared) = &append.prepared else {
-            if append.events().is_empty() {
-                return Ok(0);
-            }
-            let first = append.events().first().map_or(0, |e| e.seq);
-            return Err(Error::SequenceConflict { run: run_label, expected: first, found: run.next_seq });
-        };
-        let (entry, first_seq) = (&prepared.entry, prepared.first_seq);
-        let _one_writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let current = self.head(&entry.run)?;
-        if current != first_seq {
-            return Err(Error::SequenceConflict { run: run_label, expected: first_seq, found: current });
-        }
-        // The log first: whatever part of this append sled may keep after a
-        // crash, the complete entry is in the log and is applied again on open.
-        let size = self.wal.write(&prepared.payload).map_err(|source| Error::Io { path: self.wal.path().to_path_buf(), source })?;
-        self.apply(entry).map_err(|source| self.sled_err(source))?;
-        Ok(size)
-    }
-
     /// The run's next sequence number as sled has it (0 for an unknown run).
-    fn head(&self, run: &[u8; 16]) -> Result<u64> {
+    pub(crate) fn head(&self, run: &[u8; 16]) -> Result<u64> {
         let head = self.heads.get(run).map_err(|s| self.sled_err(s))?;
         Ok(head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8]))))
     }
@@ -292,7 +386,15 @@ impl SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        if let Err(e) = self.checkpoint_now() {
+        // A store whose open failed, or that is poisoned, changes nothing more on disk.
+        if !self.ready {
+            return;
+        }
+        let mut commit = self.lock_commit();
+        if commit.poisoned.is_some() {
+            return;
+        }
+        if let Err(e) = self.checkpoint(&mut commit) {
             tracing::warn!(error = %e, "checkpoint at close failed; the write-ahead log keeps the data");
         }
     }
@@ -303,30 +405,80 @@ impl Store for SledStore {
         self.append_batch(vec![Append::new(run.clone(), events.to_vec())]).pop().unwrap_or(Ok(()))
     }
 
+    /// Checks each append against the run's head, writes the accepted ones to
+    /// the log, syncs it once, and only then applies them to sled and answers
+    /// them. A failed write or sync poisons the store and fails every append
+    /// of the batch: none is applied, none is answered durable.
     fn append_batch(&self, items: Vec<Append>) -> Vec<Result<()>> {
+        let mut commit = self.lock_commit();
+        if let Some(cause) = &commit.poisoned {
+            return items.iter().map(|_| Err(self.poisoned_error(cause))).collect();
+        }
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
-        let mut wal_size = 0;
-        {
-            let _shared = self.checkpoint.read().unwrap_or_else(PoisonError::into_inner);
-            for append in &items {
-                let staged = self.stage(append);
-                if let Ok(size) = &staged {
-                    wal_size = wal_size.max(*size);
+        let mut accepted = Vec::new();
+        // Heads as they will be once the earlier appends of this batch are applied.
+        let mut heads: HashMap<[u8; 16], u64> = HashMap::new();
+        for (index, append) in items.iter().enumerate() {
+            let run = append.run();
+            let Some(prepared) = &append.prepared else {
+                if append.events().is_empty() {
+                    results.push(Ok(()));
+                } else {
+                    let first = append.events().first().map_or(0, |e| e.seq);
+                    results.push(Err(Error::SequenceConflict { run: run.id.to_string(), expected: first, found: run.next_seq }));
                 }
-                results.push(staged.map(|_| ()));
+                continue;
+            };
+            let current = match heads.get(&prepared.entry.run) {
+                Some(head) => Ok(*head),
+                None => self.head(&prepared.entry.run),
+            };
+            match current {
+                Ok(current) if current == prepared.first_seq => {
+                    heads.insert(prepared.entry.run, prepared.entry.head);
+                    accepted.push((index, prepared));
+                    results.push(Ok(()));
+                }
+                Ok(current) => results.push(Err(Error::SequenceConflict {
+                    run: run.id.to_string(),
+                    expected: prepared.first_seq,
+                    found: current,
+                })),
+                Err(e) => results.push(Err(e)),
             }
         }
-        if results.iter().any(Result::is_ok) {
-            if let Err(detail) = self.group.sync(|| self.wal.sync()) {
-                for r in results.iter_mut().filter(|r| r.is_ok()) {
-                    *r = Err(Error::Io { path: self.wal.path().to_path_buf(), source: std::io::Error::other(detail.clone()) });
-                }
+        if accepted.is_empty() {
+            return results;
+        }
+        let payloads: Vec<&[u8]> = accepted.iter().map(|(_, p)| p.payload.as_slice()).collect();
+        let durable = commit.wal.write(&payloads).and_then(|()| {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
+            commit.wal.sync()
+        });
+        if let Err(e) = durable {
+            let cause = format!("writing {}: {e}", commit.wal.path().display());
+            tracing::error!(%cause, "the write-ahead log failed; the store writes nothing more in this process");
+            for (index, _) in &accepted {
+                results[*index] = Err(self.poisoned_error(&cause));
+            }
+            commit.poisoned = Some(cause);
+            return results;
+        }
+        for (index, prepared) in &accepted {
+            if let Some(cause) = &commit.poisoned {
+                results[*index] = Err(self.poisoned_error(cause));
+                continue;
+            }
+            if let Err(e) = self.apply(&prepared.entry) {
+                // Durable in the log, which the next process replays; this one stops writing.
+                let cause = format!("applying a logged append to sled: {e}");
+                results[*index] = Err(self.poisoned_error(&cause));
+                commit.poisoned = Some(cause);
             }
         }
-        if wal_size > WAL_CHECKPOINT_BYTES {
-            if let Err(e) = self.checkpoint_now() {
-                tracing::warn!(error = %e, "checkpoint failed; the write-ahead log keeps growing until one succeeds");
-            }
+        if commit.wal.size() > WAL_CHECKPOINT_BYTES {
+            // A failure poisons the store (logged there); these appends are durable already.
+            let _ = self.checkpoint(&mut commit);
         }
         results
     }
@@ -396,6 +548,9 @@ impl Store for SledStore {
     }
 
     fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()> {
+        if let Some(cause) = self.poisoned() {
+            return Err(self.poisoned_error(&cause));
+        }
         self.stats
             .update_and_fetch(stats_key(workflow, step), |old| {
                 let mut window: Vec<u64> = old.and_then(|b| decode(b).ok()).unwrap_or_default();

@@ -10,4 +10,5 @@ mod model;
 mod package;
 mod recoveries;
 mod serve;
+mod store;
 mod support;

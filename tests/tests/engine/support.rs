@@ -51,7 +51,7 @@ impl Bastion {
 
     pub fn dr(&self) -> Command {
         let mut c = Command::new(dr_bin());
-        c.env("DR_STATE_DIR", self.state.path()).env_remove("DR_CRASH_AT").stdin(Stdio::null());
+        c.env("DR_STATE_DIR", self.state.path()).env_remove("DR_CRASH_AT").env_remove("DR_FAULT_SYNC").stdin(Stdio::null());
         c
     }
 

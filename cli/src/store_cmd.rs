@@ -1,0 +1,134 @@
+//! `dr store check` and `dr store repair --accept-loss`: the state store's
+//! write-ahead log, examined and (when the operator accepts the loss) cut at
+//! its damage.
+//!
+//! Owns: the commands' arguments, output (text or one JSON object) and exit
+//! codes: check 0 clean (a torn tail is clean: it is an unacknowledged write,
+//! cut at the next open), 6 damaged, 5 busy, 4 no store; repair 0 repaired
+//! (or nothing to repair), 2 without `--accept-loss`.
+//! Refuses: the scan and the cut themselves (`dr_state::check`,
+//! `dr_state::repair`), and any change to the store in `check`: neither
+//! command checkpoints or truncates unless `repair --accept-loss` says so.
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, Subcommand};
+use dr_state::{CheckReport, RepairReport, RunLoss};
+use serde_json::json;
+
+use crate::{exit, print_json, print_text, usage};
+
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    #[command(subcommand)]
+    pub command: StoreCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StoreCommand {
+    /// Check the store's write-ahead log without changing anything: exit 0 clean, 6 damaged (the file, byte offset and runs are named), 5 busy
+    Check {
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cut a damaged write-ahead log at its damage and everything after it, and list which events each run lost
+    Repair {
+        /// Required: the transitions after the damage are lost (`dr store check` names them first)
+        #[arg(long)]
+        accept_loss: bool,
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run(state_dir: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<u8> {
+    let dir = state_dir.unwrap_or_else(crate::default_state_dir);
+    if !crate::store_present(&dir) {
+        return Err(anyhow::Error::new(crate::Worded { code: exit::NOT_FOUND, message: crate::no_store(&dir) }));
+    }
+    match args.command {
+        StoreCommand::Check { json } => check(&dir, json),
+        StoreCommand::Repair { accept_loss: false, .. } => Err(usage(
+            "dr store repair cuts the damaged write-ahead log and loses every transition after the damage: \
+             run `dr store check` to see which runs, then `dr store repair --accept-loss`",
+        )),
+        StoreCommand::Repair { accept_loss: true, json } => repair(&dir, json),
+    }
+}
+
+fn losses_text(runs: &[RunLoss]) -> String {
+    runs.iter().map(|r| format!("  run {}: events {}\n", r.run, seqs(&r.events))).collect()
+}
+
+fn seqs(events: &[u64]) -> String {
+    events.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+}
+
+fn check(dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let report: CheckReport = dr_state::check(dir)?;
+    let code = if report.damage.is_some() { exit::CANNOT } else { exit::OK };
+    if let Some(warning) = &report.permission_warning {
+        say!("dr: warning: {warning}");
+    }
+    if json {
+        let status = if report.damage.is_some() { "damaged" } else { "clean" };
+        let mut value = serde_json::to_value(&report)?;
+        if let Some(object) = value.as_object_mut() {
+            object.insert("status".into(), json!(status));
+        }
+        print_json(&value)?;
+        return Ok(code);
+    }
+    let wal = report.wal.display();
+    match &report.damage {
+        None => {
+            let mut text = format!("{wal}: clean ({} records, {} bytes; replayed at the next start)\n", report.records, report.wal_bytes);
+            if let Some(torn) = report.torn_bytes {
+                text.push_str(&format!("  a torn tail of {torn} bytes (a write that never completed, never acknowledged) is cut at the next start\n"));
+            }
+            print_text(&text)?;
+        }
+        Some(damage) => {
+            let mut text = format!(
+                "{wal}: damaged at byte {} ({} unreadable bytes); {} intact records before it, {} valid records after it",
+                damage.offset, damage.unreadable_bytes, report.records, damage.records_after
+            );
+            if damage.undecodable_after > 0 {
+                text.push_str(&format!(" ({} of them undecodable)", damage.undecodable_after));
+            }
+            text.push_str("\nruns whose events follow the damage (lost by a repair unless the store already has them):\n");
+            text.push_str(&losses_text(&damage.runs));
+            print_text(&text)?;
+            say!("dr: the store refuses to open; `dr store repair --accept-loss` cuts the log at byte {} and lists what each run loses", damage.offset);
+        }
+    }
+    Ok(code)
+}
+
+fn repair(dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let report: RepairReport = dr_state::repair(dir)?;
+    if json {
+        print_json(&serde_json::to_value(&report)?)?;
+        return Ok(exit::OK);
+    }
+    let wal = report.wal.display();
+    let mut text = match report.cut_at {
+        None => format!("{wal}: no damage, nothing changed\n"),
+        Some(offset) => format!("{wal}: cut at byte {offset} ({} bytes removed)\n", report.bytes_cut),
+    };
+    if report.cut_at.is_some() {
+        if report.lost.is_empty() {
+            text.push_str("no run lost an event the store did not already have\n");
+        } else {
+            text.push_str("lost:\n");
+            text.push_str(&losses_text(&report.lost));
+        }
+        if report.undecodable_lost > 0 {
+            text.push_str(&format!("and {} undecodable records (their runs are unknown)\n", report.undecodable_lost));
+        }
+    }
+    print_text(&text)?;
+    Ok(exit::OK)
+}
