@@ -88,6 +88,12 @@ pub enum Command {
     ///
     /// Reads --config FILE (else $DR_CONFIG, else /etc/dr/dr.toml, when it exists): the workflows' settings and [serve], [[alerts]], [escalation]. Exit 0 after a clean stop, 5 when another process owns the store (its pid is named).
     Serve(ServeArgs),
+    /// The incident report of a run (the guide's template), filled from its history: md, html (with a timeline chart) or json, in ja or en; --set records the fields only an operator knows (cause, impact, lessons)
+    Report(crate::report::ReportArgs),
+    /// Incidents by level, MTTR (mean, p90) against 2 h, availability over 365 days against 99.5 %, RTO met per level, drills per month
+    Stats(crate::report::StatsArgs),
+    /// The guide's DR maturity table per level, computed from the runs: workflow, recent drill or recovery, RTO met, backups within RPO
+    Maturity(JsonArgs),
 }
 
 #[derive(Debug, Args)]

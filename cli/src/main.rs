@@ -22,6 +22,7 @@ mod client;
 mod config_cmd;
 mod errout;
 mod render;
+mod report;
 mod when;
 
 use std::collections::BTreeMap;
@@ -493,6 +494,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Serve(args) => serve(state_dir, args).await,
+        Command::Report(args) => report::run(state_dir, args).await,
+        Command::Stats(args) => report::stats::run(state_dir, args).await,
+        Command::Maturity(args) => report::maturity::run(state_dir, args.json).await,
         Command::Start(args) => {
             // Read (and perhaps asked about) before the store is opened: a question must not hold it.
             let incident_at = args.detected_at.as_deref().map(|raw| detected_at(raw, SystemClock.now_ms(), args.yes, args.json)).transpose()?;
