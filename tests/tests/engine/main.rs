@@ -8,5 +8,6 @@ mod config;
 mod crash;
 mod model;
 mod recoveries;
+mod report;
 mod serve;
 mod support;
