@@ -571,6 +571,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 let control::Response::Runs(runs) = client.ask(control::Request::Status { query: args.id.clone() }).await? else {
                     bail!("unexpected control response")
                 };
+                if args.id.is_none() && !args.json && !args.watch {
+                    if let Some(line) = report::stats::last_drill_line(&client).await {
+                        say!("dr: {line}");
+                    }
+                }
                 if runs.is_empty() {
                     // Nothing unfinished is an answer, not an error.
                     if args.json {
