@@ -501,9 +501,7 @@ pub fn duration(ms: u64, lang: Lang) -> String {
 
 /// `YYYY-MM-DD HH:MM:SS` in local time (the guide's form, with seconds).
 pub fn when(ms: Millis) -> String {
-    chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms)
-        .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%d %H:%M:%S").to_string())
-        .unwrap_or_else(|| ms.to_string())
+    crate::render::local_time(ms)
 }
 
 /// The local time zone's offset, said once per report (`+09:00`).

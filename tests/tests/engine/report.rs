@@ -260,3 +260,110 @@ fn the_html_report_is_one_self_contained_page_that_chromium_renders() {
     assert!(colours.iter().any(|c| near(*c, [0xd3, 0x2f, 0x2f])), "the target line's red");
     assert!(colours.iter().any(|c| near(*c, [0x2e, 0x7d, 0x32])), "a succeeded attempt's green");
 }
+
+fn ms(v: &Value) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(v.as_str().expect("a time")).expect("RFC 3339").timestamp_millis()
+}
+
+#[test]
+fn stats_over_engine_made_runs_give_the_mttr_and_availability_computed_here() {
+    let b = Bastion::new();
+    // Three recoveries detected 30 min, 90 min and 3 h before they ran (two overlap in time), one cancelled.
+    for (level, ago) in [("2", "-30m"), ("3", "-90m"), ("3", "-3h")] {
+        let out = dr(&b, &["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "-p", &format!("level={level}"), "--detected-at", ago]);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    }
+    let out = dr(&b, &["start", "synthetic", "-p", "steps=1", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "fail_times=9", "-p", "attempts=1", "--detected-at", "-10m"]);
+    assert_eq!(code(&out), Some(3), "{}", stderr(&out));
+    let out = dr(&b, &["cancel", "@latest"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+
+    // Independently, from the runs as dr list shows them.
+    let out = dr(&b, &["list", "--json"]);
+    let runs: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(runs.len(), 4);
+    let mut repair: Vec<f64> = runs
+        .iter()
+        .filter(|r| r["status"] == "succeeded")
+        .map(|r| (ms(&r["finished_at"]) - ms(&r["incident_at"])) as f64 / 1000.0)
+        .collect();
+    repair.sort_by(f64::total_cmp);
+    let mean = repair.iter().sum::<f64>() / repair.len() as f64;
+    let p90 = repair[(repair.len() as f64 * 0.9).ceil() as usize - 1];
+    let mut intervals: Vec<(i64, i64)> = runs.iter().map(|r| (ms(&r["incident_at"]), ms(&r["finished_at"]))).collect();
+    intervals.sort();
+    let (mut down, mut cur) = (0i64, intervals[0]);
+    for &(a, e) in &intervals[1..] {
+        if a <= cur.1 {
+            cur.1 = cur.1.max(e);
+        } else {
+            down += cur.1 - cur.0;
+            cur = (a, e);
+        }
+    }
+    down += cur.1 - cur.0;
+    assert!((3 * 3_600_000..3 * 3_600_000 + 60_000).contains(&down), "the 3 h incident covers the others: {down} ms");
+    let availability = 1.0 - down as f64 / (365.0 * 86_400_000.0);
+
+    let out = dr(&b, &["stats", "--json", "--include-synthetic"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["incidents"], 4);
+    let close = |a: &Value, b: f64, what: &str| assert!((a.as_f64().unwrap() - b).abs() < 1e-6, "{what}: dr says {a}, the test {b}");
+    close(&v["mttr_mean_secs"], mean, "MTTR mean");
+    close(&v["mttr_p90_secs"], p90, "MTTR p90");
+    close(&v["downtime_secs"], down as f64 / 1000.0, "downtime");
+    close(&v["availability"], availability, "availability");
+    assert_eq!(v["mttr_met"], true, "about 100 min against 2 h");
+    assert_eq!(v["availability_met"], true);
+    let levels: Vec<(u64, u64, u64)> =
+        v["levels"].as_array().unwrap().iter().map(|l| (l["incidents"].as_u64().unwrap(), l["ended"].as_u64().unwrap(), l["rto_met"].as_u64().unwrap())).collect();
+    // Level 1: the cancelled run (not met); 2: 30 min against 1 h (met); 3: 90 min and 3 h against 2 h (one met).
+    assert_eq!(levels, [(1, 1, 0), (1, 1, 1), (2, 2, 1), (0, 0, 0)]);
+    // Synthetic runs are not incidents unless asked for; the text form says the same figures.
+    let v: Value = serde_json::from_slice(&dr(&b, &["stats", "--json"]).stdout).unwrap();
+    assert_eq!(v["incidents"], 0);
+    let text = String::from_utf8(dr(&b, &["stats", "--include-synthetic"]).stdout).unwrap();
+    assert!(text.contains("MTTR: mean") && text.contains("Availability: 99.9"), "{text}");
+    let out = dr(&b, &["stats", "--since", "yesterday-ish"]);
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("YYYY-MM-DD"), "{}", stderr(&out));
+    // dr status without an ID names the last drill (none here).
+    let out = dr(&b, &["status"]);
+    assert!(stderr(&out).contains("last drill: none recorded"), "{}", stderr(&out));
+}
+
+#[test]
+fn a_succeeded_drill_changes_the_maturity_table_and_shows_in_stats_and_status() {
+    let lab = dr_lab::lab::testing::TestLab::simulated().expect("the lab starts");
+    let b = Bastion::new();
+    let config = lab.config_path();
+    let with_config = |args: &[&str]| {
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        dr(&b, &all)
+    };
+    let before: Value = serde_json::from_slice(&with_config(&["maturity", "--json"]).stdout).expect("maturity --json");
+    assert_eq!(before[1]["level"], 2);
+    assert_eq!(before[1]["exercised"]["ok"], false, "{before}");
+    assert_eq!(before[1]["workflow"]["ok"], true, "{before}");
+    assert!(before[1]["workflow"]["reason"].as_str().unwrap().contains("worker-node-recovery"), "{before}");
+    assert_eq!(before[1]["backups"]["ok"], Value::Null, "nothing checked the backups yet: {before}");
+
+    let out = with_config(&["start", "dr-drill"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let after: Value = serde_json::from_slice(&with_config(&["maturity", "--json"]).stdout).unwrap();
+    for row in after.as_array().unwrap() {
+        assert_eq!(row["exercised"]["ok"], true, "a drill within 35 days exercises every level: {row}");
+        assert!(row["exercised"]["reason"].as_str().unwrap().contains("dr-drill succeeded"), "{row}");
+        assert_eq!(row["backups"]["ok"], true, "the drill's backup check, within the RPO: {row}");
+    }
+    let stats: Value = serde_json::from_slice(&with_config(&["stats", "--json"]).stdout).unwrap();
+    assert_eq!(stats["incidents"], 0, "a drill is not an incident");
+    let drills: Vec<&Value> = stats["drills"].as_object().unwrap().values().flat_map(|v| v.as_array().unwrap()).collect();
+    assert_eq!(drills.len(), 1);
+    assert_eq!(drills[0]["status"], "succeeded");
+    assert!(drills[0]["minutes"].as_u64().is_some(), "its duration, the guide's 所要時間");
+    let out = with_config(&["status"]);
+    assert!(stderr(&out).contains("last drill: ") && stderr(&out).contains("(succeeded"), "{}", stderr(&out));
+}
