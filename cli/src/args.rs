@@ -95,6 +95,12 @@ pub enum Command {
     /// Write the man pages (dr.1 and one per command) into DIR (packaging)
     #[command(hide = true)]
     Man(ManArgs),
+    /// The incident report of a run (the guide's template), filled from its history: md, html (with a timeline chart) or json, in ja or en; --set records the fields only an operator knows (cause, impact, lessons)
+    Report(crate::report::ReportArgs),
+    /// Incidents by level, MTTR (mean, p90) against 2 h, availability over 365 days against 99.5 %, RTO met per level, drills per month
+    Stats(crate::report::StatsArgs),
+    /// The guide's DR maturity table per level, computed from the runs: workflow, recent drill or recovery, RTO met, backups within RPO
+    Maturity(JsonArgs),
 }
 
 #[derive(Debug, Args)]

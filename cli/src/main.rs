@@ -23,6 +23,7 @@ mod config_cmd;
 mod errout;
 mod render;
 mod store_cmd;
+mod report;
 mod when;
 
 use std::collections::BTreeMap;
@@ -505,6 +506,9 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Man(args) => man_pages(&args.dir),
+        Command::Report(args) => report::run(state_dir, args).await,
+        Command::Stats(args) => report::stats::run(state_dir, args).await,
+        Command::Maturity(args) => report::maturity::run(state_dir, args.json).await,
         Command::Start(args) => {
             // Read (and perhaps asked about) before the store is opened: a question must not hold it.
             let incident_at = args.detected_at.as_deref().map(|raw| detected_at(raw, SystemClock.now_ms(), args.yes, args.json)).transpose()?;
@@ -582,6 +586,11 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 let control::Response::Runs(runs) = client.ask(control::Request::Status { query: args.id.clone() }).await? else {
                     bail!("unexpected control response")
                 };
+                if args.id.is_none() && !args.json && !args.watch {
+                    if let Some(line) = report::stats::last_drill_line(&client).await {
+                        say!("dr: {line}");
+                    }
+                }
                 if runs.is_empty() {
                     // Nothing unfinished is an answer, not an error.
                     if args.json {

@@ -216,8 +216,9 @@ pub fn attempt_ms(events: &[EventRecord], until: Millis) -> std::collections::BT
             }
             Event::ProcessStopped { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, e.at)),
             Event::RunResumed { .. } => open.drain(..).for_each(|(step, from)| close(&mut total, step, from, last_at)),
-            // Written with a resume, before its RunResumed: not a sign of the old process's life.
-            Event::CancelRequested { .. } | Event::DefinitionReplaced { .. } => continue,
+            // Written with a resume, before its RunResumed (or by anyone, any time: a report field):
+            // not a sign of the old process's life.
+            Event::CancelRequested { .. } | Event::DefinitionReplaced { .. } | Event::ReportFieldSet { .. } => continue,
             _ => {}
         }
         last_at = e.at;
@@ -540,6 +541,7 @@ pub fn event_line(e: &EventRecord) -> String {
         Event::RunSucceeded => "run succeeded".into(),
         Event::RunFailed { reason } => format!("run failed: {reason}"),
         Event::RunCancelled { reason } => format!("run cancelled: {reason}"),
+        Event::ReportFieldSet { field, value, by } => format!("{by} set the report's {field}: {value}"),
     };
     format!("{:>4}  {t}  {detail}", e.seq)
 }

@@ -47,6 +47,9 @@ pub enum Request {
     },
     /// `dr serve` only: take a run up again and drive it there.
     Resume { query: String, allow_definition_change: bool },
+    /// `dr report ID --set FIELD=VALUE`: record a field of the incident report
+    /// (any run, an ended one included); answered with the run.
+    Annotate { query: String, field: String, value: String, by: String },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -307,6 +310,12 @@ async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::R
         }
         Request::History { query } => Response::Events(store.events(store.resolve(&query)?)?),
         Request::Driving => Response::Driving { runs: runner.driving(), pid: std::process::id() },
+        Request::Annotate { query, field, value, by } => {
+            let id = store.resolve(&query)?;
+            let run = runner.annotate(id, &field, &value, &by).await?;
+            let rto = runner.rto(&run);
+            Response::Runs(vec![(run, rto)])
+        }
         Request::Operate { query, command } => {
             let id = store.resolve(&query)?;
             match runner.operate(id, command.clone()).await? {

@@ -146,6 +146,12 @@ pub fn apply(run: &mut RunRecord, record: &EventRecord) -> Result<(), String> {
     if record.seq != run.next_seq {
         return Err(format!("event {} follows event {}: the history has a gap", record.seq, run.next_seq.wrapping_sub(1)));
     }
+    if let Event::ReportFieldSet { .. } = record.event {
+        // The operator's part of the report: on any run, ended or not, and nothing else changes
+        // (not even `updated_at`, which freezes a stopped run's clocks).
+        run.next_seq += 1;
+        return Ok(());
+    }
     if run.status.is_terminal() {
         return Err(format!("event {} ({}) after the run ended {}", record.seq, record.event.kind(), run.status.as_str()));
     }
@@ -295,6 +301,7 @@ pub fn apply(run: &mut RunRecord, record: &EventRecord) -> Result<(), String> {
         Event::RunCancelled { reason } => {
             end_run(run, RunStatus::Cancelled, Some(reason.clone()), at).map_err(|what| format!("{kind} at event {}: {what}", record.seq))?;
         }
+        Event::ReportFieldSet { .. } => {}
     }
     run.next_seq += 1;
     run.updated_at = at;
@@ -524,6 +531,20 @@ pub fn transition(run: &RunRecord, plan: &Plan, input: Input, now: Millis) -> Re
         }
     }
     b.settle(plan, true)?;
+    Ok(Transition { run: b.run, events: b.events, commands: b.commands })
+}
+
+/// The fields of the incident report an operator fills (`dr report --set`).
+pub const REPORT_FIELDS: [&str; 3] = ["cause", "impact", "lessons"];
+
+/// Records an operator-filled report field on a run in any state: one event,
+/// nothing else changes, no command follows.
+pub fn annotate(run: &RunRecord, field: &str, value: &str, by: &str, now: Millis) -> Result<Transition, CoreError> {
+    if !REPORT_FIELDS.contains(&field) {
+        return Err(CoreError::Rejected(format!("unknown report field {field:?}; the fields are {}", REPORT_FIELDS.join(", "))));
+    }
+    let mut b = Builder { run: run.clone(), events: Vec::new(), commands: Vec::new(), now };
+    b.push(Event::ReportFieldSet { field: field.to_owned(), value: value.to_owned(), by: by.to_owned() })?;
     Ok(Transition { run: b.run, events: b.events, commands: b.commands })
 }
 

@@ -166,7 +166,14 @@ impl Drop for Claim<'_> {
     }
 }
 
-type OperatorRequest = (OperatorCommand, tokio::sync::oneshot::Sender<Result<RunRecord>>);
+/// What reaches the driver of a run from outside it.
+enum DriverRequest {
+    Operator(OperatorCommand),
+    /// `dr report --set`: a report field, written between the driver's own transitions.
+    Annotate { field: String, value: String, by: String },
+}
+
+type OperatorRequest = (DriverRequest, tokio::sync::oneshot::Sender<Result<RunRecord>>);
 
 impl Drop for Inner {
     /// Closes the writer and waits for it, so the store is released when the
@@ -465,12 +472,44 @@ impl Runner {
         let sender = self.lock_active().get(&id).cloned();
         let Some(sender) = sender else { return Ok(None) };
         let (reply, answer) = tokio::sync::oneshot::channel();
-        if sender.send((command, reply)).is_err() {
+        if sender.send((DriverRequest::Operator(command), reply)).is_err() {
             return Ok(None);
         }
         match answer.await {
             Ok(result) => result.map(Some),
             Err(_) => Ok(None),
+        }
+    }
+
+    /// Records an operator-filled field of the incident report (`cause`,
+    /// `impact`, `lessons`) on a run in any state, ended ones included.
+    /// A run driven here gets it from its driver, between two of its own
+    /// transitions; any other run is claimed (so no drive starts meanwhile),
+    /// checked against its history, and written. Returns the run after.
+    pub async fn annotate(&self, id: RunId, field: &str, value: &str, by: &str) -> Result<RunRecord> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let sender = self.lock_active().get(&id).cloned();
+            if let Some(sender) = sender {
+                let (reply, answer) = tokio::sync::oneshot::channel();
+                let request = DriverRequest::Annotate { field: field.to_owned(), value: value.to_owned(), by: by.to_owned() };
+                if sender.send((request, reply)).is_ok() {
+                    if let Ok(result) = answer.await {
+                        return result;
+                    }
+                }
+            } else if self.inner.claims.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id) {
+                let _claim = Claim { claims: &self.inner.claims, id };
+                let run = self.load_checked(id).await?;
+                let t = core::annotate(&run, field, value, by, self.now_ms()).map_err(|e| reject(&run, e))?;
+                self.commit(&t).await?;
+                return Ok(t.run);
+            }
+            // Being taken up, or its driver just stopped: try again in a moment.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Internal(format!("run {id} was being taken up for 20 s; the report field was not recorded, try again")));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -593,10 +632,15 @@ impl Driver {
             let input = tokio::select! {
                 biased;
                 () = shutdown.cancelled() => return self.stop(run).await,
-                Some((command, reply)) = operators.recv() => {
+                Some((request, reply)) = operators.recv() => {
                     let now = self.runner.now_ms();
-                    let decided = to_operator_input(&run, &command)
-                        .and_then(|op| core::transition(&run, &self.plan, Input::Operator(op), now).map_err(|e| reject(&run, e)));
+                    let decided = match &request {
+                        DriverRequest::Operator(command) => to_operator_input(&run, command)
+                            .and_then(|op| core::transition(&run, &self.plan, Input::Operator(op), now).map_err(|e| reject(&run, e))),
+                        DriverRequest::Annotate { field, value, by } => {
+                            core::annotate(&run, field, value, by, now).map_err(|e| reject(&run, e))
+                        }
+                    };
                     match decided {
                         Ok(t) => {
                             self.runner.commit(&t).await?;

@@ -493,6 +493,11 @@ pub enum Event {
     RunSucceeded,
     RunFailed { reason: String },
     RunCancelled { reason: String },
+    /// `dr report ID --set FIELD=VALUE`: a field of the incident report only
+    /// an operator can fill (`cause`, `impact`, `lessons`). Accepted on any
+    /// run, an ended one included; it changes nothing but the event count.
+    /// Last of the variants: bincode numbers them, so stored histories still decode.
+    ReportFieldSet { field: String, value: String, by: String },
 }
 
 impl Event {
@@ -523,6 +528,7 @@ impl Event {
             Event::RunSucceeded => "run-succeeded",
             Event::RunFailed { .. } => "run-failed",
             Event::RunCancelled { .. } => "run-cancelled",
+            Event::ReportFieldSet { .. } => "report-field-set",
         }
     }
 

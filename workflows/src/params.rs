@@ -54,6 +54,17 @@ impl<'a> Params<'a> {
         }
     }
 
+    /// A comma-separated list of numbers within `range` (`2` or `2,4`); empty when not given.
+    pub(crate) fn indexes(&self, name: &str, range: std::ops::RangeInclusive<usize>, expected: &str) -> Result<Vec<usize>, CatalogError> {
+        let Some(raw) = self.raw(name) else { return Ok(Vec::new()) };
+        raw.split(',')
+            .map(|item| match item.trim().parse::<usize>() {
+                Ok(v) if range.contains(&v) => Ok(v),
+                _ => Err(self.bad(name, raw, expected)),
+            })
+            .collect()
+    }
+
     pub(crate) fn string(&self, name: &str) -> Option<&str> {
         self.raw(name)
     }

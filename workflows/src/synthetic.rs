@@ -30,7 +30,7 @@ pub fn info() -> WorkflowInfo {
             ParamSpec { name: "step_ms", description: "how long each step's action takes, in ms", default: Some("200") },
             ParamSpec { name: "level", description: "failure level 1–4; sets the RTO target (15 min, 1 h, 2 h, 4 h)", default: Some("1") },
             ParamSpec { name: "trace", description: "file to which each action run appends `step-I attempt-A` (`cleanup attempt-A`)", default: None },
-            ParamSpec { name: "fail_at", description: "index I of a step that fails its first fail_times attempts", default: None },
+            ParamSpec { name: "fail_at", description: "index I of a step that fails its first fail_times attempts; several as I,J,…", default: None },
             ParamSpec { name: "fail_times", description: "how many attempts of step fail_at fail", default: Some("1") },
             ParamSpec { name: "resume", description: "resume class of every step: idempotent, probe or confirm", default: Some("idempotent") },
             ParamSpec { name: "parallel", description: "if true, steps 2..N all depend only on step 1 and run at once", default: Some("false") },
@@ -52,7 +52,7 @@ pub fn build(values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogEr
     let step_ms: u64 = p.number("step_ms", 0..=86_400_000, "milliseconds, 0 to 86400000")?.unwrap_or(200);
     let level: u8 = p.number("level", 1..=4, "a level from 1 to 4")?.unwrap_or(1);
     let index_expected = format!("a step index from 1 to {steps}");
-    let fail_at: Option<usize> = p.number("fail_at", 1..=steps, &index_expected)?;
+    let fail_at = p.indexes("fail_at", 1..=steps, &format!("{index_expected} (several as I,J)"))?;
     let fail_times: u32 = p.number("fail_times", 0..=1_000_000, "a whole number")?.unwrap_or(1);
     let resume: ResumeClass = p.parse("resume")?.unwrap_or(ResumeClass::Idempotent);
     let parallel = p.flag("parallel")?;
@@ -85,7 +85,7 @@ pub fn build(values: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogEr
                 label: format!("step-{i}"),
                 step_ms,
                 trace: trace.clone(),
-                fail_times: if fail_at == Some(i) { fail_times } else { 0 },
+                fail_times: if fail_at.contains(&i) { fail_times } else { 0 },
                 pass_data,
             },
             input: dependency.clone().filter(|_| pass_data),
@@ -286,6 +286,10 @@ mod tests {
         assert!(err.contains("idempotent, probe, confirm"), "{err}");
         let err = build(&params(&[("steps", "3"), ("fail_at", "9")])).unwrap_err().to_string();
         assert!(err.contains("1 to 3"), "{err}");
+        let err = build(&params(&[("steps", "3"), ("fail_at", "1,x")])).unwrap_err().to_string();
+        assert!(err.contains("fail_at") && err.contains("I,J"), "{err}");
+        let two = build(&params(&[("steps", "3"), ("fail_at", "1,3")])).unwrap();
+        assert_ne!(two.hash(), build(&params(&[("steps", "3"), ("fail_at", "1")])).unwrap().hash());
         let err = build(&params(&[("stepz", "3")])).unwrap_err().to_string();
         assert!(err.contains("unknown parameter") && err.contains("steps"), "{err}");
         let err = crate::DrCatalog::new().build("nope", &BTreeMap::new()).unwrap_err().to_string();

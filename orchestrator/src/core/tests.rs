@@ -703,3 +703,27 @@ fn a_held_run_starts_nothing_until_its_first_step_is_approved() {
     assert_eq!(sim.run.steps[0].approval.as_ref().map(|a| a.by.as_str()), Some("tester"));
     assert_eq!(replay(&sim.history).unwrap(), sim.run);
 }
+
+#[test]
+fn a_report_field_is_recorded_on_a_running_or_ended_run_and_changes_nothing_else() {
+    let mut sim = Sim::new(chain(1, ResumeClass::Idempotent));
+    sim.feed(Input::Tick).unwrap();
+    let before = sim.run.clone();
+    let t = annotate(&sim.run, "cause", "disk full", "tester", sim.now + 5).unwrap();
+    assert!(t.commands.is_empty());
+    assert_eq!(Sim::kinds(&t), vec!["report-field-set"]);
+    // Only the event count moves: not the status, not updated_at (a stopped run's frozen clock).
+    assert_eq!(RunRecord { next_seq: before.next_seq, ..t.run.clone() }, before);
+    assert_eq!(t.run.next_seq, before.next_seq + 1);
+    sim.history.extend(t.events);
+    sim.run = t.run;
+    sim.succeed(0);
+    assert_eq!(sim.run.status, RunStatus::Succeeded);
+    // An ended run takes it too, and the history still replays to the snapshot.
+    let t = annotate(&sim.run, "lessons", "watch the disk", "tester", sim.now + 9).unwrap();
+    sim.history.extend(t.events);
+    assert_eq!(replay(&sim.history).unwrap(), t.run);
+    assert_eq!(t.run.finished_at, sim.run.finished_at);
+    // Only the known fields.
+    assert!(matches!(annotate(&sim.run, "blame", "x", "tester", 0), Err(CoreError::Rejected(m)) if m.contains("cause, impact, lessons")));
+}

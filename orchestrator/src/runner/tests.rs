@@ -347,3 +347,26 @@ async fn a_run_is_driven_by_one_drive_at_a_time() {
     assert_eq!(catalog.log.lock().unwrap().clone(), vec!["step-1 attempt-1"], "the step ran once");
     assert!(r.driving().is_empty(), "the claim is released");
 }
+
+#[tokio::test]
+async fn a_report_field_reaches_a_driven_run_through_its_driver_and_an_ended_run_directly() {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(TestCatalog::default());
+    let r = runner(dir.path(), Arc::clone(&catalog));
+    let run = r.create("w", params(&[("steps", "2"), ("sleep_ms", "300")]), None, None).await.unwrap();
+    let driving = r.clone();
+    let drive = tokio::spawn(async move { driving.drive(run.id, DriveOptions::default()).await });
+    // While the first step runs: written by the driver, between its own transitions.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(r.is_driving(run.id));
+    r.annotate(run.id, "cause", "a test", "t").await.unwrap();
+    let out = drive.await.unwrap().unwrap();
+    assert_eq!(out.run.status, RunStatus::Succeeded);
+    // Once ended: written directly; the history still replays to the snapshot.
+    let after = r.annotate(run.id, "lessons", "none", "t").await.unwrap();
+    assert_eq!(after.status, RunStatus::Succeeded);
+    assert_eq!(r.load_checked(run.id).await.unwrap(), after);
+    let kinds: Vec<&str> = r.store().events(run.id).unwrap().iter().map(|e| e.event.kind()).filter(|k| *k == "report-field-set").collect();
+    assert_eq!(kinds.len(), 2);
+    assert!(matches!(r.annotate(run.id, "blame", "x", "t").await, Err(Error::NotApplicable { .. })));
+}

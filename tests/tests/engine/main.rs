@@ -9,6 +9,7 @@ mod crash;
 mod model;
 mod package;
 mod recoveries;
+mod report;
 mod serve;
 mod store;
 mod support;
