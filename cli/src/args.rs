@@ -6,7 +6,8 @@ use clap::{Args, Parser, Subcommand};
 
 pub const EXIT_CODES: &str = "\
 Exit codes (start, resume, retry, approve, skip, status --watch ID: where the run is when
-dr returns; cancel: 0 once the run ends cancelled; status, list, history: 0 when shown):
+dr returns, driven here or by dr serve; cancel: 0 once the run ends cancelled; status,
+list, history: 0 when shown; store check: 0 sound, 6 damaged; serve: 0 after a clean stop):
   0    the run succeeded (or the command did what was asked)
   1    the run failed, or was cancelled (by another command)
   2    usage error: unknown workflow or step, bad parameter, bad argument
