@@ -357,20 +357,23 @@ impl Alerts {
             return self.complete(&episode_key, &fingerprint_key, record).await;
         }
 
+        // This episode's record: for the open run it joins, or for a new run not started yet.
+        let episode = |run: RunId, joined: bool, params: BTreeMap<String, String>| EpisodeRecord {
+            fingerprint: fingerprint.clone(),
+            starts_at: alert.starts_at.clone(),
+            run,
+            started: joined,
+            joined,
+            workflow: rule.workflow.clone(),
+            params,
+            automatic: rule.automatic,
+            trigger: format!("alert {}", alert.describe()),
+        };
         if let Some(last) = self.read::<FingerprintRecord>(&fingerprint_key).await? {
             if self.starter.is_open(last.run) {
                 // A new episode while the alert's run is still open: joined to it.
-                let record = EpisodeRecord {
-                    fingerprint: fingerprint.clone(),
-                    starts_at: alert.starts_at.clone(),
-                    run: last.run,
-                    started: true,
-                    joined: true,
-                    workflow: rule.workflow.clone(),
-                    params,
-                    automatic: rule.automatic,
-                    trigger: format!("alert {}", alert.describe()),
-                };
+                // Started and joined: it is the open run's.
+                let record = episode(last.run, true, params);
                 if !self.put_new(&episode_key, &record).await? {
                     return self.reread(&episode_key, &fingerprint_key).await;
                 }
@@ -378,17 +381,7 @@ impl Alerts {
             }
         }
 
-        let record = EpisodeRecord {
-            fingerprint: fingerprint.clone(),
-            starts_at: alert.starts_at.clone(),
-            run: RunId(uuid::Uuid::now_v7()),
-            started: false,
-            joined: false,
-            workflow: rule.workflow.clone(),
-            params,
-            automatic: rule.automatic,
-            trigger: format!("alert {}", alert.describe()),
-        };
+        let record = episode(RunId(uuid::Uuid::now_v7()), false, params);
         if !self.put_new(&episode_key, &record).await? {
             return self.reread(&episode_key, &fingerprint_key).await;
         }

@@ -41,12 +41,15 @@ fn lab_start_brings_up_every_part_healthy() {
     for node in lab.nodes() {
         assert!(node_ready(&lab, &node.name), "{} is Ready", node.name);
     }
-    // The real kubectl, where the machine has it, sees the same through dr.toml's kubeconfig.
-    if Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success()) {
-        let nodes = kubectl(&lab, &["get", "nodes", "--no-headers"]);
-        assert_eq!(nodes.lines().count(), 3, "{nodes}");
-        assert!(nodes.lines().all(|l| l.split_whitespace().nth(1) == Some("Ready")), "{nodes}");
-    }
+    // The real kubectl sees the same through dr.toml's kubeconfig (a missing kubectl fails the test:
+    // it is what proves the simulation speaks the real protocol).
+    assert!(
+        Command::new("kubectl").args(["version", "--client"]).output().is_ok_and(|o| o.status.success()),
+        "kubectl is missing: run scripts/setup (it installs it)"
+    );
+    let nodes = kubectl(&lab, &["get", "nodes", "--no-headers"]);
+    assert_eq!(nodes.lines().count(), 3, "{nodes}");
+    assert!(nodes.lines().all(|l| l.split_whitespace().nth(1) == Some("Ready")), "{nodes}");
     check_dr_toml(&lab);
 }
 
