@@ -316,6 +316,15 @@ fn store_present(dir: &std::path::Path) -> bool {
     dir.join("sled").exists() || dir.join("LOCK").exists()
 }
 
+/// `dr status`/`dr list` without a store: an empty answer (`[]` with --json), and why on stderr.
+fn no_runs_shown(dir: &std::path::Path, json: bool) -> anyhow::Result<u8> {
+    if json {
+        print_json(&serde_json::Value::Array(Vec::new()))?;
+    }
+    say!("dr: no runs: {}", no_store(dir));
+    Ok(exit::OK)
+}
+
 /// Why a store has no runs: it does not exist — and, for a user other than
 /// root, whether root's store (where a service's runs are) does.
 fn no_store(dir: &std::path::Path) -> String {
@@ -575,11 +584,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
                 if let Some(id) = &args.id {
                     return Err(anyhow::Error::new(Worded { code: exit::NOT_FOUND, message: format!("no run matches {id:?}: {}", no_store(&dir)) }));
                 }
-                if args.json {
-                    print_json(&serde_json::Value::Array(Vec::new()))?;
-                }
-                say!("dr: no runs: {}", no_store(&dir));
-                Ok(exit::OK)
+                no_runs_shown(&dir, args.json)
             }
             ReadAccess::Store(access) => {
                 let client = client::Client::from(access);
@@ -619,13 +624,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
             }
         },
         Command::List(args) => match read_access(state_dir)? {
-            ReadAccess::Nothing(dir) => {
-                if args.json {
-                    print_json(&serde_json::Value::Array(Vec::new()))?;
-                }
-                say!("dr: no runs: {}", no_store(&dir));
-                Ok(exit::OK)
-            }
+            ReadAccess::Nothing(dir) => no_runs_shown(&dir, args.json),
             ReadAccess::Store(access) => {
                 let client = client::Client::from(access);
                 let control::Response::List { runs, damaged } = client.ask(control::Request::List).await? else {
