@@ -45,6 +45,9 @@ pub struct ReportArgs {
     /// Fill a field only an operator knows: cause="…", impact="…", lessons="…" (repeatable). Recorded in the run's history with your user name; the report is not printed
     #[arg(long = "set", value_name = "FIELD=TEXT")]
     pub set: Vec<String>,
+    /// Confirm an item of the post-recovery checklist that dr cannot check itself (services, data, backups, alerts, logs, report, improvements, drp), with an optional note: --confirm backups="nightly job ran at 02:00". Recorded with your user name; repeatable
+    #[arg(long = "confirm", value_name = "ITEM[=NOTE]")]
+    pub confirm: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -129,6 +132,20 @@ pub struct Field {
     pub at: Millis,
 }
 
+/// One item of the guide's post-recovery checklist, and what settles it.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChecklistLine {
+    pub id: &'static str,
+    pub ja: &'static str,
+    pub en: &'static str,
+    /// Settled: evidence from the run, or an operator's confirmation.
+    pub done: bool,
+    /// What the run recorded for it (`step: summary`, or a report field).
+    pub evidence: Vec<String>,
+    /// `dr report ID --confirm ITEM[=NOTE]`: who, when, the note.
+    pub confirmed: Option<Field>,
+}
+
 /// The backup (or live snapshot) a run restored: its age is the data lost.
 #[derive(Clone, Debug, Serialize)]
 pub struct Rpo {
@@ -181,6 +198,8 @@ pub struct Report {
     pub cause: Option<Field>,
     pub impact: Option<Field>,
     pub lessons: Option<Field>,
+    /// The guide's post-recovery checklist, each item with its evidence or confirmer.
+    pub checklist: Vec<ChecklistLine>,
     pub projection: Vec<Projection>,
 }
 
@@ -361,6 +380,7 @@ pub fn build(run: &RunRecord, events: &[EventRecord], deps: Option<&[Vec<usize>]
             within_rpo: chosen.within_rpo,
         })
     });
+    let checklist = checklist(run, &fields);
     Report {
         run: run.id.to_string(),
         workflow: run.workflow.clone(),
@@ -386,8 +406,32 @@ pub fn build(run: &RunRecord, events: &[EventRecord], deps: Option<&[Vec<usize>]
         cause: fields.remove("cause"),
         impact: fields.remove("impact"),
         lessons: fields.remove("lessons"),
+        checklist,
         projection,
     }
+}
+
+/// Each checklist item: settled by the steps that check it (when they
+/// succeeded), by the report field it asks for, or by a confirmation.
+fn checklist(run: &RunRecord, fields: &BTreeMap<String, Field>) -> Vec<ChecklistLine> {
+    use dr_workflows::checklist::{field_of, Check, ITEMS};
+    ITEMS
+        .iter()
+        .map(|item| {
+            let evidence: Vec<String> = match item.check {
+                Check::Steps(ids) => run
+                    .steps
+                    .iter()
+                    .filter(|s| ids.contains(&s.id.as_str()) && matches!(s.state, StepState::Succeeded { .. }))
+                    .filter_map(|s| s.state.output().map(|o| format!("{}: {}", s.id, o.summary)))
+                    .collect(),
+                Check::Field(name) => fields.get(name).map(|f| format!("{name}: {}", f.value)).into_iter().collect(),
+                Check::Confirm => Vec::new(),
+            };
+            let confirmed = fields.get(&field_of(item.id)).cloned();
+            ChecklistLine { id: item.id, ja: item.ja, en: item.en, done: !evidence.is_empty() || confirmed.is_some(), evidence, confirmed }
+        })
+        .collect()
 }
 
 /// `--set FIELD=TEXT` pairs, checked: a known field, a non-empty text.
@@ -410,20 +454,42 @@ fn parse_sets(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
         .collect()
 }
 
+/// `--confirm ITEM[=NOTE]`: a checklist item by its id, as its report field.
+fn parse_confirms(raw: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    let ids: Vec<&str> = dr_workflows::checklist::ITEMS.iter().map(|i| i.id).collect();
+    raw.iter()
+        .map(|item| {
+            let (id, note) = match item.split_once('=') {
+                Some((id, note)) => (id.trim(), note.trim()),
+                None => (item.trim(), ""),
+            };
+            if dr_workflows::checklist::item(id).is_none() {
+                return Err(crate::usage(format!("--confirm: unknown checklist item {id:?}; the items are {}", ids.join(", "))));
+            }
+            let note = if note.is_empty() { "confirmed" } else { note };
+            Ok((dr_workflows::checklist::field_of(id), note.to_owned()))
+        })
+        .collect()
+}
+
 /// `dr report`: checks the arguments, then records `--set` fields, or renders the report.
 pub async fn run(state_dir: Option<PathBuf>, args: ReportArgs) -> anyhow::Result<u8> {
     let lang = Lang::choose(args.lang.as_deref())?;
     if !["md", "html", "json"].contains(&args.format.as_str()) {
         return Err(crate::usage(format!("--format {:?}: the formats are md, html and json", args.format)));
     }
-    let sets = parse_sets(&args.set)?;
+    let mut sets = parse_sets(&args.set)?;
+    sets.extend(parse_confirms(&args.confirm)?);
     if !sets.is_empty() {
         let client = Client::from(crate::access(Some(crate::existing_store(state_dir, &args.id)?))?);
         for (field, value) in sets {
             let request = Request::Annotate { query: args.id.clone(), field: field.clone(), value, by: crate::operator_name() };
             let Response::Runs(runs) = client.ask(request).await? else { bail!("unexpected control response") };
             if let Some((run, _)) = runs.first() {
-                say!("dr: recorded the report's {field} for run {}", crate::render::short(run.id));
+                match field.strip_prefix("check:") {
+                    Some(item) => say!("dr: recorded the checklist item {item} as confirmed for run {}", crate::render::short(run.id)),
+                    None => say!("dr: recorded the report's {field} for run {}", crate::render::short(run.id)),
+                }
             }
         }
         return Ok(crate::exit::OK);
@@ -514,6 +580,37 @@ pub fn zone(ms: Millis) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_checklist_item_is_settled_by_its_verification_steps_else_it_stays_open() {
+        let header = dr_state::RunHeader {
+            id: dr_state::RunId(uuid::Uuid::now_v7()),
+            workflow: "etcd-recovery".into(),
+            definition_hash: "h".into(),
+            definition_steps: vec![],
+            config_digest: None,
+            config_path: None,
+            params: BTreeMap::new(),
+            level: 3,
+            target_secs: 7200,
+            incident_at: 0,
+            steps: vec!["verify".into(), "trial-restore".into()],
+        };
+        let mut run = RunRecord::new(&header, 0);
+        run.steps[0].state = StepState::Succeeded { at: 5, output: dr_state::StepOutput { summary: "every pod Running and Ready".into(), value: "null".into() } };
+        let lines = checklist(&run, &BTreeMap::new());
+        let services = lines.iter().find(|l| l.id == "services").unwrap();
+        assert!(services.done);
+        assert_eq!(services.evidence, ["verify: every pod Running and Ready"]);
+        // trial-restore has not succeeded: data integrity is open until it does or someone confirms it.
+        let data = lines.iter().find(|l| l.id == "data").unwrap();
+        assert!(!data.done && data.evidence.is_empty());
+        let mut fields = BTreeMap::new();
+        fields.insert("check:data".to_owned(), Field { value: "row counts compared".into(), by: "alice".into(), at: 9 });
+        let data = checklist(&run, &fields).into_iter().find(|l| l.id == "data").unwrap();
+        assert!(data.done);
+        assert_eq!(data.confirmed.map(|c| c.by), Some("alice".to_owned()));
+    }
 
     #[test]
     fn durations_read_as_people_read_them_in_both_languages() {

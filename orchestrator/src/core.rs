@@ -537,11 +537,22 @@ pub fn transition(run: &RunRecord, plan: &Plan, input: Input, now: Millis) -> Re
 /// The fields of the incident report an operator fills (`dr report --set`).
 pub const REPORT_FIELDS: [&str; 3] = ["cause", "impact", "lessons"];
 
+/// Whether `field` is one an operator may set: a [`REPORT_FIELDS`] one, or
+/// `check:ITEM`, a checklist item confirmed (the items are the catalog's;
+/// here only the form is checked: lower-case letters and dashes).
+pub fn is_report_field(field: &str) -> bool {
+    REPORT_FIELDS.contains(&field)
+        || field.strip_prefix("check:").is_some_and(|item| !item.is_empty() && item.len() <= 40 && item.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'))
+}
+
 /// Records an operator-filled report field on a run in any state: one event,
 /// nothing else changes, no command follows.
 pub fn annotate(run: &RunRecord, field: &str, value: &str, by: &str, now: Millis) -> Result<Transition, CoreError> {
-    if !REPORT_FIELDS.contains(&field) {
-        return Err(CoreError::Rejected(format!("unknown report field {field:?}; the fields are {}", REPORT_FIELDS.join(", "))));
+    if !is_report_field(field) {
+        return Err(CoreError::Rejected(format!(
+            "unknown report field {field:?}; the fields are {} and check:ITEM",
+            REPORT_FIELDS.join(", ")
+        )));
     }
     let mut b = Builder { run: run.clone(), events: Vec::new(), commands: Vec::new(), now };
     b.push(Event::ReportFieldSet { field: field.to_owned(), value: value.to_owned(), by: by.to_owned() })?;

@@ -11,6 +11,7 @@
 
 pub mod actions;
 pub mod assess;
+pub mod checklist;
 pub mod config;
 mod params;
 pub mod procs;

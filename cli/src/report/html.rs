@@ -273,6 +273,10 @@ th {{ background: #eceff1; }}
         );
         let _ = writeln!(o, "<h2>{}</h2><p>{body}</p>", esc(title));
     }
-    o.push_str("</body></html>\n");
+    let _ = writeln!(o, "<h2>{}</h2><ul>", esc(w.checklist));
+    for line in &r.checklist {
+        let _ = writeln!(o, "<li>{}</li>", esc(&super::text::checklist_line(line, r, lang)));
+    }
+    o.push_str("</ul>\n</body></html>\n");
     o
 }

@@ -53,6 +53,9 @@ pub struct Words {
     pub chart_target: &'static str,
     pub chart_projection: &'static str,
     pub chart_note: &'static str,
+    pub checklist: &'static str,
+    pub confirmed_by: &'static str,
+    pub open_item: &'static str,
 }
 
 pub const JA: Words = Words {
@@ -100,6 +103,9 @@ pub const JA: Words = Words {
     chart: "タイムラインチャート",
     chart_target: "RTO目標",
     chart_projection: "予測所要時間",
+    checklist: "復旧後チェックリスト",
+    confirmed_by: "確認",
+    open_item: "未確認",
     chart_note: "各バーはステップの試行。下段は各時点の予測所要時間（経過時間＋残りのクリティカルパス、定義の見積もり）と RTO 目標。",
 };
 
@@ -148,6 +154,9 @@ pub const EN: Words = Words {
     chart: "Timeline chart",
     chart_target: "RTO target",
     chart_projection: "projected duration",
+    checklist: "Post-recovery checklist",
+    confirmed_by: "confirmed by",
+    open_item: "open",
     chart_note: "Each bar is a step attempt. Below: the projected duration at each moment (elapsed + remaining critical path, by the definition's estimates) against the RTO target.",
 };
 
@@ -393,5 +402,27 @@ pub fn markdown(r: &Report, lang: Lang) -> String {
         ),
     };
     let _ = writeln!(o, "## {}\n{}", w.lessons, field(r.lessons.as_ref(), "lessons", r, lang));
+    let _ = writeln!(o, "\n## {}", w.checklist);
+    for line in &r.checklist {
+        let _ = writeln!(o, "- {}", checklist_line(line, r, lang));
+    }
     o
+}
+
+/// `[x] All services running — verify: …` / `[x] … — confirmed by alice 2026-…: note` / `[ ] … — open: dr report ID --confirm ITEM`.
+pub fn checklist_line(line: &crate::report::ChecklistLine, r: &Report, lang: Lang) -> String {
+    let w = words(lang);
+    let text = match lang {
+        Lang::Ja => line.ja,
+        Lang::En => line.en,
+    };
+    let mut parts: Vec<String> = line.evidence.clone();
+    if let Some(c) = &line.confirmed {
+        parts.push(format!("{} {} {}: {}", w.confirmed_by, c.by, when(c.at), c.value));
+    }
+    if line.done {
+        format!("[x] {text} — {}", parts.join("; "))
+    } else {
+        format!("[ ] {text} — {}: `dr report {} --confirm {}`", w.open_item, r.run, line.id)
+    }
 }

@@ -32,6 +32,8 @@ fn eventful_run(b: &Bastion) -> String {
     assert_eq!(code(&out), Some(0), "step-4 fails, tolerated; step-5 succeeds: {}", stderr(&out));
     let out = dr(b, &["report", "@latest", "--set", "cause=a synthetic fault in steps 2-4", "--set", "lessons=retry budgets were too small"]);
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let out = dr(b, &["report", "@latest", "--confirm", "backups=the nightly backup ran at 02:00", "--confirm", "logs"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     b.status()["id"].as_str().expect("id").to_owned()
 }
 
@@ -109,10 +111,21 @@ fn the_report_as_json_has_every_fact_by_field() {
     assert_eq!(v["cause"]["value"], "a synthetic fault in steps 2-4");
     assert_eq!(v["cause"]["by"], "tester");
     assert_eq!(v["impact"], Value::Null);
+    // The guide's checklist: items settled by evidence (a report field) or a confirmation, the rest open.
+    let checklist: Vec<(&str, bool)> = v["checklist"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap(), c["done"].as_bool().unwrap())).collect();
+    assert_eq!(
+        checklist,
+        [("services", false), ("data", false), ("backups", true), ("alerts", false), ("logs", true), ("report", true), ("improvements", true), ("drp", false)],
+        "a synthetic run has no verification steps; cause and lessons were set; backups and logs confirmed"
+    );
+    assert_eq!(v["checklist"][2]["confirmed"]["value"], "the nightly backup ran at 02:00");
+    assert_eq!(v["checklist"][2]["confirmed"]["by"], "tester");
+    assert_eq!(v["checklist"][4]["confirmed"]["value"], "confirmed");
+    assert_eq!(v["checklist"][6]["evidence"][0], "lessons: retry budgets were too small");
     assert!(v["projection"].as_array().unwrap().len() > 10, "a point per event");
     // The fields are events of the history, which still replays: dr resume of the ended run checks it.
     let history = b.assert_history_contiguous();
-    assert_eq!(history.iter().filter(|e| e["kind"] == "report-field-set").count(), 2);
+    assert_eq!(history.iter().filter(|e| e["kind"] == "report-field-set").count(), 4);
     let out = dr(&b, &["resume", &id]);
     assert_eq!(code(&out), Some(0), "an ended run with report fields loads (replay == snapshot): {}", stderr(&out));
 }
@@ -127,6 +140,7 @@ fn bad_report_arguments_are_usage_errors_that_say_what_is_accepted() {
         (vec!["report", "@latest", "--format", "pdf"], "md, html and json"),
         (vec!["report", "@latest", "--set", "blame=someone"], "cause, impact, lessons"),
         (vec!["report", "@latest", "--set", "cause"], "FIELD=TEXT"),
+        (vec!["report", "@latest", "--confirm", "coffee"], "services, data, backups"),
     ] {
         let out = dr(&b, &args);
         assert_eq!(code(&out), Some(2), "{args:?}: {}", stderr(&out));
