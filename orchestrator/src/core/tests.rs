@@ -592,6 +592,9 @@ proptest! {
         sim.feed(Input::Tick).unwrap();
         let mut settled_once = vec![false; n];
         let mut was_terminal = false;
+        // Per step: the highest attempt started, and whether it waits for an operator after an interruption.
+        let mut last_attempt = vec![0u32; n];
+        let mut interrupted = vec![false; n];
         for op in ops {
             let before = sim.run.clone();
             let stop = matches!(op, Op::Stop { .. });
@@ -640,6 +643,23 @@ proptest! {
                         let id = &sim.run.steps[step].id;
                         let started = t.events.iter().any(|e| matches!(&e.event, Event::StepStarted { step: s, attempt: a, .. } if s == id && *a == attempt));
                         prop_assert!(started, "execute without a durable start");
+                    }
+                    for (step, attempt) in Sim::executes(&t) {
+                        // A step runs only once every step it needs is settled.
+                        for &d in &sim.plan.steps[step].deps {
+                            prop_assert!(sim.run.steps[d].state.is_settled(), "step {} ran before its dependency {} was done", step, d);
+                        }
+                        // Attempt numbers only grow.
+                        prop_assert!(attempt > last_attempt[step], "step {} attempt {} after attempt {}", step, attempt, last_attempt[step]);
+                        last_attempt[step] = attempt;
+                        // An attempt an interruption left to the operator runs again only on a decision.
+                        let id = &sim.run.steps[step].id;
+                        let decided = t.events.iter().any(|e| matches!(&e.event,
+                            Event::OperatorApproved { step: s, .. } | Event::RetryRequested { step: s, .. } if s == id));
+                        prop_assert!(!interrupted[step] || decided, "step {} ran again after an interruption without an approval", step);
+                    }
+                    for (i, s) in sim.run.steps.iter().enumerate() {
+                        interrupted[i] = matches!(s.state, StepState::AwaitingOperator(OperatorWait::Interrupted { .. }));
                     }
                     // A stop starts nothing.
                     if stop {
