@@ -507,7 +507,10 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Config(args) => config_cmd::run(cli.global.config, args).await,
         Command::Assess(args) => assess(cli.global.config, args.json).await,
         Command::Serve(args) => serve(state_dir, args).await,
-        Command::Store(args) => store_cmd::run(state_dir, args),
+        Command::Store(args) => match args.command {
+            store_cmd::StoreCommand::Stats { json } => store_cmd::stats(state_dir, json).await,
+            _ => store_cmd::run(state_dir, args),
+        },
         Command::Completions(args) => {
             let mut out = Vec::new();
             clap_complete::generate(args.shell, &mut <Cli as clap::CommandFactory>::command(), "dr", &mut out);

@@ -1,6 +1,7 @@
 //! `dr store check` and `dr store repair --accept-loss`: the state store's
 //! write-ahead log, examined and (when the operator accepts the loss) cut at
-//! its damage.
+//! its damage. `dr store stats`: how many runs the store holds and what they
+//! take on disk.
 //!
 //! Owns: the commands' arguments, output (text or one JSON object) and exit
 //! codes: check 0 clean (a torn tail is clean: it is an unacknowledged write,
@@ -41,6 +42,12 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+    /// How many runs the store holds (by status) and the bytes it takes on disk, in all and per run
+    Stats {
+        /// One JSON object on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 pub fn run(state_dir: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<u8> {
@@ -55,6 +62,82 @@ pub fn run(state_dir: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<u8> {
              run `dr store check` to see which runs, then `dr store repair --accept-loss`",
         )),
         StoreCommand::Repair { accept_loss: true, json } => repair(&dir, json),
+        StoreCommand::Stats { .. } => Err(anyhow::anyhow!("dr store stats is answered by store_cmd::stats")),
+    }
+}
+
+/// Bytes of every file below `dir` (apparent size) and the blocks they take.
+fn disk_usage(dir: &Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut apparent = 0;
+    let mut allocated = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for entry in entries.flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                apparent += meta.len();
+                allocated += meta.blocks() * 512;
+            }
+        }
+    }
+    (apparent, allocated)
+}
+
+/// `dr store stats`: the runs (through the one client API: the store here, or its owner) and the bytes on disk.
+pub async fn stats(state_dir: Option<PathBuf>, json: bool) -> anyhow::Result<u8> {
+    let dir = state_dir.unwrap_or_else(crate::default_state_dir);
+    if !crate::store_present(&dir) {
+        return Err(anyhow::Error::new(crate::Worded { code: exit::NOT_FOUND, message: crate::no_store(&dir) }));
+    }
+    let (bytes, on_disk) = disk_usage(&dir);
+    let client = crate::client::Client::from(crate::access(Some(dir.clone()))?);
+    let dr_orchestrator::control::Response::List { runs, damaged } = client.ask(dr_orchestrator::control::Request::List).await? else {
+        anyhow::bail!("unexpected control response")
+    };
+    let mut by_status = std::collections::BTreeMap::<&str, u64>::new();
+    for (summary, _) in &runs {
+        *by_status.entry(summary.status.as_str()).or_default() += 1;
+    }
+    let count = runs.len() as u64;
+    let per_run = if count > 0 { on_disk / count } else { 0 };
+    if json {
+        print_json(&json!({
+            "store": dir.display().to_string(),
+            "runs": count,
+            "by_status": by_status,
+            "damaged_records": damaged.len(),
+            "bytes": bytes,
+            "bytes_on_disk": on_disk,
+            "bytes_on_disk_per_run": per_run,
+        }))?;
+    } else {
+        let statuses: Vec<String> = by_status.iter().map(|(s, n)| format!("{n} {s}")).collect();
+        print_text(&format!(
+            "Store     {}\nRuns      {count} ({})\nOn disk   {} ({} of data); {} per run\n",
+            dir.display(),
+            if statuses.is_empty() { "none".to_owned() } else { statuses.join(", ") },
+            human(on_disk),
+            human(bytes),
+            human(per_run),
+        ))?;
+        for d in &damaged {
+            say!("dr: a damaged run record: {d}");
+        }
+    }
+    Ok(if damaged.is_empty() { exit::OK } else { exit::CANNOT })
+}
+
+/// `1.2 MB`, `340 KB`, `12 B`.
+fn human(bytes: u64) -> String {
+    match bytes {
+        0..=9_999 => format!("{bytes} B"),
+        10_000..=999_999 => format!("{:.1} KB", bytes as f64 / 1000.0),
+        1_000_000..=999_999_999 => format!("{:.1} MB", bytes as f64 / 1e6),
+        _ => format!("{:.1} GB", bytes as f64 / 1e9),
     }
 }
 

@@ -198,3 +198,24 @@ fn a_state_directory_others_can_read_is_reported_and_one_they_can_write_is_refus
     assert_eq!(code(&out), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("others can write"), "{}", stderr(&out));
 }
+
+#[test]
+fn store_stats_counts_the_runs_by_status_and_the_bytes_they_take() {
+    let b = Bastion::new();
+    let none = b.run(&["store", "stats"]);
+    assert_eq!(code(&none), Some(4), "no store: {}", stderr(&none));
+    for steps in ["3", "4"] {
+        let out = b.run(&["start", "synthetic", "-p", &format!("steps={steps}"), "-p", "step_ms=1"]);
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    }
+    let out = b.run(&["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "attempts=1"]);
+    assert_eq!(code(&out), Some(3), "a run paused for an operator: {}", stderr(&out));
+    let out = b.run(&["store", "stats", "--json"]);
+    assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+    let v = json(&out);
+    assert_eq!(v["runs"], 3);
+    assert_eq!(v["by_status"]["succeeded"], 2, "{v}");
+    assert_eq!(v["by_status"]["paused"], 1, "{v}");
+    let on_disk = v["bytes_on_disk"].as_u64().unwrap();
+    assert!(on_disk > 0 && v["bytes_on_disk_per_run"].as_u64().unwrap() == on_disk / 3, "{v}");
+}
