@@ -103,7 +103,7 @@ pub async fn stats(state_dir: Option<PathBuf>, json: bool) -> anyhow::Result<u8>
         *by_status.entry(summary.status.as_str()).or_default() += 1;
     }
     let count = runs.len() as u64;
-    let per_run = if count > 0 { on_disk / count } else { 0 };
+    let per_run = on_disk.checked_div(count).unwrap_or(0);
     if json {
         print_json(&json!({
             "store": dir.display().to_string(),
