@@ -280,6 +280,9 @@ pub struct Alerts {
     journal: Journal,
     starter: Arc<dyn Starter>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Held from "is the same recovery open already?" to its start, so that
+    /// two alerts of one recovery (different fingerprints) start it once.
+    starting: tokio::sync::Mutex<()>,
     counts: [AtomicU64; 6],
 }
 
@@ -289,7 +292,7 @@ impl Alerts {
         let dir = dir.into();
         let journal =
             Journal::open(&dir).map_err(|source| Error::Journal { key: dir.display().to_string(), source })?;
-        Ok(Alerts { rules, journal, starter, locks: Mutex::new(HashMap::new()), counts: Default::default() })
+        Ok(Alerts { rules, journal, starter, locks: Mutex::new(HashMap::new()), starting: tokio::sync::Mutex::new(()), counts: Default::default() })
     }
 
     /// How many alerts ended in each outcome since open, by [`AlertOutcome::kind`].
@@ -381,6 +384,17 @@ impl Alerts {
             }
         }
 
+        let _starting = self.starting.lock().await;
+        // Another alert's open run of the same recovery (workflow and parameters): joined to it.
+        if let Some(run) = self.starter.open_run_like(&rule.workflow, &params) {
+            let record = episode(run, true, params);
+            if !self.put_new(&episode_key, &record).await? {
+                return self.reread(&episode_key, &fingerprint_key).await;
+            }
+            let last = FingerprintRecord { fingerprint: fingerprint.clone(), run };
+            self.put(&fingerprint_key, encode(&fingerprint_key, &last)?).await?;
+            return Ok(AlertOutcome::Duplicate { fingerprint, run });
+        }
         let record = episode(RunId(uuid::Uuid::now_v7()), false, params);
         if !self.put_new(&episode_key, &record).await? {
             return self.reread(&episode_key, &fingerprint_key).await;

@@ -172,6 +172,13 @@ impl Starter for DaemonStarter {
     fn is_open(&self, id: RunId) -> bool {
         matches!(self.runner.store().load(id), Ok(Some(run)) if !run.status.is_terminal())
     }
+
+    fn open_run_like(&self, workflow: &str, params: &BTreeMap<String, String>) -> Option<RunId> {
+        let store = self.runner.store();
+        store.open_runs().ok()?.into_iter().find(|id| {
+            matches!(store.load(*id), Ok(Some(run)) if !run.status.is_terminal() && run.workflow == workflow && &run.params == params)
+        })
+    }
 }
 
 fn wall_secs(clock: &dyn Clock) -> f64 {

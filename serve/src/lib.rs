@@ -62,4 +62,11 @@ pub trait Starter: Send + Sync + 'static {
 
     /// Whether run `id` exists and has not ended.
     fn is_open(&self, id: RunId) -> bool;
+
+    /// An open run of `workflow` with exactly these parameters, if any: an
+    /// alert that would start the same recovery joins it (five crash-looping
+    /// pods of one namespace are one pod recovery). None by default.
+    fn open_run_like(&self, _workflow: &str, _params: &BTreeMap<String, String>) -> Option<RunId> {
+        None
+    }
 }

@@ -465,3 +465,26 @@ async fn stopping_closes_idle_keep_alive_connections_at_once() {
     let n = tokio::time::timeout(Duration::from_secs(3), stream.read(&mut buf)).await.expect("closed").unwrap_or(0);
     assert_eq!(n, 0, "the idle connection was not closed");
 }
+
+#[tokio::test]
+async fn alerts_that_would_start_the_same_recovery_join_its_open_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerOptions::new(dir.path(), rules()).start().await;
+    // Two alerts (two fingerprints) for one node: the same workflow with the same parameters.
+    let first = outcomes(&post_json(server.addr, "/alertmanager", None, &webhook(&[("firing", "fp1", T0, NODE_DOWN)])).await);
+    assert_eq!(first[0].0, "started");
+    let other: &[(&str, &str)] = &[("alertname", "NodeDown"), ("node", "w1"), ("severity", "ticket")];
+    let second = outcomes(&post_json(server.addr, "/alertmanager", None, &webhook(&[("firing", "fp2", T0, other)])).await);
+    assert_eq!(second, vec![("duplicate".to_owned(), first[0].1.clone())], "one recovery for one node");
+    assert_eq!(server.starter.starts().len(), 1);
+    // Another node: its own run.
+    let w2: &[(&str, &str)] = &[("alertname", "NodeDown"), ("node", "w2")];
+    let third = outcomes(&post_json(server.addr, "/alertmanager", None, &webhook(&[("firing", "fp3", T0, w2)])).await);
+    assert_eq!(third[0].0, "started");
+    // Once the first run ended, the same recovery starts again for a new alert.
+    server.starter.close(server.starter.starts()[0].id);
+    let later = outcomes(&post_json(server.addr, "/alertmanager", None, &webhook(&[("firing", "fp4", T0, NODE_DOWN)])).await);
+    assert_eq!(later[0].0, "started");
+    assert_eq!(server.starter.starts().len(), 3);
+    server.stop().await;
+}

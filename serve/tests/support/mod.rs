@@ -62,6 +62,11 @@ impl Starter for FakeStarter {
     fn is_open(&self, id: RunId) -> bool {
         self.open.lock().expect("open").contains(&id)
     }
+
+    fn open_run_like(&self, workflow: &str, params: &BTreeMap<String, String>) -> Option<RunId> {
+        let open = self.open.lock().expect("open");
+        self.starts.lock().expect("starts").iter().find(|s| open.contains(&s.id) && s.workflow == workflow && &s.params == params).map(|s| s.id)
+    }
 }
 
 pub fn rule(alertname: &str, params: &[(&str, &str)]) -> AlertRule {
