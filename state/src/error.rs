@@ -34,6 +34,9 @@ pub enum Error {
     #[error("no run matches {query:?}; `dr list` shows the runs")]
     NotFound { query: String },
 
+    #[error("run {run} finished long ago and its history was removed by `dr gc` ({}); `dr list` and `dr stats` still count it, but its steps, events and report are gone", crate::model::format_millis(*at))]
+    Collected { run: String, at: crate::Millis },
+
     #[error("no run matches {query:?}; did you mean {suggestion}?")]
     DidYouMean { query: String, suggestion: String },
 

@@ -18,6 +18,23 @@ use uuid::Uuid;
 /// An instant: milliseconds since the Unix epoch (UTC).
 pub type Millis = i64;
 
+/// An instant as `YYYY-MM-DD HH:MM UTC`, for messages.
+pub fn format_millis(at: Millis) -> String {
+    let secs = at.div_euclid(1000);
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02} UTC", rest / 3600, rest % 3600 / 60)
+}
+
 /// A length of time in milliseconds.
 pub type DurationMs = u64;
 
@@ -556,6 +573,13 @@ impl Event {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn instants_format_as_utc_dates() {
+        assert_eq!(format_millis(0), "1970-01-01 00:00 UTC");
+        assert_eq!(format_millis(1_795_000_000_000), "2026-11-18 11:06 UTC");
+        assert_eq!(format_millis(951_782_400_000), "2000-02-29 00:00 UTC");
+    }
 
     #[test]
     fn v7_ids_sort_by_time_and_parse_back() {

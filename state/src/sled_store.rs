@@ -4,15 +4,25 @@
 //! with `flock` by the one process that owns the store; holds its pid),
 //! `wal` (the write-ahead log, see [`crate::wal`]), `sled/` (the sled
 //! database). Trees: `runs` (run id → snapshot), `summaries` (run id →
-//! summary), `events` (run id ‖ seq as big-endian u64 → event), `open` (run id
-//! → (), unfinished runs), `heads` (run id → next seq), `stats` (workflow \0
-//! step → recent durations), `meta` (`format` → format version).
+//! summary), `history` (run id ‖ first seq as big-endian u64 → a chunk: the
+//! run's events from that seq on, as one value), `archive` (run id → a
+//! finished run sealed: snapshot and history compressed together, see
+//! [`archive`]; a sealed run has nothing in `runs` or `history`), `open` (run id → (),
+//! unfinished runs), `heads` (run id → next seq), `stats` (workflow \0 step →
+//! recent durations), `collected` (run id → when `dr gc` removed its history),
+//! `meta` (`format` → record format version, `layout` → [`LAYOUT`]).
 //!
 //! Durability: an append is written to the log and the log `fdatasync`ed
-//! before it is applied to sled (in memory) and acknowledged; sled is flushed
-//! and every file and directory under the state directory fsynced at
-//! checkpoints (open, close, log over 32 MiB), and only then is the log
-//! emptied. Any write, sync or flush error **poisons** the store for the life
+//! before it is applied to the **memtable** (in memory) and acknowledged.
+//! Readers see the memtable over sled, so they see only what is durable.
+//! sled receives the memtable at checkpoints (open, close, log over 32 MiB):
+//! each run touched since the last one gets its latest snapshot and summary
+//! written once and its new events as one chunk, then sled is flushed and
+//! every file and directory under the state directory fsynced, and only then
+//! is the log emptied. Writing a run once per checkpoint instead of once per
+//! transition is what keeps a finished run small on disk: sled is
+//! log-structured, and every rewrite of a value stays in its files until its
+//! segment is reclaimed. Any write, sync or flush error **poisons** the store for the life
 //! of the process: nothing more is appended, checkpointed or truncated, and
 //! the next process replays the log.
 //!
@@ -27,7 +37,7 @@ use std::io::{Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::envelope::{decode, encode, FORMAT_VERSION};
 use crate::fault::{self, Site};
@@ -35,16 +45,27 @@ use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
 use crate::wal::{self, Scan, ScanError, Wal, WalEntry};
 use crate::{Append, Error, Result, Store, STATS_WINDOW};
 
+mod archive;
+
+/// The layout of the trees: 1 kept one value per event in `events`; 2 keeps
+/// chunks in `history` (a layout-1 store is migrated at open).
+pub const LAYOUT: u8 = 2;
+
 /// The sled-backed store. One process at a time may open a state directory.
 pub struct SledStore {
     dir: PathBuf,
     db: sled::Db,
     runs: sled::Tree,
     summaries: sled::Tree,
-    events: sled::Tree,
+    history: sled::Tree,
     open: sled::Tree,
     heads: sled::Tree,
     stats: sled::Tree,
+    collected: sled::Tree,
+    archive: sled::Tree,
+    /// What the log holds that sled does not have yet. Readers look here
+    /// first; a checkpoint moves it into sled under the write lock.
+    mem: RwLock<Memtable>,
     /// The log and whether the store is poisoned: every write holds it, so
     /// appends and checkpoints never overlap.
     commit: Mutex<Commit>,
@@ -60,6 +81,50 @@ struct Commit {
     wal: Wal,
     /// The first write, sync or flush error of this process.
     poisoned: Option<String>,
+}
+
+/// Appends that are durable in the log but not yet written into sled.
+#[derive(Default)]
+struct Memtable {
+    runs: HashMap<[u8; 16], Dirty>,
+    /// Step-duration windows changed since the last checkpoint (advisory:
+    /// not logged, lost with the process like any statistic not yet flushed).
+    stats: HashMap<Vec<u8>, Vec<u64>>,
+}
+
+/// A run as the log has it past what sled holds.
+struct Dirty {
+    head: u64,
+    terminal: bool,
+    snapshot: Vec<u8>,
+    summary: Vec<u8>,
+    /// Events sled does not hold yet, in sequence order (seq, encoded event).
+    events: Vec<(u64, Vec<u8>)>,
+}
+
+impl Memtable {
+    /// Takes a durable append in (the newer snapshot wins; events are kept once each).
+    fn apply(&mut self, entry: WalEntry) {
+        let seqs = entry.event_seqs();
+        let dirty = self.runs.entry(entry.run).or_insert_with(|| Dirty {
+            head: 0,
+            terminal: false,
+            snapshot: Vec::new(),
+            summary: Vec::new(),
+            events: Vec::new(),
+        });
+        for (seq, (_, value)) in seqs.into_iter().zip(entry.events) {
+            if dirty.events.last().is_none_or(|(last, _)| *last < seq) {
+                dirty.events.push((seq, value));
+            }
+        }
+        if entry.head >= dirty.head {
+            dirty.head = entry.head;
+            dirty.terminal = entry.terminal;
+            dirty.snapshot = entry.snapshot;
+            dirty.summary = entry.summary;
+        }
+    }
 }
 
 /// The write-ahead log is checkpointed into sled when it grows past this.
@@ -128,6 +193,7 @@ impl SledStore {
             .path(&sled_dir)
             .segment_size(1 << 20)
             .cache_capacity(32 << 20)
+            .mode(sled::Mode::LowSpace)
             // Durability comes from the write-ahead log; sled is flushed at checkpoints.
             .flush_every_ms(None)
             .open()
@@ -147,15 +213,25 @@ impl SledStore {
                 meta.insert("format", &[FORMAT_VERSION]).map_err(|source| Error::Sled { path: dir.clone(), source })?;
             }
         }
+        let layout = match meta.get("layout").map_err(|source| Error::Sled { path: dir.clone(), source })? {
+            Some(v) => v.first().copied().unwrap_or(0),
+            None => 1,
+        };
+        if layout > LAYOUT || layout == 0 {
+            return Err(Error::UnsupportedFormat { path: dir.clone(), found: layout, supported: LAYOUT });
+        }
         let wal_path = dir.join("wal");
         let wal = Wal::open(&wal_path, &scanned).map_err(|source| Error::Io { path: wal_path.clone(), source })?;
         let mut store = SledStore {
             runs: tree("runs")?,
             summaries: tree("summaries")?,
-            events: tree("events")?,
+            history: tree("history")?,
             open: tree("open")?,
             heads: tree("heads")?,
             stats: tree("stats")?,
+            collected: tree("collected")?,
+            archive: tree("archive")?,
+            mem: RwLock::new(Memtable::default()),
             db,
             commit: Mutex::new(Commit { wal, poisoned: None }),
             syncs: AtomicU64::new(0),
@@ -164,8 +240,11 @@ impl SledStore {
             _lock: lock,
             dir,
         };
-        let payloads: Vec<&[u8]> = scanned.records.iter().map(|r| r.payload.as_slice()).collect();
-        let replayed = store.replay_wal(&payloads)?;
+        if layout < LAYOUT {
+            store.migrate_from_layout_1()?;
+            meta.insert("layout", &[LAYOUT]).map_err(|s| store.sled_err(s))?;
+        }
+        let replayed = store.replay_wal(scanned.records.iter().map(|r| r.payload.as_slice()))?;
         if replayed > 0 {
             tracing::info!(replayed, "applied write-ahead log records that sled had not persisted");
         }
@@ -175,6 +254,44 @@ impl SledStore {
         drop(commit);
         store.ready = true;
         Ok(store)
+    }
+
+    /// Layout 1 kept one value per event in the tree `events`: each run's
+    /// events become one chunk in `history`, then `events` is dropped. A
+    /// crash part way redoes it (the chunks are written under the same keys)
+    /// because `layout` is set only after.
+    fn migrate_from_layout_1(&self) -> Result<()> {
+        let had_events = self.db.tree_names().iter().any(|n| n.as_ref() == b"events");
+        if !had_events {
+            return Ok(());
+        }
+        let events = self.db.open_tree("events").map_err(|s| self.sled_err(s))?;
+        let mut current: Option<([u8; 16], u64, Vec<Vec<u8>>)> = None;
+        let mut runs = 0usize;
+        for item in events.iter() {
+            let (key, value) = item.map_err(|s| self.sled_err(s))?;
+            let (Some(run), Some(seq)) = (key.get(..16).and_then(|b| <[u8; 16]>::try_from(b).ok()), seq_of(&key)) else {
+                continue;
+            };
+            match &mut current {
+                Some((r, _, chunk)) if *r == run => chunk.push(value.to_vec()),
+                _ => {
+                    if let Some((r, first, chunk)) = current.take() {
+                        self.history.insert(event_key_raw(&r, first), encode(&chunk)).map_err(|s| self.sled_err(s))?;
+                        runs += 1;
+                    }
+                    current = Some((run, seq, vec![value.to_vec()]));
+                }
+            }
+        }
+        if let Some((r, first, chunk)) = current.take() {
+            self.history.insert(event_key_raw(&r, first), encode(&chunk)).map_err(|s| self.sled_err(s))?;
+            runs += 1;
+        }
+        self.db.flush().map_err(|s| self.sled_err(s))?;
+        self.db.drop_tree("events").map_err(|s| self.sled_err(s))?;
+        tracing::info!(runs, "migrated the store's histories to layout {LAYOUT} (one chunk per run)");
+        Ok(())
     }
 
     /// The state directory.
@@ -200,6 +317,8 @@ impl SledStore {
     /// Writes raw bytes under a key: for tests that corrupt a record on purpose.
     #[cfg(any(test, feature = "test-util"))]
     pub fn corrupt_run_for_test(&self, id: RunId, bytes: &[u8]) -> Result<()> {
+        // The memtable first, so that the checkpoint does not write the good record back.
+        self.checkpoint_now()?;
         self.runs.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
         self.summaries.insert(id.as_bytes(), bytes).map_err(|source| self.sled_err(source))?;
         self.checkpoint_now()
@@ -220,16 +339,25 @@ impl SledStore {
         Error::Poisoned { path: self.dir.clone(), cause: cause.to_owned() }
     }
 
-    /// Makes everything sled wrote durable (flush, then fsync of every file
-    /// and directory under the state directory), then empties the log. A
-    /// failure poisons the store: the log is never emptied on the strength of
-    /// a failed or retried sync.
+    fn read_mem(&self) -> RwLockReadGuard<'_, Memtable> {
+        self.mem.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write_mem(&self) -> RwLockWriteGuard<'_, Memtable> {
+        self.mem.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Writes the memtable into sled, makes everything sled wrote durable
+    /// (flush, then fsync of every file and directory under the state
+    /// directory), then empties the log. A failure poisons the store: the log
+    /// is never emptied on the strength of a failed or retried sync.
     fn checkpoint(&self, commit: &mut Commit) -> Result<()> {
         if let Some(cause) = &commit.poisoned {
             return Err(self.poisoned_error(cause));
         }
-        let flushed = self.db.flush().map_err(|e| format!("flushing sled: {e}"));
-        let synced = flushed.and_then(|_| {
+        let written = self.write_memtable().map_err(|e| format!("writing to sled: {e}"));
+        let flushed = written.and_then(|()| self.db.flush().map(drop).map_err(|e| format!("flushing sled: {e}")));
+        let synced = flushed.and_then(|()| {
             sync_tree(&self.dir.join("sled")).and_then(|()| sync_dir(&self.dir)).map_err(|e| format!("syncing sled's files: {e}"))
         });
         let truncated = synced.and_then(|()| commit.wal.truncate().map_err(|e| format!("emptying {}: {e}", commit.wal.path().display())));
@@ -241,52 +369,69 @@ impl SledStore {
         Ok(())
     }
 
-    /// Applies the log entries sled does not have (a run's head is behind the entry's).
-    fn replay_wal(&self, entries: &[&[u8]]) -> Result<usize> {
+    /// Moves the memtable into sled (in memory: durable only once flushed).
+    /// Per run: its new events as one chunk first, its snapshot, summary and
+    /// open mark, its head last, so that sled's own log (persisted in order)
+    /// never holds a head without what it covers. Plain inserts, not sled
+    /// transactions: atomicity across a crash comes from the write-ahead log,
+    /// which still holds all of it until the checkpoint completes. The
+    /// memtable is emptied only when every insert succeeded.
+    fn write_memtable(&self) -> Result<()> {
+        let sled = |e| self.sled_err(e);
+        let mut mem = self.write_mem();
+        for (run, dirty) in &mem.runs {
+            let key = &run[..];
+            if dirty.terminal {
+                // Sealed whole; what sled held of it apart is removed after the seal is in.
+                let mut events = self.stored_events(run)?;
+                let (first, encoded) = merge_events(&mut events, &dirty.events, dirty.head);
+                let sealed = archive::Sealed { snapshot: dirty.snapshot.clone(), first, events: encoded };
+                self.archive.insert(key, archive::seal(&sealed)).map_err(sled)?;
+                for chunk in self.history.scan_prefix(key).keys() {
+                    self.history.remove(chunk.map_err(sled)?).map_err(sled)?;
+                }
+                self.runs.remove(key).map_err(sled)?;
+            } else {
+                if let Some((first, _)) = dirty.events.first() {
+                    let chunk: Vec<&[u8]> = dirty.events.iter().map(|(_, v)| v.as_slice()).collect();
+                    self.history.insert(event_key_raw(run, *first), archive::pack(&encode(&chunk))).map_err(sled)?;
+                }
+                self.runs.insert(key, archive::pack(&dirty.snapshot)).map_err(sled)?;
+            }
+            self.summaries.insert(key, dirty.summary.as_slice()).map_err(sled)?;
+            if dirty.terminal {
+                self.open.remove(key).map_err(sled)?;
+            } else {
+                self.open.insert(key, &[][..]).map_err(sled)?;
+            }
+            self.heads.insert(key, &dirty.head.to_be_bytes()[..]).map_err(sled)?;
+        }
+        for (key, window) in &mem.stats {
+            self.stats.insert(key.as_slice(), encode(window)).map_err(sled)?;
+        }
+        mem.runs.clear();
+        mem.stats.clear();
+        Ok(())
+    }
+
+    /// Takes the log's entries into the memtable, but for those sled already
+    /// holds (their head is behind sled's). An entry at sled's head is taken
+    /// again (same bytes), in case sled kept the head but not all it covers.
+    fn replay_wal<'a>(&self, entries: impl Iterator<Item = &'a [u8]>) -> Result<usize> {
         let mut applied = 0;
-        for (index, payload) in entries.iter().enumerate() {
+        for (index, payload) in entries.enumerate() {
             let entry: WalEntry = decode(payload).map_err(|detail| Error::Corrupted {
                 tree: "wal",
                 key: format!("record {index}"),
                 run: None,
                 detail,
             })?;
-            // Events never change once written: putting them again is harmless,
-            // and repairs a history whatever order sled persisted its writes in.
-            for (k, v) in &entry.events {
-                self.events.insert(k.as_slice(), v.as_slice()).map_err(|s| self.sled_err(s))?;
-            }
-            let current = self.head(&entry.run)?;
-            // An entry at sled's head is applied again too (same bytes), in case sled
-            // kept the head but not the snapshot; an older one would go back in time.
-            if current <= entry.head {
-                self.apply(&entry).map_err(|source| self.sled_err(source))?;
+            if self.head(&entry.run)? <= entry.head {
+                self.write_mem().apply(entry);
                 applied += 1;
             }
         }
         Ok(applied)
-    }
-
-    /// Writes an append into sled: events first, the run's head last, so that
-    /// sled's own log (persisted in order) never holds a head without what it
-    /// covers. These are plain inserts, not sled transactions: atomicity across
-    /// a crash comes from the write-ahead log, whose record is durable before
-    /// this runs and is applied again on open. Callers hold `self.commit`
-    /// (or are alone, at open).
-    fn apply(&self, entry: &WalEntry) -> Result<(), sled::Error> {
-        let key = &entry.run[..];
-        for (k, v) in &entry.events {
-            self.events.insert(k.as_slice(), v.as_slice())?;
-        }
-        self.runs.insert(key, entry.snapshot.as_slice())?;
-        self.summaries.insert(key, entry.summary.as_slice())?;
-        if entry.terminal {
-            self.open.remove(key)?;
-        } else {
-            self.open.insert(key, &[][..])?;
-        }
-        self.heads.insert(key, &entry.head.to_be_bytes()[..])?;
-        Ok(())
     }
 
     fn sled_err(&self, source: sled::Error) -> Error {
@@ -328,10 +473,32 @@ fn private(path: &Path, mode: u32) -> std::io::Result<()> {
 }
 
 pub(crate) fn event_key(id: RunId, seq: u64) -> [u8; 24] {
+    event_key_raw(id.as_bytes(), seq)
+}
+
+fn event_key_raw(run: &[u8; 16], seq: u64) -> [u8; 24] {
     let mut key = [0u8; 24];
-    key[..16].copy_from_slice(id.as_bytes());
+    key[..16].copy_from_slice(run);
     key[16..].copy_from_slice(&seq.to_be_bytes());
     key
+}
+
+/// `stored` (sorted, each seq once) followed by the `pending` events it does
+/// not hold, cut at `head`: the first seq and the encoded events in order.
+fn merge_events(stored: &mut Vec<(u64, Vec<u8>)>, pending: &[(u64, Vec<u8>)], head: u64) -> (u64, Vec<Vec<u8>>) {
+    for (seq, bytes) in pending {
+        if stored.last().is_none_or(|(last, _)| last < seq) {
+            stored.push((*seq, bytes.clone()));
+        }
+    }
+    stored.retain(|(seq, _)| *seq < head);
+    let first = stored.first().map_or(0, |(seq, _)| *seq);
+    (first, std::mem::take(stored).into_iter().map(|(_, bytes)| bytes).collect())
+}
+
+/// The sequence number in an event or chunk key.
+fn seq_of(key: &[u8]) -> Option<u64> {
+    key.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes)
 }
 
 fn stats_key(workflow: &str, step: &str) -> Vec<u8> {
@@ -377,8 +544,16 @@ fn classify_sled_error(dir: &Path, source: sled::Error) -> Error {
 }
 
 impl SledStore {
-    /// The run's next sequence number as sled has it (0 for an unknown run).
+    /// The run's next sequence number (0 for an unknown run).
     pub(crate) fn head(&self, run: &[u8; 16]) -> Result<u64> {
+        if let Some(dirty) = self.read_mem().runs.get(run) {
+            return Ok(dirty.head);
+        }
+        self.sled_head(run)
+    }
+
+    /// The run's next sequence number as sled has it.
+    fn sled_head(&self, run: &[u8; 16]) -> Result<u64> {
         let head = self.heads.get(run).map_err(|s| self.sled_err(s))?;
         Ok(head.map_or(0, |v| u64::from_be_bytes(v.as_ref().try_into().unwrap_or([0xff; 8]))))
     }
@@ -415,7 +590,7 @@ impl Store for SledStore {
             return items.iter().map(|_| Err(self.poisoned_error(cause))).collect();
         }
         let mut results: Vec<Result<()>> = Vec::with_capacity(items.len());
-        let mut accepted = Vec::new();
+        let mut accepted: Vec<(usize, &wal::Prepared)> = Vec::new();
         // Heads as they will be once the earlier appends of this batch are applied.
         let mut heads: HashMap<[u8; 16], u64> = HashMap::new();
         for (index, append) in items.iter().enumerate() {
@@ -464,16 +639,17 @@ impl Store for SledStore {
             commit.poisoned = Some(cause);
             return results;
         }
-        for (index, prepared) in &accepted {
-            if let Some(cause) = &commit.poisoned {
-                results[*index] = Err(self.poisoned_error(cause));
-                continue;
-            }
-            if let Err(e) = self.apply(&prepared.entry) {
-                // Durable in the log, which the next process replays; this one stops writing.
-                let cause = format!("applying a logged append to sled: {e}");
-                results[*index] = Err(self.poisoned_error(&cause));
-                commit.poisoned = Some(cause);
+        // Durable: readers may see them now.
+        let mut take = vec![false; items.len()];
+        for (index, _) in accepted {
+            take[index] = true;
+        }
+        {
+            let mut mem = self.write_mem();
+            for (append, take) in items.into_iter().zip(take) {
+                if let (true, Some(prepared)) = (take, append.prepared) {
+                    mem.apply(prepared.entry);
+                }
             }
         }
         if commit.wal.size() > WAL_CHECKPOINT_BYTES {
@@ -484,93 +660,181 @@ impl Store for SledStore {
     }
 
     fn load(&self, id: RunId) -> Result<Option<RunRecord>> {
-        let Some(bytes) = self.runs.get(id.as_bytes()).map_err(|s| self.sled_err(s))? else { return Ok(None) };
-        decode(&bytes).map(Some).map_err(|detail| Error::Corrupted {
-            tree: "runs",
-            key: id.to_string(),
-            run: Some(id.to_string()),
-            detail,
-        })
+        let key = id.as_bytes();
+        let corrupted = |tree, detail| Error::Corrupted { tree, key: id.to_string(), run: Some(id.to_string()), detail };
+        let mem = self.read_mem();
+        let bytes = if let Some(dirty) = mem.runs.get(key) {
+            dirty.snapshot.clone()
+        } else if let Some(value) = self.runs.get(key).map_err(|s| self.sled_err(s))? {
+            archive::unpack(&value).map_err(|detail| corrupted("runs", detail))?.into_owned()
+        } else if let Some(value) = self.archive.get(key).map_err(|s| self.sled_err(s))? {
+            archive::open(&value).map_err(|detail| corrupted("archive", detail))?.snapshot
+        } else {
+            drop(mem);
+            return match self.collected_at(id)? {
+                Some(at) => Err(Error::Collected { run: id.to_string(), at }),
+                None => Ok(None),
+            };
+        };
+        drop(mem);
+        decode(&bytes).map(Some).map_err(|detail| corrupted("runs", detail))
     }
 
     fn events(&self, id: RunId) -> Result<Vec<EventRecord>> {
+        // One consistent view: a checkpoint moves the memtable into sled under the write lock.
+        let mem = self.read_mem();
+        let dirty = mem.runs.get(id.as_bytes());
         // Events at or past the head belong to an append that never completed.
-        let head = self.head(id.as_bytes())?;
-        let mut out = Vec::new();
-        for item in self.events.scan_prefix(id.as_bytes()) {
-            let (key, value) = item.map_err(|s| self.sled_err(s))?;
-            let seq = key.get(16..24).and_then(|b| b.try_into().ok()).map(u64::from_be_bytes).unwrap_or(u64::MAX);
-            if seq >= head {
-                break;
+        let head = match dirty {
+            Some(d) => d.head,
+            None => self.sled_head(id.as_bytes())?,
+        };
+        let mut stored = self.stored_events(id.as_bytes())?;
+        if stored.is_empty() && dirty.is_none() {
+            if let Some(at) = self.collected_at(id)? {
+                return Err(Error::Collected { run: id.to_string(), at });
             }
-            let event: EventRecord = decode(&value).map_err(|detail| Error::Corrupted {
-                tree: "events",
-                key: format!("{id}/{seq}"),
-                run: Some(id.to_string()),
-                detail,
-            })?;
+        }
+        let (first, encoded) = merge_events(&mut stored, dirty.map_or(&[][..], |d| &d.events), head);
+        drop(mem);
+        let mut out: Vec<EventRecord> = Vec::with_capacity(encoded.len());
+        for (seq, bytes) in (first..).zip(encoded) {
+            let corrupted = |detail| Error::Corrupted { tree: "history", key: format!("{id}/{seq}"), run: Some(id.to_string()), detail };
+            let event: EventRecord = decode(&bytes).map_err(corrupted)?;
+            if event.seq != seq {
+                return Err(corrupted(format!("holds event {} where event {seq} belongs", event.seq)));
+            }
             out.push(event);
         }
         Ok(out)
     }
 
     fn summaries(&self) -> Result<Vec<Result<RunSummary>>> {
-        let mut out = Vec::with_capacity(self.summaries.len());
+        let decode_one = |key: &[u8], value: &[u8]| {
+            decode::<RunSummary>(value).map_err(|detail| {
+                let label = RunId::from_key(key).map(|id| id.to_string()).unwrap_or_else(|| format!("{key:?}"));
+                Error::Corrupted { tree: "summaries", key: label.clone(), run: Some(label), detail }
+            })
+        };
+        let mem = self.read_mem();
+        let mut out: Vec<([u8; 16], Result<RunSummary>)> = Vec::with_capacity(self.summaries.len() + mem.runs.len());
         for item in self.summaries.iter() {
             let (key, value) = item.map_err(|s| self.sled_err(s))?;
-            let label = RunId::from_key(&key).map(|id| id.to_string()).unwrap_or_else(|| format!("{key:?}"));
-            out.push(decode::<RunSummary>(&value).map_err(|detail| Error::Corrupted {
-                tree: "summaries",
-                key: label.clone(),
-                run: Some(label),
-                detail,
-            }));
+            let Ok(run) = <[u8; 16]>::try_from(key.as_ref()) else { continue };
+            if !mem.runs.contains_key(&run) {
+                out.push((run, decode_one(&key, &value)));
+            }
         }
-        Ok(out)
+        if !mem.runs.is_empty() {
+            out.extend(mem.runs.iter().map(|(run, d)| (*run, decode_one(run, &d.summary))));
+            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        }
+        Ok(out.into_iter().map(|(_, s)| s).collect())
     }
 
     fn open_runs(&self) -> Result<Vec<RunId>> {
-        self.open
-            .iter()
-            .keys()
-            .map(|k| k.map_err(|s| self.sled_err(s)).map(|k| RunId::from_key(&k)))
-            .filter_map(Result::transpose)
-            .collect()
+        let mem = self.read_mem();
+        let mut ids: Vec<[u8; 16]> = Vec::new();
+        for key in self.open.iter().keys() {
+            let key = key.map_err(|s| self.sled_err(s))?;
+            match <[u8; 16]>::try_from(key.as_ref()) {
+                Ok(run) if !mem.runs.contains_key(&run) => ids.push(run),
+                _ => {}
+            }
+        }
+        ids.extend(mem.runs.iter().filter(|(_, d)| !d.terminal).map(|(run, _)| *run));
+        ids.sort_unstable();
+        Ok(ids.iter().filter_map(|k| RunId::from_key(k)).collect())
     }
 
     fn run_ids(&self) -> Result<Vec<RunId>> {
-        self.heads
-            .iter()
-            .keys()
-            .map(|k| k.map_err(|s| self.sled_err(s)).map(|k| RunId::from_key(&k)))
-            .filter_map(Result::transpose)
-            .collect()
+        let mem = self.read_mem();
+        let mut ids: Vec<[u8; 16]> = Vec::with_capacity(self.heads.len() + mem.runs.len());
+        for key in self.heads.iter().keys() {
+            let key = key.map_err(|s| self.sled_err(s))?;
+            match <[u8; 16]>::try_from(key.as_ref()) {
+                Ok(run) if !mem.runs.contains_key(&run) => ids.push(run),
+                _ => {}
+            }
+        }
+        ids.extend(mem.runs.keys().copied());
+        ids.sort_unstable();
+        Ok(ids.iter().filter_map(|k| RunId::from_key(k)).collect())
     }
 
     fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()> {
         if let Some(cause) = self.poisoned() {
             return Err(self.poisoned_error(&cause));
         }
-        self.stats
-            .update_and_fetch(stats_key(workflow, step), |old| {
-                let mut window: Vec<u64> = old.and_then(|b| decode(b).ok()).unwrap_or_default();
-                window.push(millis);
-                if window.len() > STATS_WINDOW {
-                    let excess = window.len() - STATS_WINDOW;
-                    window.drain(..excess);
-                }
-                Some(encode(&window))
-            })
-            .map_err(|s| self.sled_err(s))?;
+        let key = stats_key(workflow, step);
+        let mut mem = self.write_mem();
+        let window = match mem.stats.remove(&key) {
+            Some(window) => window,
+            None => self.sled_durations(&key)?,
+        };
+        let mut window = window;
+        window.push(millis);
+        if window.len() > STATS_WINDOW {
+            let excess = window.len() - STATS_WINDOW;
+            window.drain(..excess);
+        }
+        mem.stats.insert(key, window);
         Ok(())
     }
 
     fn durations(&self, workflow: &str, step: &str) -> Result<Vec<u64>> {
-        let Some(bytes) = self.stats.get(stats_key(workflow, step)).map_err(|s| self.sled_err(s))? else {
+        let key = stats_key(workflow, step);
+        if let Some(window) = self.read_mem().stats.get(&key) {
+            return Ok(window.clone());
+        }
+        self.sled_durations(&key)
+    }
+}
+
+impl SledStore {
+    /// Every event sled holds of a run (sealed or in chunks), each once, in
+    /// order: (seq, encoded event).
+    fn stored_events(&self, run: &[u8; 16]) -> Result<Vec<(u64, Vec<u8>)>> {
+        let id = RunId::from_key(run).map_or_else(|| format!("{run:02x?}"), |id| id.to_string());
+        let mut out: Vec<(u64, Vec<u8>)> = Vec::new();
+        if let Some(value) = self.archive.get(run).map_err(|s| self.sled_err(s))? {
+            let sealed = archive::open(&value).map_err(|detail| Error::Corrupted {
+                tree: "archive",
+                key: id.clone(),
+                run: Some(id.clone()),
+                detail,
+            })?;
+            out.extend((sealed.first..).zip(sealed.events));
+        }
+        for item in self.history.scan_prefix(run) {
+            let (key, value) = item.map_err(|s| self.sled_err(s))?;
+            let first = seq_of(&key).unwrap_or(u64::MAX);
+            let chunk: Vec<Vec<u8>> = archive::unpack(&value).and_then(|plain| decode(&plain)).map_err(|detail| Error::Corrupted {
+                tree: "history",
+                key: format!("{id}/{first}"),
+                run: Some(id.clone()),
+                detail,
+            })?;
+            out.extend((first..).zip(chunk));
+        }
+        // Chunks written again after a crash may overlap: each event once, in order.
+        out.sort_by_key(|(seq, _)| *seq);
+        out.dedup_by_key(|(seq, _)| *seq);
+        Ok(out)
+    }
+
+    fn sled_durations(&self, key: &[u8]) -> Result<Vec<u64>> {
+        let Some(bytes) = self.stats.get(key).map_err(|s| self.sled_err(s))? else {
             return Ok(Vec::new());
         };
         // Statistics are advisory: a damaged window is treated as empty.
         Ok(decode(&bytes).unwrap_or_default())
+    }
+
+    /// When `dr gc` removed the run's history, if it did.
+    fn collected_at(&self, id: RunId) -> Result<Option<crate::Millis>> {
+        let at = self.collected.get(id.as_bytes()).map_err(|s| self.sled_err(s))?;
+        Ok(at.and_then(|v| v.as_ref().try_into().ok()).map(i64::from_be_bytes))
     }
 }
 

@@ -408,3 +408,78 @@ fn a_state_directory_others_can_read_is_reported_and_one_they_can_write_is_refus
         assert_eq!(std::fs::read_dir(other.path()).unwrap().count(), 0, "nothing written in a refused directory");
     }
 }
+
+
+fn seqs(store: &SledStore, id: RunId) -> Vec<u64> {
+    store.events(id).unwrap().iter().map(|e| e.seq).collect()
+}
+
+#[test]
+fn a_run_spanning_checkpoints_keeps_every_event_once_and_is_sealed_when_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = RunId::new_v7(3, 3);
+    let other = RunId::new_v7(4, 4);
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append(&run(id, 2, RunStatus::Running), &[event(0), event(1)]).unwrap();
+        store.append(&run(other, 1, RunStatus::Running), &[event(0)]).unwrap();
+        store.checkpoint_now().unwrap();
+        assert_eq!(store.history.scan_prefix(id.as_bytes()).count(), 1, "an open run's events go into sled as one chunk");
+        store.append(&run(id, 4, RunStatus::Running), &[event(2), event(3)]).unwrap();
+        // Read across sled and the memtable.
+        assert_eq!(seqs(&store, id), vec![0, 1, 2, 3]);
+        store.checkpoint_now().unwrap();
+        assert_eq!(store.history.scan_prefix(id.as_bytes()).count(), 2);
+        store.append(&run(id, 5, RunStatus::Succeeded), &[event(4)]).unwrap();
+        assert_eq!(store.open_runs().unwrap(), vec![other], "a terminal run leaves the open runs before any checkpoint");
+        store.checkpoint_now().unwrap();
+        assert_eq!(store.history.scan_prefix(id.as_bytes()).count(), 0, "a finished run is sealed whole");
+        assert!(store.runs.get(id.as_bytes()).unwrap().is_none());
+        assert!(store.archive.get(id.as_bytes()).unwrap().is_some());
+        assert_eq!(seqs(&store, id), vec![0, 1, 2, 3, 4]);
+        assert_eq!(store.load(id).unwrap().unwrap().status, RunStatus::Succeeded);
+        // An ended run still takes events (a report field): the seal is made again with it.
+        store.append(&run(id, 6, RunStatus::Succeeded), &[event(5)]).unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(seqs(&store, id), vec![0, 1, 2, 3, 4, 5]);
+    assert_eq!(store.load(id).unwrap().unwrap().next_seq, 6);
+    assert_eq!(seqs(&store, other), vec![0]);
+    assert_eq!(store.run_ids().unwrap(), vec![id, other]);
+    assert_eq!(store.open_runs().unwrap(), vec![other]);
+    let statuses: Vec<RunStatus> = store.summaries().unwrap().into_iter().map(|s| s.unwrap().status).collect();
+    assert_eq!(statuses, vec![RunStatus::Succeeded, RunStatus::Running]);
+}
+
+#[test]
+fn a_store_of_layout_1_is_migrated_at_open_and_keeps_every_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = RunId::new_v7(6, 6);
+    {
+        // What a dr of layout 1 left: one value per event in `events`, plain snapshots, no `layout`.
+        std::fs::create_dir_all(dir.path()).unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        let db = sled::Config::new().path(dir.path().join("sled")).segment_size(1 << 20).open().unwrap();
+        db.open_tree("meta").unwrap().insert("format", &[FORMAT_VERSION]).unwrap();
+        let events = db.open_tree("events").unwrap();
+        for seq in 0..3 {
+            events.insert(event_key(id, seq), encode(&event(seq))).unwrap();
+        }
+        let record = run(id, 3, RunStatus::Succeeded);
+        db.open_tree("runs").unwrap().insert(id.as_bytes(), encode(&record)).unwrap();
+        db.open_tree("summaries").unwrap().insert(id.as_bytes(), encode(&record.summary())).unwrap();
+        db.open_tree("heads").unwrap().insert(id.as_bytes(), &3u64.to_be_bytes()[..]).unwrap();
+        db.flush().unwrap();
+    }
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        assert_eq!(seqs(&store, id), vec![0, 1, 2]);
+        assert_eq!(store.load(id).unwrap().unwrap().next_seq, 3);
+        assert!(!store.db.tree_names().iter().any(|n| n.as_ref() == b"events"), "the old tree is dropped");
+        store.append(&run(id, 4, RunStatus::Succeeded), &[event(3)]).unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    assert_eq!(seqs(&store, id), vec![0, 1, 2, 3]);
+    let meta = store.db.open_tree("meta").unwrap();
+    assert_eq!(meta.get("layout").unwrap().unwrap().as_ref(), [LAYOUT]);
+}
