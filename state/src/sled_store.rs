@@ -727,7 +727,7 @@ impl Store for SledStore {
         }
         if !mem.runs.is_empty() {
             out.extend(mem.runs.iter().map(|(run, d)| (*run, decode_one(run, &d.summary))));
-            out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            out.sort_unstable_by_key(|(run, _)| *run);
         }
         Ok(out.into_iter().map(|(_, s)| s).collect())
     }
