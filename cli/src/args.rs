@@ -91,6 +91,10 @@ pub enum Command {
     Serve(ServeArgs),
     /// Check the state store's write-ahead log (exit 0 clean, 6 damaged), or cut its damage (repair --accept-loss)
     Store(crate::store_cmd::StoreArgs),
+    /// Remove the histories of finished runs that ended more than DAYS ago; their summaries stay, so dr list, dr stats and dr maturity still count them
+    ///
+    /// A collected run's steps, events and report are gone: write the reports you need first (dr report ID -o FILE). Unfinished runs are never touched, nor the step-duration statistics behind the projections. Works beside dr serve (it does the removal). Exit 0, also when nothing was old enough.
+    Gc(crate::store_cmd::GcArgs),
     /// Print a shell completion script: bash, zsh or fish (e.g. dr completions bash > /etc/bash_completion.d/dr)
     Completions(CompletionsArgs),
     /// Write the man pages (dr.1 and one per command) into DIR (packaging)

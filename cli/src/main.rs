@@ -185,7 +185,7 @@ fn exit_code_for(e: &anyhow::Error) -> u8 {
 
 fn state_code(e: &dr_state::Error) -> u8 {
     match e {
-        dr_state::Error::NotFound { .. } => exit::NOT_FOUND,
+        dr_state::Error::NotFound { .. } | dr_state::Error::Collected { .. } => exit::NOT_FOUND,
         dr_state::Error::Ambiguous { .. } | dr_state::Error::DidYouMean { .. } => exit::USAGE,
         dr_state::Error::Busy { .. } => exit::BUSY,
         _ => exit::CANNOT,
@@ -402,6 +402,11 @@ fn ask_owner(dir: &std::path::Path, busy: dr_state::Error, request: &control::Re
 }
 
 /// A control answer's error, with the exit code its kind has.
+/// The error says the run (or store) is not there (exit 4).
+pub(crate) fn is_not_found(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<Worded>().is_some_and(|w| w.code == exit::NOT_FOUND)
+}
+
 fn control_error(kind: control::ErrorKind, message: String) -> anyhow::Error {
     match kind {
         control::ErrorKind::NotFound => anyhow::Error::new(Worded { code: exit::NOT_FOUND, message }),
@@ -520,6 +525,7 @@ async fn run(mut cli: Cli) -> anyhow::Result<u8> {
         Command::Man(args) => man_pages(&args.dir),
         Command::Report(args) => report::run(state_dir, args).await,
         Command::Stats(args) => report::stats::run(state_dir, args).await,
+        Command::Gc(args) => store_cmd::gc(state_dir, args).await,
         Command::Maturity(args) => report::maturity::run(state_dir, args.json).await,
         Command::Start(args) => {
             // Read (and perhaps asked about) before the store is opened: a question must not hold it.

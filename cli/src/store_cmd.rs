@@ -1,7 +1,7 @@
 //! `dr store check` and `dr store repair --accept-loss`: the state store's
 //! write-ahead log, examined and (when the operator accepts the loss) cut at
 //! its damage. `dr store stats`: how many runs the store holds and what they
-//! take on disk.
+//! take on disk. `dr gc`: the histories of old finished runs removed.
 //!
 //! Owns: the commands' arguments, output (text or one JSON object) and exit
 //! codes: check 0 clean (a torn tail is clean: it is an unacknowledged write,
@@ -48,6 +48,62 @@ pub enum StoreCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct GcArgs {
+    /// Runs that finished more than DAYS days ago (1 or more)
+    #[arg(long, value_name = "DAYS", value_parser = clap::value_parser!(u32).range(1..=36_500))]
+    pub older_than: u32,
+    /// Only list the runs that would be collected
+    #[arg(long)]
+    pub dry_run: bool,
+    /// One JSON object on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `dr gc`: through the one client API, so `dr serve` removes while it runs.
+pub async fn gc(state_dir: Option<PathBuf>, args: GcArgs) -> anyhow::Result<u8> {
+    use dr_orchestrator::control::{Request, Response};
+    let dir = state_dir.unwrap_or_else(crate::default_state_dir);
+    if !crate::store_present(&dir) {
+        return Err(anyhow::Error::new(crate::Worded { code: exit::NOT_FOUND, message: crate::no_store(&dir) }));
+    }
+    let client = crate::client::Client::from(crate::access(Some(dir.clone()))?);
+    let older_than_ms = u64::from(args.older_than) * 86_400_000;
+    let Response::Collected { runs, before, dry_run } = client.ask(Request::Gc { older_than_ms, dry_run: args.dry_run }).await? else {
+        anyhow::bail!("unexpected control response")
+    };
+    use crate::render::{local_time, rfc3339};
+    if args.json {
+        let rows: Vec<serde_json::Value> = runs
+            .iter()
+            .map(|s| {
+                json!({
+                    "id": s.id.to_string(),
+                    "workflow": s.workflow,
+                    "status": s.status.as_str(),
+                    "finished_at": s.finished_at.map_or(serde_json::Value::Null, rfc3339),
+                })
+            })
+            .collect();
+        print_json(&json!({ "dry_run": dry_run, "finished_before": rfc3339(before), "runs": rows, "count": runs.len() }))?;
+        return Ok(exit::OK);
+    }
+    let verb = if dry_run { "Would remove" } else { "Removed" };
+    let mut text = format!(
+        "{verb} the histories of {} finished run(s) that ended before {}{}\n",
+        runs.len(),
+        local_time(before),
+        if runs.is_empty() { "" } else { "; their summaries stay (dr list, dr stats)" }
+    );
+    for s in &runs {
+        let finished = s.finished_at.map(local_time).unwrap_or_default();
+        text.push_str(&format!("  {}  {:<24} {:<10} finished {finished}\n", s.id, s.workflow, s.status.as_str()));
+    }
+    print_text(&text)?;
+    Ok(exit::OK)
 }
 
 pub fn run(state_dir: Option<PathBuf>, args: StoreArgs) -> anyhow::Result<u8> {

@@ -50,6 +50,9 @@ pub enum Request {
     /// `dr report ID --set FIELD=VALUE`: record a field of the incident report
     /// (any run, an ended one included); answered with the run.
     Annotate { query: String, field: String, value: String, by: String },
+    /// `dr gc`: remove the histories of the finished runs that ended more
+    /// than `older_than_ms` ago (their summaries stay); answered with them.
+    Gc { older_than_ms: u64, dry_run: bool },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -71,13 +74,15 @@ pub enum Response {
     /// The runs the owner drives, and its pid.
     Driving { runs: Vec<RunId>, pid: u32 },
     Info { pid: u32, daemon: bool, version: String },
+    /// The runs `dr gc` chose (removed unless `dry_run`), and the instant they ended before.
+    Collected { runs: Vec<RunSummary>, before: i64, dry_run: bool },
     Error { kind: ErrorKind, message: String },
 }
 
 impl Response {
     fn error(e: &crate::Error) -> Self {
         let kind = match e {
-            crate::Error::Store(dr_state::Error::NotFound { .. }) => ErrorKind::NotFound,
+            crate::Error::Store(dr_state::Error::NotFound { .. } | dr_state::Error::Collected { .. }) => ErrorKind::NotFound,
             crate::Error::Store(dr_state::Error::Ambiguous { .. } | dr_state::Error::DidYouMean { .. })
             | crate::Error::UnknownStep { .. }
             | crate::Error::Catalog(_) => ErrorKind::Usage,
@@ -315,6 +320,12 @@ async fn handle_inner(runner: &Runner, request: Request, mode: Mode) -> crate::R
             let run = runner.annotate(id, &field, &value, &by).await?;
             let rto = runner.rto(&run);
             Response::Runs(vec![(run, rto)])
+        }
+        Request::Gc { older_than_ms, dry_run } => {
+            let now = runner.now_ms();
+            let before = now.saturating_sub(i64::try_from(older_than_ms).unwrap_or(i64::MAX));
+            let runs = store.gc(before, now, dry_run)?;
+            Response::Collected { runs, before, dry_run }
         }
         Request::Operate { query, command } => {
             let id = store.resolve(&query)?;

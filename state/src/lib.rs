@@ -71,6 +71,14 @@ pub trait Store: Send + Sync + 'static {
     /// The most recent observed durations of a step (at most [`STATS_WINDOW`]).
     fn durations(&self, workflow: &str, step: &str) -> Result<Vec<u64>>;
 
+    /// `dr gc`: removes the snapshot and history of every finished run that
+    /// ended before `finished_before`, keeping its summary (so listings,
+    /// `dr stats` and MTTR still count it) and the step-duration statistics;
+    /// the run is marked collected at `now`, and reading it answers
+    /// [`Error::Collected`]. With `dry_run`, changes nothing. Returns the
+    /// summaries of the runs chosen, oldest first. Durable when it returns.
+    fn gc(&self, finished_before: Millis, now: Millis, dry_run: bool) -> Result<Vec<RunSummary>>;
+
     /// Resolves what an operator typed for a run: a full id, a unique prefix
     /// of one, or `@latest`.
     fn resolve(&self, query: &str) -> Result<RunId> {

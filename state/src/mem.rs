@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 
-use crate::model::{EventRecord, RunId, RunRecord, RunSummary};
+use crate::model::{EventRecord, Millis, RunId, RunRecord, RunSummary};
 use crate::{Error, Result, Store, STATS_WINDOW};
 
 #[derive(Default)]
@@ -17,6 +17,8 @@ struct Inner {
     runs: BTreeMap<RunId, RunRecord>,
     events: BTreeMap<(RunId, u64), EventRecord>,
     stats: BTreeMap<(String, String), Vec<u64>>,
+    /// Runs `collect` removed: their summary and when.
+    collected: BTreeMap<RunId, (RunSummary, Millis)>,
 }
 
 impl std::fmt::Debug for MemStore {
@@ -53,15 +55,47 @@ impl Store for MemStore {
     }
 
     fn load(&self, id: RunId) -> Result<Option<RunRecord>> {
-        Ok(self.lock().runs.get(&id).cloned())
+        let inner = self.lock();
+        if let Some((_, at)) = inner.collected.get(&id) {
+            return Err(Error::Collected { run: id.to_string(), at: *at });
+        }
+        Ok(inner.runs.get(&id).cloned())
     }
 
     fn events(&self, id: RunId) -> Result<Vec<EventRecord>> {
-        Ok(self.lock().events.range((id, 0)..=(id, u64::MAX)).map(|(_, e)| e.clone()).collect())
+        let inner = self.lock();
+        if let Some((_, at)) = inner.collected.get(&id) {
+            return Err(Error::Collected { run: id.to_string(), at: *at });
+        }
+        Ok(inner.events.range((id, 0)..=(id, u64::MAX)).map(|(_, e)| e.clone()).collect())
     }
 
     fn summaries(&self) -> Result<Vec<Result<RunSummary>>> {
-        Ok(self.lock().runs.values().map(|r| Ok(r.summary())).collect())
+        let inner = self.lock();
+        let mut all: BTreeMap<RunId, RunSummary> = inner.runs.values().map(|r| (r.id, r.summary())).collect();
+        all.extend(inner.collected.iter().map(|(id, (s, _))| (*id, s.clone())));
+        Ok(all.into_values().map(Ok).collect())
+    }
+
+    fn gc(&self, finished_before: Millis, now: Millis, dry_run: bool) -> Result<Vec<RunSummary>> {
+        let mut inner = self.lock();
+        let chosen: Vec<RunSummary> = inner
+            .runs
+            .values()
+            .map(RunRecord::summary)
+            .filter(|s| s.status.is_terminal() && s.finished_at.is_some_and(|f| f < finished_before))
+            .collect();
+        if !dry_run {
+            for s in &chosen {
+                inner.runs.remove(&s.id);
+                let seqs: Vec<(RunId, u64)> = inner.events.range((s.id, 0)..=(s.id, u64::MAX)).map(|(k, _)| *k).collect();
+                for k in seqs {
+                    inner.events.remove(&k);
+                }
+                inner.collected.insert(s.id, (s.clone(), now));
+            }
+        }
+        Ok(chosen)
     }
 
     fn open_runs(&self) -> Result<Vec<RunId>> {
@@ -69,7 +103,10 @@ impl Store for MemStore {
     }
 
     fn run_ids(&self) -> Result<Vec<RunId>> {
-        Ok(self.lock().runs.keys().copied().collect())
+        let inner = self.lock();
+        let mut ids: Vec<RunId> = inner.runs.keys().chain(inner.collected.keys()).copied().collect();
+        ids.sort_unstable();
+        Ok(ids)
     }
 
     fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> Result<()> {

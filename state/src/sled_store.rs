@@ -157,9 +157,20 @@ pub(crate) fn prepare_dir(dir: &Path, for_writing: bool) -> Result<Option<String
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && for_writing => {
             let create = |source| Error::CreateDir { path: dir.to_path_buf(), source };
+            // The directories about to be made, from the deepest up.
+            let made: Vec<&Path> = dir.ancestors().take_while(|d| !d.as_os_str().is_empty() && !d.exists()).collect();
             std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(create)?;
             // The umask may have taken bits away (never added): set the mode as it must be.
             std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).map_err(create)?;
+            // A new directory survives a power cut only once its parent's entry is synced
+            // (found by the power-cut test bed): each parent, the deepest first.
+            for new in made {
+                let parent = match new.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => p,
+                    _ => Path::new("."),
+                };
+                File::open(parent).and_then(|f| f.sync_all()).map_err(create)?;
+            }
             Ok(None)
         }
         Err(source) => Err(Error::CreateDir { path: dir.to_path_buf(), source }),
@@ -782,6 +793,45 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn gc(&self, finished_before: crate::Millis, now: crate::Millis, dry_run: bool) -> Result<Vec<RunSummary>> {
+        let mut commit = self.lock_commit();
+        if let Some(cause) = &commit.poisoned {
+            return Err(self.poisoned_error(cause));
+        }
+        if !dry_run {
+            // The memtable into sled first: then every finished run is in sled alone.
+            self.checkpoint(&mut commit)?;
+        }
+        let mut chosen = Vec::new();
+        for summary in self.summaries()? {
+            // A summary that cannot be read is left alone (dr list names it).
+            let Ok(s) = summary else { continue };
+            let ended_before = s.status.is_terminal() && s.finished_at.is_some_and(|f| f < finished_before);
+            let has_remains = || -> Result<bool> {
+                let key = s.id.as_bytes();
+                let sled = |e| self.sled_err(e);
+                Ok(self.collected.get(key).map_err(sled)?.is_none()
+                    || self.archive.contains_key(key).map_err(sled)?
+                    || self.runs.contains_key(key).map_err(sled)?
+                    || self.history.scan_prefix(key).next().is_some())
+            };
+            if ended_before && has_remains()? {
+                chosen.push(s);
+            }
+        }
+        if dry_run || chosen.is_empty() {
+            return Ok(chosen);
+        }
+        if let Err(e) = self.remove_histories(&chosen, now) {
+            let cause = format!("removing collected runs: {e}");
+            commit.poisoned = Some(cause.clone());
+            return Err(self.poisoned_error(&cause));
+        }
+        self.checkpoint(&mut commit)?;
+        tracing::info!(runs = chosen.len(), "dr gc removed the histories of finished runs");
+        Ok(chosen)
+    }
+
     fn durations(&self, workflow: &str, step: &str) -> Result<Vec<u64>> {
         let key = stats_key(workflow, step);
         if let Some(window) = self.read_mem().stats.get(&key) {
@@ -792,6 +842,27 @@ impl Store for SledStore {
 }
 
 impl SledStore {
+    /// The writes of `dr gc` (see [`Store::gc`]): every chosen run is
+    /// marked collected first, then its snapshot, seal and chunks are
+    /// removed, then a checkpoint makes it durable. A crash part way leaves
+    /// marked runs whose remains the next `dr gc` removes (they are chosen
+    /// again: a marked run still has its summary).
+    fn remove_histories(&self, chosen: &[RunSummary], now: crate::Millis) -> Result<(), sled::Error> {
+        for s in chosen {
+            self.collected.insert(s.id.as_bytes(), &now.to_be_bytes()[..])?;
+        }
+        for s in chosen {
+            let key = s.id.as_bytes();
+            self.archive.remove(key)?;
+            self.runs.remove(key)?;
+            self.open.remove(key)?;
+            for chunk in self.history.scan_prefix(key).keys() {
+                self.history.remove(chunk?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Every event sled holds of a run (sealed or in chunks), each once, in
     /// order: (seq, encoded event).
     fn stored_events(&self, run: &[u8; 16]) -> Result<Vec<(u64, Vec<u8>)>> {

@@ -142,8 +142,12 @@ async fn newest_backup_fact(client: &Client, runs: &[RunSummary]) -> anyhow::Res
     let mut candidates: Vec<&RunSummary> = runs.iter().filter(|s| s.workflow != SYNTHETIC).collect();
     candidates.sort_by_key(|s| std::cmp::Reverse(s.started_at));
     for s in candidates.into_iter().take(50) {
-        let Response::Runs(found) = client.ask(Request::Status { query: Some(s.id.to_string()) }).await? else {
-            bail!("unexpected control response")
+        let found = match client.ask(Request::Status { query: Some(s.id.to_string()) }).await {
+            Ok(Response::Runs(found)) => found,
+            Ok(_) => bail!("unexpected control response"),
+            // A listed run that is not found: `dr gc` removed its history, and its backup fact with it.
+            Err(e) if crate::is_not_found(&e) => continue,
+            Err(e) => return Err(e),
         };
         if let Some(fact) = found.first().and_then(|(run, _)| backup_fact(run)) {
             return Ok(Some(fact));

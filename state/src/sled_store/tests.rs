@@ -483,3 +483,38 @@ fn a_store_of_layout_1_is_migrated_at_open_and_keeps_every_event() {
     let meta = store.db.open_tree("meta").unwrap();
     assert_eq!(meta.get("layout").unwrap().unwrap().as_ref(), [LAYOUT]);
 }
+
+#[test]
+fn gc_removes_old_finished_histories_keeps_summaries_and_says_so_on_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = RunId::new_v7(7, 7);
+    let recent = RunId::new_v7(8, 8);
+    let open = RunId::new_v7(9, 9);
+    let finished = |id, at| RunRecord { finished_at: Some(at), ..run(id, 2, RunStatus::Succeeded) };
+    {
+        let store = SledStore::open(dir.path()).unwrap();
+        store.append(&finished(old, 10_000), &[event(0), event(1)]).unwrap();
+        store.append(&finished(recent, 90_000), &[event(0), event(1)]).unwrap();
+        store.append(&RunRecord { started_at: 0, ..run(open, 1, RunStatus::Paused) }, &[event(0)]).unwrap();
+        store.record_duration("synthetic", "step-1", 5).unwrap();
+        // A dry run chooses and changes nothing.
+        let chosen: Vec<RunId> = store.gc(50_000, 100_000, true).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(chosen, vec![old]);
+        assert_eq!(seqs(&store, old), vec![0, 1]);
+        let chosen: Vec<RunId> = store.gc(50_000, 100_000, false).unwrap().iter().map(|s| s.id).collect();
+        assert_eq!(chosen, vec![old]);
+        assert!(store.gc(50_000, 100_000, false).unwrap().is_empty(), "a collected run is not chosen again");
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    let err = store.load(old).unwrap_err();
+    assert!(matches!(err, Error::Collected { at: 100_000, .. }), "{err}");
+    assert!(err.to_string().contains("dr gc") && err.to_string().contains("1970-01-01 00:01 UTC"), "{err}");
+    assert!(matches!(store.events(old).unwrap_err(), Error::Collected { .. }));
+    assert!(store.archive.get(old.as_bytes()).unwrap().is_none());
+    // The summary, the others and the statistics stay.
+    let ids: Vec<RunId> = store.summaries().unwrap().into_iter().map(|s| s.unwrap().id).collect();
+    assert_eq!(ids, vec![old, recent, open]);
+    assert_eq!(seqs(&store, recent), vec![0, 1]);
+    assert_eq!(seqs(&store, open), vec![0]);
+    assert_eq!(store.durations("synthetic", "step-1").unwrap(), vec![5]);
+}

@@ -7,7 +7,7 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Stdio;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -218,4 +218,53 @@ fn store_stats_counts_the_runs_by_status_and_the_bytes_they_take() {
     assert_eq!(v["by_status"]["paused"], 1, "{v}");
     let on_disk = v["bytes_on_disk"].as_u64().unwrap();
     assert!(on_disk > 0 && v["bytes_on_disk_per_run"].as_u64().unwrap() == on_disk / 3, "{v}");
+}
+
+/// `dr gc`: runs that finished days ago (made by the real binary under
+/// libfaketime's shifted clock) lose their history; their summaries stay for
+/// `dr list` and `dr stats`; a recent run and an open one are untouched.
+#[test]
+fn gc_removes_the_histories_of_old_finished_runs_and_keeps_what_listings_and_stats_need() {
+    let faketime = Path::new("/usr/bin/faketime");
+    assert!(faketime.exists(), "this test needs faketime (Debian package faketime; scripts/setup installs it)");
+    let b = Bastion::new();
+    let id_of = |out: &std::process::Output| json(out)["id"].as_str().unwrap().to_owned();
+    let old = {
+        let mut c = Command::new(faketime);
+        c.arg("-f").arg("-10d").arg(dr_bin()).args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=1", "--json"]);
+        c.env("DR_STATE_DIR", b.state.path()).env_remove("DR_CRASH_AT").stdin(Stdio::null());
+        let out = c.output().unwrap();
+        assert_eq!(code(&out), Some(0), "{}", stderr(&out));
+        id_of(&out)
+    };
+    let recent = b.run(&["start", "synthetic", "-p", "steps=3", "-p", "step_ms=1", "--json"]);
+    assert_eq!(code(&recent), Some(0), "{}", stderr(&recent));
+    let recent = id_of(&recent);
+    let paused = b.run(&["start", "synthetic", "-p", "steps=2", "-p", "step_ms=1", "-p", "fail_at=1", "-p", "attempts=1", "--json"]);
+    assert_eq!(code(&paused), Some(3), "{}", stderr(&paused));
+
+    let dry = b.run(&["gc", "--older-than", "7", "--dry-run", "--json"]);
+    assert_eq!(code(&dry), Some(0), "{}", stderr(&dry));
+    let v = json(&dry);
+    assert_eq!((v["count"].as_u64(), v["dry_run"].as_bool()), (Some(1), Some(true)), "{v}");
+    assert_eq!(v["runs"][0]["id"], old.as_str());
+    assert_eq!(code(&b.run(&["history", &old])), Some(0), "a dry run removes nothing");
+
+    let gc = b.run(&["gc", "--older-than", "7"]);
+    assert_eq!(code(&gc), Some(0), "{}", stderr(&gc));
+    let text = String::from_utf8_lossy(&gc.stdout);
+    assert!(text.contains("Removed the histories of 1 finished run") && text.contains(&old), "{text}");
+
+    for cmd in [["history", old.as_str()], ["status", old.as_str()], ["report", old.as_str()]] {
+        let out = b.run(&cmd);
+        assert_eq!(code(&out), Some(4), "{cmd:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains("removed by `dr gc`"), "{cmd:?} says why: {}", stderr(&out));
+    }
+    assert_eq!(code(&b.run(&["history", &recent])), Some(0));
+    let list = json(&b.run(&["list", "--json"]));
+    assert_eq!(list.as_array().map(Vec::len), Some(3), "the collected run is still listed: {list}");
+    let again = json(&b.run(&["gc", "--older-than", "7", "--json"]));
+    assert_eq!(again["count"], 0, "nothing is collected twice: {again}");
+    let bad = b.run(&["gc", "--older-than", "0"]);
+    assert_eq!(code(&bad), Some(2), "{}", stderr(&bad));
 }
