@@ -4,7 +4,7 @@
 //! power-cut tests (`tests/tests/engine/powercut.rs`).
 //!
 //! ```text
-//! dr-lazyfs BACKING MOUNTPOINT [--ignore-fsync]
+//! dr-lazyfs BACKING MOUNTPOINT [--ignore-fsync | --ignore-fsync-of NAME]
 //! ```
 //!
 //! Mounts MOUNTPOINT (as root with mount(2), else through `fusermount3`),
@@ -53,8 +53,10 @@
 //!   made durable.
 //!
 //! With `--ignore-fsync`, fsync and fdatasync of files and directories
-//! succeed and do nothing: a file system that lies. The power-cut tests use
-//! it to prove that their checker sees a missing fsync.
+//! succeed and do nothing: a file system that lies. With `--ignore-fsync-of
+//! NAME`, only those of files named NAME (in any directory) do: one
+//! forgotten fsync, e.g. of dr's write-ahead log (`wal`). The power-cut tests
+//! use both to prove that their checker sees a missing fsync.
 //!
 //! The kernel caches no attributes or entries (TTL 0) and writes through
 //! (no writeback cache), so every write reaches this process before the
@@ -73,26 +75,28 @@ use fuser::{Config, MountOption};
 struct Args {
     backing: PathBuf,
     mountpoint: PathBuf,
-    ignore_fsync: bool,
+    ignore: model::Ignore,
 }
 
-const USAGE: &str = "usage: dr-lazyfs BACKING MOUNTPOINT [--ignore-fsync]\n\
+const USAGE: &str = "usage: dr-lazyfs BACKING MOUNTPOINT [--ignore-fsync | --ignore-fsync-of NAME]\n\
     then on standard input: `cut` (power cut: drop what was not fsynced, unmount, exit), \
     `stop` (clean unmount: make everything durable first), end of input = cut";
 
 fn parse_args() -> Result<Args, String> {
     let mut paths = Vec::new();
-    let mut ignore_fsync = false;
-    for arg in std::env::args_os().skip(1) {
+    let mut ignore = model::Ignore::Nothing;
+    let mut args = std::env::args_os().skip(1);
+    while let Some(arg) = args.next() {
         match arg.to_str() {
-            Some("--ignore-fsync") => ignore_fsync = true,
+            Some("--ignore-fsync") => ignore = model::Ignore::All,
+            Some("--ignore-fsync-of") => ignore = model::Ignore::Named(args.next().ok_or_else(|| USAGE.to_owned())?),
             Some("-h" | "--help") => return Err(USAGE.to_owned()),
             Some(s) if s.starts_with('-') => return Err(format!("unknown option {s}\n{USAGE}")),
             _ => paths.push(PathBuf::from(arg)),
         }
     }
     let [backing, mountpoint] = <[PathBuf; 2]>::try_from(paths).map_err(|_| USAGE.to_owned())?;
-    Ok(Args { backing, mountpoint, ignore_fsync })
+    Ok(Args { backing, mountpoint, ignore })
 }
 
 fn say(line: &str) {
@@ -119,7 +123,7 @@ fn main() -> ExitCode {
     if matches!(std::fs::metadata(&args.mountpoint), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN)) {
         let _ = detach(&args.mountpoint);
     }
-    let fs = match model::Fs::load(&args.backing, args.ignore_fsync) {
+    let fs = match model::Fs::load(&args.backing, args.ignore.clone()) {
         Ok(fs) => Arc::new(Mutex::new(fs)),
         Err(e) => {
             eprintln!("dr-lazyfs: cannot read the backing directory {}: {e}", args.backing.display());
@@ -138,7 +142,12 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    say(&format!("mounted {}{}", args.mountpoint.display(), if args.ignore_fsync { " (ignoring fsync)" } else { "" }));
+    let ignoring = match &args.ignore {
+        model::Ignore::Nothing => String::new(),
+        model::Ignore::All => " (ignoring every fsync)".into(),
+        model::Ignore::Named(name) => format!(" (ignoring the fsyncs of files named {})", name.to_string_lossy()),
+    };
+    say(&format!("mounted {}{ignoring}", args.mountpoint.display()));
 
     let mut clean = false;
     for line in std::io::stdin().lock().lines() {
