@@ -36,6 +36,9 @@ pub enum Kind {
     Special(Special),
 }
 
+/// A directory entry as listed: inode, is a directory, special kind, name.
+pub type Listed = (Ino, bool, Option<Special>, OsString);
+
 #[derive(Debug)]
 pub struct Node {
     pub kind: Kind,
@@ -175,7 +178,7 @@ impl Fs {
     }
 
     /// The current entries of a directory, with `.` and `..`.
-    pub fn list(&self, dir: Ino) -> Result<Vec<(Ino, bool, Option<Special>, OsString)>, Errno> {
+    pub fn list(&self, dir: Ino) -> Result<Vec<Listed>, Errno> {
         let Kind::Dir { cur, parent, .. } = &self.node(dir)?.kind else { return Err(libc::ENOTDIR) };
         let mut out = vec![(dir, true, None, OsString::from(".")), (*parent, true, None, OsString::from(".."))];
         for (name, &ino) in cur {
