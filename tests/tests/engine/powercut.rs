@@ -55,16 +55,18 @@ impl Disk {
     /// A new disk holding an empty state directory (0700, as a package would
     /// install /var/lib/dr), powered on.
     fn new(lie: Lie) -> Disk {
-        let disk = Disk::bare(lie);
-        std::fs::DirBuilder::new().mode(0o700).create(disk.backing().join("state")).unwrap();
-        disk
+        Disk::with_state_dir(lie, true)
     }
 
-    /// A new disk without a state directory: dr creates it.
-    fn bare(lie: Lie) -> Disk {
+    /// A new disk, powered on, with or without a state directory (without: dr creates it).
+    fn with_state_dir(lie: Lie, state_dir: bool) -> Disk {
         let root = tempfile::tempdir().unwrap();
         for d in ["backing", "mnt", "work"] {
             std::fs::create_dir(root.path().join(d)).unwrap();
+        }
+        if state_dir {
+            // Written to the backing directory before the mount: durable from the start.
+            std::fs::DirBuilder::new().mode(0o700).create(root.path().join("backing/state")).unwrap();
         }
         let mut disk = Disk { root, lie, fs: None, syncs: (0, 0) };
         disk.power_on();
@@ -272,8 +274,9 @@ fn iteration(disk: &mut Disk, next: &mut impl FnMut(u64) -> u64, cuts: (u64, u64
         };
         let stderr_path = disk.work().join(format!("dr.{round}.stderr"));
         let mut child = disk.dr().args(&args).stdout(Stdio::null()).stderr(File::create(&stderr_path).unwrap()).spawn().unwrap();
-        // A run of 20 steps takes about 20 × (step_ms + a few ms) after the store's open.
-        let delay = next(150 + STEPS * (step_ms + 10));
+        // A step takes step_ms and a few ms after the store's open: cut within what is left to run.
+        let left = STEPS.saturating_sub(trace(&trace_path).len() as u64).max(1);
+        let delay = next(150 + left * (step_ms + 10));
         std::thread::sleep(Duration::from_millis(delay));
         disk.cut();
         tally.cuts += 1;
@@ -408,7 +411,7 @@ fn powercut_checker_sees_the_loss_when_a_checkpoint_does_not_sync() {
 /// engine -E 'test(powercut_finding)'`; no randomness involved.
 #[test]
 fn powercut_finding_a_state_directory_dr_creates_survives_a_cut() {
-    let mut disk = Disk::bare(Lie::Never);
+    let mut disk = Disk::with_state_dir(Lie::Never, false);
     let out = disk.dr().args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     let run = acked(&String::from_utf8_lossy(&out.stderr)).run.expect("dr said which run it started");
