@@ -21,7 +21,8 @@
 //!   of syncs done and ignored.
 //! - `stop`: a clean unmount: everything becomes durable first (as the
 //!   kernel writes everything back at umount), then as `cut`. With
-//!   `--ignore-fsync` nothing becomes durable, ever, so `stop` is a cut.
+//!   `--ignore-fsync` nothing becomes durable, ever, so `stop` is a cut;
+//!   with `--ignore-fsync-of NAME`, `stop` makes everything durable.
 //! - end of input (the test that drives it died): as `cut`.
 //! - SIGKILL of the process is a cut too, but leaves a dead mount
 //!   ("transport endpoint is not connected") that the next mount detaches.

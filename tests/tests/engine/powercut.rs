@@ -16,7 +16,8 @@
 //! that ignores fsync (every one, or only those of sled's `db` file, or only
 //! those of the write-ahead log) must make the checker see a loss: proof
 //! that it can.
-//! Randomness is seeded and printed; replay with DR_TEST_SEED=N.
+//! Randomness is seeded and printed; replay with DR_TEST_SEED=N, soak with
+//! DR_POWERCUT_ITERATIONS=N (default 16).
 
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -367,8 +368,10 @@ fn cut_randomly(lie: Lie, iterations: u64, cuts: (u64, u64), stop_at_first_loss:
 
 #[test]
 fn powercut_loses_no_acknowledged_transition() {
-    let tally = cut_randomly(Lie::Never, 16, (1, 3), false);
-    assert!(tally.cuts >= 16);
+    // DR_POWERCUT_ITERATIONS=N for a longer soak.
+    let iterations = std::env::var("DR_POWERCUT_ITERATIONS").ok().and_then(|n| n.parse().ok()).unwrap_or(16);
+    let tally = cut_randomly(Lie::Never, iterations, (1, 3), false);
+    assert!(tally.cuts >= iterations);
     assert!(tally.cuts > tally.cuts_before_any_ack, "every cut came before dr acknowledged anything: {tally:?}");
 }
 
@@ -376,7 +379,7 @@ fn powercut_loses_no_acknowledged_transition() {
 /// every fsync, whatever dr acknowledged is gone after a cut.
 #[test]
 fn powercut_checker_sees_the_loss_when_no_fsync_is_done() {
-    let tally = cut_randomly(Lie::Always, 8, (1, 1), true);
+    let tally = cut_randomly(Lie::Always, 16, (1, 1), true);
     assert!(!tally.losses.is_empty(), "fsync did nothing, yet the checker found every acknowledged transition: {tally:?}");
     eprintln!("the checker saw: {:?}", tally.losses[0]);
 }
@@ -385,7 +388,7 @@ fn powercut_checker_sees_the_loss_when_no_fsync_is_done() {
 /// never durable.
 #[test]
 fn powercut_checker_sees_the_loss_when_the_log_is_not_synced() {
-    let tally = cut_randomly(Lie::Of("wal"), 8, (1, 2), true);
+    let tally = cut_randomly(Lie::Of("wal"), 16, (1, 2), true);
     assert!(!tally.losses.is_empty(), "the log was never synced, yet the checker found every acknowledged transition: {tally:?}");
     eprintln!("the checker saw: {:?}", tally.losses[0]);
 }
@@ -395,7 +398,7 @@ fn powercut_checker_sees_the_loss_when_the_log_is_not_synced() {
 /// next cut.
 #[test]
 fn powercut_checker_sees_the_loss_when_a_checkpoint_does_not_sync() {
-    let tally = cut_randomly(Lie::Of("db"), 8, (2, 3), true);
+    let tally = cut_randomly(Lie::Of("db"), 16, (2, 3), true);
     assert!(!tally.losses.is_empty(), "sled's data was never synced, yet the checker found every acknowledged transition: {tally:?}");
     eprintln!("the checker saw: {:?}", tally.losses[0]);
 }
