@@ -24,7 +24,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_source_file_opens_with_a_module_doc() {
     let root = workspace();
     let mut files = Vec::new();
-    for krate in ["state", "orchestrator", "workflows", "cli", "lab"] {
+    for krate in ["state", "orchestrator", "workflows", "cli", "lab", "lazyfs"] {
         rust_files(&root.join(krate).join("src"), &mut files);
     }
     assert!(files.len() > 10, "found only {} files", files.len());
@@ -48,7 +48,7 @@ fn every_source_file_opens_with_a_module_doc() {
 fn the_architecture_map_names_every_crate() {
     let root = workspace();
     let map = std::fs::read_to_string(root.join("docs/ARCHITECTURE.md")).expect("docs/ARCHITECTURE.md exists");
-    for krate in ["dr-state", "dr-orchestrator", "dr-workflows", "dr-cli", "dr-lab", "dr-tests"] {
+    for krate in ["dr-state", "dr-orchestrator", "dr-workflows", "dr-cli", "dr-lab", "dr-lazyfs", "dr-tests"] {
         assert!(map.contains(krate), "docs/ARCHITECTURE.md does not mention {krate}");
     }
     assert!(map.contains("**Invariant:**"), "the map states its invariants");

@@ -8,6 +8,7 @@ mod config;
 mod crash;
 mod model;
 mod package;
+mod powercut;
 mod recoveries;
 mod report;
 mod serve;

@@ -14,25 +14,36 @@ use serde_json::Value;
 /// ordinary binary back.
 pub fn dr_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        if let Some(bin) = std::env::var_os("DR_FAILPOINTS_BIN") {
-            return PathBuf::from(bin);
-        }
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-        // This test runs as PROFILE_DIR/deps/engine-HASH: the binary lands in PROFILE_DIR.
-        let exe = std::env::current_exe().expect("own path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
-        let target_dir = profile_dir.parent().expect("target directory").to_path_buf();
-        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-        let status = Command::new(cargo)
-            .args(["build", "--quiet", "--package", "dr-cli", "--features", "failpoints", "--bin", "dr"])
-            .env("CARGO_TARGET_DIR", &target_dir)
-            .current_dir(&root)
-            .status()
-            .expect("run cargo to build dr with failpoints");
-        assert!(status.success(), "building dr with failpoints failed");
-        profile_dir.join("dr")
-    })
+    BIN.get_or_init(|| built_bin("DR_FAILPOINTS_BIN", &["--package", "dr-cli", "--features", "failpoints", "--bin", "dr"], "dr"))
+}
+
+/// `dr-lazyfs`, the power-cut test bed (a FUSE file system), built like [`dr_bin`].
+pub fn lazyfs_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| built_bin("DR_LAZYFS_BIN", &["--package", "dr-lazyfs", "--bin", "dr-lazyfs"], "dr-lazyfs"))
+}
+
+/// Builds a binary of the workspace into the test's own target directory
+/// (or takes the one `env_override` names) and returns its path.
+fn built_bin(env_override: &str, build_args: &[&str], name: &str) -> PathBuf {
+    if let Some(bin) = std::env::var_os(env_override) {
+        return PathBuf::from(bin);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    // This test runs as PROFILE_DIR/deps/engine-HASH: the binary lands in PROFILE_DIR.
+    let exe = std::env::current_exe().expect("own path");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("profile directory").to_path_buf();
+    let target_dir = profile_dir.parent().expect("target directory").to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let status = Command::new(cargo)
+        .args(["build", "--quiet"])
+        .args(build_args)
+        .env("CARGO_TARGET_DIR", &target_dir)
+        .current_dir(&root)
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo to build {name}: {e}"));
+    assert!(status.success(), "building {name} failed");
+    profile_dir.join(name)
 }
 
 pub struct Bastion {
