@@ -403,17 +403,14 @@ fn powercut_checker_sees_the_loss_when_a_checkpoint_does_not_sync() {
     eprintln!("the checker saw: {:?}", tally.losses[0]);
 }
 
-/// FINDING (fails on purpose, see the report of the `lazyfs` branch): when
-/// dr creates its state directory itself, nothing ever fsyncs the directory
-/// that holds it (`prepare_dir` in state/src/sled_store.rs creates it; the
-/// checkpoints fsync it and everything below, never its parent). A whole run
-/// acknowledged with exit 0 is then gone after a power cut: under POSIX the
-/// new directory's entry is durable only once its parent is fsynced. (ext4's
-/// journal usually commits the mkdir with the next fsync anyway; the rule
-/// does not promise it.) Reproduce: `cargo nextest run -p dr-tests --test
-/// engine -E 'test(powercut_finding)'`; no randomness involved.
+/// Found by this test bed: when dr created its state directory itself,
+/// nothing fsynced the directory that holds it (the checkpoints fsync it and
+/// everything below, never its parent), so a whole run acknowledged with
+/// exit 0 was gone after a power cut: under POSIX a new directory's entry is
+/// durable only once its parent is fsynced. `prepare_dir` now fsyncs the
+/// parent of every directory it creates. No randomness involved.
 #[test]
-fn powercut_finding_a_state_directory_dr_creates_survives_a_cut() {
+fn powercut_a_state_directory_dr_creates_survives_a_cut() {
     let mut disk = Disk::with_state_dir(Lie::Never, false);
     let out = disk.dr().args(["start", "synthetic", "-p", "steps=3", "-p", "step_ms=0"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
