@@ -268,11 +268,10 @@ fn access(cli_state_dir: Option<PathBuf>) -> anyhow::Result<Access> {
         say!("dr: warning: {warning}");
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-    if let Ok(ids) = dr_state::Store::run_ids(&store) {
-        render::know_ids(ids);
-    }
+    let store: Arc<dyn dr_state::Store> = Arc::new(store);
+    render::know_store(Arc::clone(&store));
     let options = RunnerOptions { holder: format!("dr (pid {})", std::process::id()), ..RunnerOptions::default() };
-    let runner = Runner::new(Arc::new(store), Arc::new(catalog()), Arc::clone(&clock), options);
+    let runner = Runner::new(store, Arc::new(catalog()), Arc::clone(&clock), options);
     Ok(Access::Local(Env { runner, clock, dir }))
 }
 
@@ -1259,16 +1258,13 @@ fn show_list(rows: Vec<(dr_state::RunSummary, dr_orchestrator::Rto)>, damaged: &
         say!("dr: skipping a damaged run record: {d}");
     }
     if json {
-        let values: Vec<_> = rows
-            .iter()
-            .rev()
-            .map(|(s, rto)| {
-                let mut v = render::summary_json(s, rto, driving.drives(s.id));
-                v["store"] = serde_json::json!(store.display().to_string());
-                v
-            })
-            .collect();
-        print_json(&serde_json::Value::Array(values))?;
+        let store = store.display().to_string();
+        let values: Vec<render::SummaryRow> =
+            rows.iter().rev().map(|(s, rto)| render::SummaryRow::new(s, rto, driving.drives(s.id), Some(&store))).collect();
+        let mut buffer = Vec::with_capacity(values.len() * 640 + 16);
+        serde_json::to_writer_pretty(&mut buffer, &values)?;
+        buffer.push(b'\n');
+        std::io::stdout().lock().write_all(&buffer)?;
     } else if rows.is_empty() {
         say!("dr: no runs yet in {}; start one with: dr start WORKFLOW (see dr workflows)", store.display());
     } else {

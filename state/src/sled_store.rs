@@ -86,6 +86,9 @@ struct Commit {
 /// Appends that are durable in the log but not yet written into sled.
 #[derive(Default)]
 struct Memtable {
+    /// Something was written to sled outside the memtable (at open): the
+    /// next checkpoint must flush even with an empty memtable.
+    sled_touched: bool,
     runs: HashMap<[u8; 16], Dirty>,
     /// Step-duration windows changed since the last checkpoint (advisory:
     /// not logged, lost with the process like any statistic not yet flushed).
@@ -204,7 +207,6 @@ impl SledStore {
             .path(&sled_dir)
             .segment_size(1 << 20)
             .cache_capacity(32 << 20)
-            .mode(sled::Mode::LowSpace)
             // Durability comes from the write-ahead log; sled is flushed at checkpoints.
             .flush_every_ms(None)
             .open()
@@ -224,6 +226,8 @@ impl SledStore {
                 meta.insert("format", &[FORMAT_VERSION]).map_err(|source| Error::Sled { path: dir.clone(), source })?;
             }
         }
+        // A new store (or one migrated below) must be flushed by the first checkpoint.
+        let touched = meta.get("layout").map_err(|source| Error::Sled { path: dir.clone(), source })?.is_none();
         let layout = match meta.get("layout").map_err(|source| Error::Sled { path: dir.clone(), source })? {
             Some(v) => v.first().copied().unwrap_or(0),
             None => 1,
@@ -242,7 +246,7 @@ impl SledStore {
             stats: tree("stats")?,
             collected: tree("collected")?,
             archive: tree("archive")?,
-            mem: RwLock::new(Memtable::default()),
+            mem: RwLock::new(Memtable { sled_touched: touched, ..Memtable::default() }),
             db,
             commit: Mutex::new(Commit { wal, poisoned: None }),
             syncs: AtomicU64::new(0),
@@ -335,9 +339,11 @@ impl SledStore {
         self.checkpoint_now()
     }
 
-    /// A checkpoint now, as at close.
+    /// A checkpoint now, as at close, even when nothing was appended (a test
+    /// may have written to sled behind the store's back).
     #[cfg(any(test, feature = "test-util"))]
     pub(crate) fn checkpoint_now(&self) -> Result<()> {
+        self.write_mem().sled_touched = true;
         let mut commit = self.lock_commit();
         self.checkpoint(&mut commit)
     }
@@ -365,6 +371,14 @@ impl SledStore {
     fn checkpoint(&self, commit: &mut Commit) -> Result<()> {
         if let Some(cause) = &commit.poisoned {
             return Err(self.poisoned_error(cause));
+        }
+        {
+            // Nothing written since the last checkpoint (a reading command): sled's files
+            // are as durable as that checkpoint left them, and the log is empty.
+            let mem = self.read_mem();
+            if !mem.sled_touched && mem.runs.is_empty() && mem.stats.is_empty() && commit.wal.size() <= wal::HEADER_LEN {
+                return Ok(());
+            }
         }
         let written = self.write_memtable().map_err(|e| format!("writing to sled: {e}"));
         let flushed = written.and_then(|()| self.db.flush().map(drop).map_err(|e| format!("flushing sled: {e}")));
@@ -422,6 +436,7 @@ impl SledStore {
         }
         mem.runs.clear();
         mem.stats.clear();
+        mem.sled_touched = false;
         Ok(())
     }
 
@@ -728,7 +743,8 @@ impl Store for SledStore {
             })
         };
         let mem = self.read_mem();
-        let mut out: Vec<([u8; 16], Result<RunSummary>)> = Vec::with_capacity(self.summaries.len() + mem.runs.len());
+        // (Not `Tree::len`: sled counts by reading every entry.)
+        let mut out: Vec<([u8; 16], Result<RunSummary>)> = Vec::new();
         for item in self.summaries.iter() {
             let (key, value) = item.map_err(|s| self.sled_err(s))?;
             let Ok(run) = <[u8; 16]>::try_from(key.as_ref()) else { continue };
@@ -760,7 +776,7 @@ impl Store for SledStore {
 
     fn run_ids(&self) -> Result<Vec<RunId>> {
         let mem = self.read_mem();
-        let mut ids: Vec<[u8; 16]> = Vec::with_capacity(self.heads.len() + mem.runs.len());
+        let mut ids: Vec<[u8; 16]> = Vec::new();
         for key in self.heads.iter().keys() {
             let key = key.map_err(|s| self.sled_err(s))?;
             match <[u8; 16]>::try_from(key.as_ref()) {
@@ -822,6 +838,7 @@ impl Store for SledStore {
         if dry_run || chosen.is_empty() {
             return Ok(chosen);
         }
+        self.write_mem().sled_touched = true;
         if let Err(e) = self.remove_histories(&chosen, now) {
             let cause = format!("removing collected runs: {e}");
             commit.poisoned = Some(cause.clone());
