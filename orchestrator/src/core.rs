@@ -7,7 +7,7 @@
 //! (interrupted steps, conditions, gates, new steps to start, pauses, the end
 //! of the main steps, cleanup steps, the end of the run) until nothing more
 //! follows, so that "step I finished" and "step I+1 started" land in one
-//! transaction.
+//! append (one write-ahead log record: all or nothing).
 //!
 //! A run has two phases. Main steps run until they are all settled, a fatal
 //! step fails, or the run is cancelled; then `RunEnding` records how they
@@ -36,7 +36,7 @@ pub enum Input {
     Tick,
     /// A new process takes the run up. Steps that were running belong to a
     /// dead process and are taken up according to their resume class. An
-    /// operator command given with it is applied in the same transaction.
+    /// operator command given with it is applied in the same append.
     Resume { by: String, operator: Option<OperatorInput> },
     /// An attempt finished. `Err((message, retryable))` when it failed.
     ActionDone { step: usize, attempt: u32, result: Result<StepOutput, (String, bool)> },
@@ -73,7 +73,7 @@ pub enum Command {
 }
 
 /// The result of a transition: the new snapshot, the events that lead to it
-/// (to be written in one transaction) and the commands to carry out after.
+/// (to be written in one append, all or nothing) and the commands to carry out after.
 #[derive(Clone, Debug)]
 pub struct Transition {
     pub run: RunRecord,
