@@ -263,10 +263,13 @@ impl SledStore {
         if replayed > 0 {
             tracing::info!(replayed, "applied write-ahead log records that sled had not persisted");
         }
-        // Whatever the log held is now in sled: make that durable and empty the log.
-        let mut commit = store.lock_commit();
-        store.checkpoint(&mut commit)?;
-        drop(commit);
+        // What the log held is in the memtable and stays in the log until the next
+        // checkpoint (at close): a resume after a crash does not pay a checkpoint first.
+        // A new or migrated store is made durable now.
+        if store.read_mem().sled_touched {
+            let mut commit = store.lock_commit();
+            store.checkpoint(&mut commit)?;
+        }
         store.ready = true;
         Ok(store)
     }

@@ -174,7 +174,11 @@ fn the_write_ahead_log_restores_appends_sled_never_persisted() {
     assert_eq!(loaded.status, RunStatus::Succeeded);
     assert_eq!(store.events(id).unwrap().len(), 3);
     assert!(store.open_runs().unwrap().is_empty());
-    assert_eq!(std::fs::metadata(second.path().join("wal")).unwrap().len(), crate::wal::HEADER_LEN, "replayed and checkpointed");
+    assert_eq!(std::fs::metadata(second.path().join("wal")).unwrap().len(), wal_bytes.len() as u64, "replayed, kept until a checkpoint");
+    drop(store);
+    assert_eq!(std::fs::metadata(second.path().join("wal")).unwrap().len(), crate::wal::HEADER_LEN, "checkpointed at close");
+    let store = SledStore::open(second.path()).unwrap();
+    assert_eq!(store.events(id).unwrap().len(), 3, "from sled alone");
 }
 
 /// A store with `runs` runs of `per_run` appends each (one record an append)
@@ -517,4 +521,32 @@ fn gc_removes_old_finished_histories_keeps_summaries_and_says_so_on_read() {
     assert_eq!(seqs(&store, recent), vec![0, 1]);
     assert_eq!(seqs(&store, open), vec![0]);
     assert_eq!(store.durations("synthetic", "step-1").unwrap(), vec![5]);
+}
+
+#[test]
+fn appends_after_a_replay_continue_the_same_log_and_a_second_crash_replays_both() {
+    let first = tempfile::tempdir().unwrap();
+    let id = RunId::new_v7(11, 11);
+    let wal_bytes = {
+        let store = SledStore::open(first.path()).unwrap();
+        store.append(&run(id, 2, RunStatus::Running), &[event(0), event(1)]).unwrap();
+        std::fs::read(first.path().join("wal")).unwrap()
+    };
+    // Crash 1: a store with that log only. Replayed, then one more append.
+    let second = tempfile::tempdir().unwrap();
+    drop(SledStore::open(second.path()).unwrap());
+    std::fs::write(second.path().join("wal"), &wal_bytes).unwrap();
+    let after_more = {
+        let store = SledStore::open(second.path()).unwrap();
+        store.append(&run(id, 3, RunStatus::Succeeded), &[event(2)]).unwrap();
+        std::fs::read(second.path().join("wal")).unwrap()
+    };
+    assert_eq!({ std::fs::write(first.path().join("copy"), &after_more).unwrap(); crate::wal::scan(&first.path().join("copy")).unwrap().records.len() }, 2, "the new record follows the replayed one");
+    // Crash 2, before any checkpoint: both records come back.
+    let third = tempfile::tempdir().unwrap();
+    drop(SledStore::open(third.path()).unwrap());
+    std::fs::write(third.path().join("wal"), &after_more).unwrap();
+    let store = SledStore::open(third.path()).unwrap();
+    assert_eq!(seqs(&store, id), vec![0, 1, 2]);
+    assert_eq!(store.load(id).unwrap().unwrap().status, RunStatus::Succeeded);
 }
