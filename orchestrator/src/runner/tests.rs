@@ -370,3 +370,201 @@ async fn a_report_field_reaches_a_driven_run_through_its_driver_and_an_ended_run
     assert_eq!(kinds.len(), 2);
     assert!(matches!(r.annotate(run.id, "blame", "x", "t").await, Err(Error::NotApplicable { .. })));
 }
+
+/// A store whose `append_batch` stands for a slow sync: every batch it is
+/// handed is recorded (the workflow names of its runs, in order) and then
+/// blocks until the test releases it, as failed (the sync returned EIO: every
+/// append of the batch fails, nothing is applied) or as durable (applied to
+/// the in-memory store). With `auto`, batches are not held: a batch fails when
+/// `fail_if` says so, else it is applied at once.
+#[derive(Default)]
+struct GatedStore {
+    mem: dr_state::MemStore,
+    gate: Mutex<Gate>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Gate {
+    batches: Vec<Vec<String>>,
+    /// How many batches (in order) the test let finish.
+    released: usize,
+    failing: BTreeSet<usize>,
+    auto: bool,
+    fail_if: Option<fn(&[dr_state::Append]) -> bool>,
+}
+
+impl GatedStore {
+    fn automatic(fail_if: fn(&[dr_state::Append]) -> bool) -> Self {
+        let store = GatedStore::default();
+        store.lock().auto = true;
+        store.lock().fail_if = Some(fail_if);
+        store
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Gate> {
+        self.gate.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Blocks until the store was handed `n` batches (the writer is a thread
+    /// of its own, so blocking the test's runtime does not stop it).
+    fn wait_for_batches(&self, n: usize) -> Vec<Vec<String>> {
+        let (gate, timeout) = self
+            .changed
+            .wait_timeout_while(self.lock(), Duration::from_secs(30), |g| g.batches.len() < n)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        assert!(!timeout.timed_out(), "the writer never handed over batch {n}; batches so far: {:?}", gate.batches);
+        gate.batches.clone()
+    }
+
+    /// Lets the oldest held batch finish: its sync fails or succeeds.
+    fn release(&self, fail: bool) {
+        let mut gate = self.lock();
+        let n = gate.released;
+        if fail {
+            gate.failing.insert(n);
+        }
+        gate.released += 1;
+        self.changed.notify_all();
+    }
+
+    fn stored_workflows(&self) -> BTreeSet<String> {
+        self.mem.summaries().unwrap().into_iter().map(|s| s.unwrap().workflow).collect()
+    }
+}
+
+impl Store for GatedStore {
+    fn append(&self, run: &RunRecord, events: &[EventRecord]) -> dr_state::Result<()> {
+        self.append_batch(vec![dr_state::Append::new(run.clone(), events.to_vec())]).pop().unwrap()
+    }
+
+    fn append_batch(&self, items: Vec<dr_state::Append>) -> Vec<dr_state::Result<()>> {
+        let mut gate = self.lock();
+        let n = gate.batches.len();
+        gate.batches.push(items.iter().map(|a| a.run().workflow.clone()).collect());
+        if gate.auto {
+            if gate.fail_if.is_some_and(|f| f(&items)) {
+                gate.failing.insert(n);
+            }
+            gate.released = n + 1;
+        }
+        self.changed.notify_all();
+        // The sync: until the test says how it ended.
+        let gate = self
+            .changed
+            .wait_while(gate, |g| g.released <= n)
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if gate.failing.contains(&n) {
+            let eio = || dr_state::Error::Poisoned { path: "gated".into(), cause: format!("fdatasync of batch {n} failed: EIO (injected)") };
+            return items.iter().map(|_| Err(eio())).collect();
+        }
+        drop(gate);
+        items.iter().map(|a| self.mem.append(a.run(), a.events())).collect()
+    }
+
+    fn load(&self, id: RunId) -> dr_state::Result<Option<RunRecord>> {
+        self.mem.load(id)
+    }
+    fn events(&self, id: RunId) -> dr_state::Result<Vec<EventRecord>> {
+        self.mem.events(id)
+    }
+    fn summaries(&self) -> dr_state::Result<Vec<dr_state::Result<dr_state::RunSummary>>> {
+        self.mem.summaries()
+    }
+    fn open_runs(&self) -> dr_state::Result<Vec<RunId>> {
+        self.mem.open_runs()
+    }
+    fn run_ids(&self) -> dr_state::Result<Vec<RunId>> {
+        self.mem.run_ids()
+    }
+    fn record_duration(&self, workflow: &str, step: &str, millis: u64) -> dr_state::Result<()> {
+        self.mem.record_duration(workflow, step, millis)
+    }
+    fn durations(&self, workflow: &str, step: &str) -> dr_state::Result<Vec<u64>> {
+        self.mem.durations(workflow, step)
+    }
+}
+
+/// Polls a future once: `None` if it is still pending. A commit hands its
+/// transition to the writer on its first poll, so after this the transition
+/// is queued (or being written).
+async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
+    use std::future::Future as _;
+    std::future::poll_fn(|cx| {
+        std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
+            std::task::Poll::Ready(v) => Some(v),
+            std::task::Poll::Pending => None,
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn group_commit_answers_each_transition_with_its_own_batch_s_sync() {
+    let store = Arc::new(GatedStore::default());
+    let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, Arc::new(TestCatalog::default()), Arc::new(SystemClock), RunnerOptions::default());
+    let p = params(&[("steps", "1")]);
+    // Each run's creation is one transition; the workflow name tells them apart in the batches.
+    let mut a = Box::pin(r.create("a", p.clone(), None, None));
+    assert!(poll_once(&mut a).await.is_none(), "a is not durable before its sync");
+    assert_eq!(store.wait_for_batches(1), vec![vec!["a"]]);
+
+    // b and c arrive while batch 0 (a alone) syncs.
+    let mut b = Box::pin(r.create("b", p.clone(), None, None));
+    let mut c = Box::pin(r.create("c", p.clone(), None, None));
+    assert!(poll_once(&mut b).await.is_none());
+    assert!(poll_once(&mut c).await.is_none());
+
+    // Batch 0 succeeds: a is acknowledged, b and c are not (that sync did not cover them).
+    store.release(false);
+    let a = a.await.expect("a's batch was synced");
+    assert_eq!(a.workflow, "a");
+    let batches = store.wait_for_batches(2);
+    assert_eq!(batches[1], vec!["b", "c"], "what arrived during a sync goes into the next batch");
+    assert!(poll_once(&mut b).await.is_none(), "b is not acknowledged while its own batch syncs");
+    assert!(poll_once(&mut c).await.is_none(), "c is not acknowledged while its own batch syncs");
+
+    // d arrives while batch 1 syncs; batch 1's sync fails.
+    let mut d = Box::pin(r.create("d", p.clone(), None, None));
+    assert!(poll_once(&mut d).await.is_none());
+    store.release(true);
+    let batches = store.wait_for_batches(3);
+    assert_eq!(batches[2], vec!["d"], "a failed batch is not written again with the next one: {batches:?}");
+    assert!(poll_once(&mut d).await.is_none(), "d is not acknowledged by batch 1's (failed) sync");
+
+    // Batch 2 succeeds; b and c, whose sync failed, are still never answered "durable".
+    store.release(false);
+    let d = d.await.expect("d's batch was synced");
+    assert_eq!(d.workflow, "d");
+    for (name, result) in [("b", b.await), ("c", c.await)] {
+        let err = result.expect_err("a transition whose sync failed must not be acknowledged");
+        assert!(matches!(err, Error::Store(dr_state::Error::Poisoned { .. })), "{name}: {err}");
+    }
+    assert_eq!(store.stored_workflows(), BTreeSet::from(["a".to_owned(), "d".to_owned()]));
+    assert_eq!(store.wait_for_batches(3).len(), 3, "nothing was written again");
+}
+
+#[tokio::test]
+async fn a_run_whose_step_result_was_not_synced_stops_with_an_error_and_starts_nothing_after_it() {
+    // The first batch that records a step's success fails; every other batch is durable.
+    fn step_succeeded(items: &[dr_state::Append]) -> bool {
+        static FAILED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+        items.iter().any(|a| a.run().workflow == "doomed" && a.events().iter().any(|e| matches!(e.event, Event::StepSucceeded { .. })))
+            && !FAILED.swap(true, Ordering::SeqCst)
+    }
+    let store = Arc::new(GatedStore::automatic(step_succeeded));
+    let catalog = Arc::new(TestCatalog::default());
+    let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, Arc::clone(&catalog) as Arc<dyn Catalog>, Arc::new(SystemClock), RunnerOptions::default());
+    let doomed = r.create("doomed", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
+    let other = r.create("other", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
+    let (first, second) = tokio::join!(r.drive(doomed.id, DriveOptions::default()), r.drive(other.id, DriveOptions::default()));
+    let err = first.expect_err("the run's step result was never durable");
+    assert!(matches!(err, Error::Store(dr_state::Error::Poisoned { .. })), "{err}");
+    assert_eq!(second.unwrap().run.status, RunStatus::Succeeded, "later batches were durable");
+    let stored = store.load(doomed.id).unwrap().unwrap();
+    assert!(matches!(stored.steps[0].state, StepState::Running { .. }), "{:?}", stored.steps[0].state);
+    assert!(matches!(stored.steps[1].state, StepState::Pending), "{:?}", stored.steps[1].state);
+    let log = catalog.log.lock().unwrap().clone();
+    assert_eq!(log.iter().filter(|l| l.starts_with("step-2")).count(), 1, "only the other run's step-2 ran: {log:?}");
+    assert!(store.durations("doomed", "step-1").unwrap().is_empty(), "no duration from a success that was never durable");
+}
