@@ -158,8 +158,82 @@ async fn stopping_leaves_a_resumable_run_and_resume_reruns_the_interrupted_step(
     assert!(kinds.contains(&"process-stopped") && kinds.contains(&"step-interrupted"), "{kinds:?}");
 }
 
+/// An action that runs until its attempt is cancelled, and records that it
+/// saw the cancellation (it never ends on its own).
+struct UntilCancelled {
+    started: Arc<tokio::sync::Notify>,
+    saw_cancel: Arc<AtomicU32>,
+}
+
+impl Action for UntilCancelled {
+    fn kind(&self) -> &'static str {
+        "test.until-cancelled"
+    }
+    fn params(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+    fn run(&self, ctx: ActionCtx) -> BoxFuture<'_, Result<ActionOutput, ActionError>> {
+        Box::pin(async move {
+            self.started.notify_one();
+            ctx.cancel.cancelled().await;
+            self.saw_cancel.fetch_add(1, Ordering::SeqCst);
+            Err(ActionError::retryable("stopped: the attempt was cancelled"))
+        })
+    }
+}
+
+#[derive(Default)]
+struct CancelCatalog {
+    started: Arc<tokio::sync::Notify>,
+    saw_cancel: Arc<AtomicU32>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Catalog for CancelCatalog {
+    fn workflows(&self) -> Vec<WorkflowInfo> {
+        vec![]
+    }
+    fn build(&self, name: &str, _params: &BTreeMap<String, String>) -> Result<WorkflowDef, CatalogError> {
+        let waits = Arc::new(UntilCancelled { started: Arc::clone(&self.started), saw_cancel: Arc::clone(&self.saw_cancel) });
+        let after = Arc::new(TestAction { sleep_ms: 0, fail: 0, calls: Arc::new(AtomicU32::new(0)), log: Arc::clone(&self.log) });
+        let steps = vec![
+            StepDef { retry: RetryPolicy::none(), timeout_ms: 0, ..StepDef::new("waits", "", waits) },
+            StepDef { depends_on: vec!["waits".into()], ..StepDef::new("after", "", after) },
+        ];
+        Ok(WorkflowDef { name: name.to_owned(), level: 1, target_secs: 0, description: String::new(), steps, config_digest: None, config_path: None })
+    }
+}
+
 #[tokio::test]
 async fn cancel_reaches_a_running_step() {
+    let catalog = Arc::new(CancelCatalog::default());
+    let store = Arc::new(dr_state::MemStore::new());
+    let r = Runner::new(store, Arc::clone(&catalog) as Arc<dyn Catalog>, Arc::new(SystemClock), RunnerOptions::default());
+    let run = r.create("w", BTreeMap::new(), None, None).await.unwrap();
+    let driving = r.clone();
+    let drive = tokio::spawn(async move { driving.drive(run.id, DriveOptions::default()).await });
+    // The attempt is running (its start is durable, the action is waiting).
+    catalog.started.notified().await;
+    assert_eq!(catalog.saw_cancel.load(Ordering::SeqCst), 0);
+    let cancel = OperatorCommand::Cancel { reason: "test".into(), by: "t".into() };
+    let decided = r.operate(run.id, cancel).await.unwrap().expect("the run is driven here");
+    assert_eq!(decided.status, RunStatus::Running, "the run waits for its running step to stop");
+    // Not a speed limit: an attempt the cancel never reached would hang the test instead of failing it.
+    let out = tokio::time::timeout(Duration::from_secs(60), drive).await.expect("the cancel reached the attempt").unwrap().unwrap();
+    assert_eq!(catalog.saw_cancel.load(Ordering::SeqCst), 1, "the attempt observed the cancellation");
+    assert_eq!(out.run.status, RunStatus::Cancelled, "{:?}", out.run.reason);
+    assert!(matches!(out.run.steps[0].state, StepState::Cancelled { .. }), "{:?}", out.run.steps[0].state);
+    assert!(matches!(out.run.steps[1].state, StepState::Pending), "{:?}", out.run.steps[1].state);
+    assert!(catalog.log.lock().unwrap().is_empty(), "nothing starts after a cancel");
+    assert_eq!(r.load_checked(run.id).await.unwrap(), out.run);
+    let kinds: Vec<&str> = r.store().events(run.id).unwrap().iter().map(|e| e.event.kind()).collect();
+    let at = |k: &str| kinds.iter().position(|x| *x == k).unwrap_or_else(|| panic!("no {k}: {kinds:?}"));
+    assert!(at("step-started") < at("cancel-requested") && at("cancel-requested") < at("step-cancelled"), "{kinds:?}");
+    assert!(at("step-cancelled") < at("run-cancelled"), "{kinds:?}");
+}
+
+#[tokio::test]
+async fn cancelling_an_interrupted_run_does_not_start_its_step_again() {
     let dir = tempfile::tempdir().unwrap();
     let catalog = Arc::new(TestCatalog::default());
     let r = runner(dir.path(), Arc::clone(&catalog));
@@ -489,7 +563,6 @@ impl Store for GatedStore {
 /// transition to the writer on its first poll, so after this the transition
 /// is queued (or being written).
 async fn poll_once<F: std::future::Future + Unpin>(f: &mut F) -> Option<F::Output> {
-    use std::future::Future as _;
     std::future::poll_fn(|cx| {
         std::task::Poll::Ready(match std::pin::Pin::new(&mut *f).poll(cx) {
             std::task::Poll::Ready(v) => Some(v),
@@ -557,7 +630,9 @@ async fn a_run_whose_step_result_was_not_synced_stops_with_an_error_and_starts_n
     let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, Arc::clone(&catalog) as Arc<dyn Catalog>, Arc::new(SystemClock), RunnerOptions::default());
     let doomed = r.create("doomed", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
     let other = r.create("other", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
-    let (first, second) = tokio::join!(r.drive(doomed.id, DriveOptions::default()), r.drive(other.id, DriveOptions::default()));
+    let both = async { tokio::join!(r.drive(doomed.id, DriveOptions::default()), r.drive(other.id, DriveOptions::default())) };
+    // Not a speed limit: a waiter left unanswered would hang the test instead of failing it.
+    let (first, second) = tokio::time::timeout(Duration::from_secs(60), both).await.expect("every transition was answered");
     let err = first.expect_err("the run's step result was never durable");
     assert!(matches!(err, Error::Store(dr_state::Error::Poisoned { .. })), "{err}");
     assert_eq!(second.unwrap().run.status, RunStatus::Succeeded, "later batches were durable");
