@@ -630,11 +630,12 @@ async fn a_run_whose_step_result_was_not_synced_stops_with_an_error_and_starts_n
     let r = Runner::new(Arc::clone(&store) as Arc<dyn Store>, Arc::clone(&catalog) as Arc<dyn Catalog>, Arc::new(SystemClock), RunnerOptions::default());
     let doomed = r.create("doomed", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
     let other = r.create("other", params(&[("steps", "2"), ("sleep_ms", "0")]), None, None).await.unwrap();
-    let both = async { tokio::join!(r.drive(doomed.id, DriveOptions::default()), r.drive(other.id, DriveOptions::default())) };
+    // One after the other, so that the failing batch holds only the doomed run's transition.
     // Not a speed limit: a waiter left unanswered would hang the test instead of failing it.
-    let (first, second) = tokio::time::timeout(Duration::from_secs(60), both).await.expect("every transition was answered");
+    let first = tokio::time::timeout(Duration::from_secs(60), r.drive(doomed.id, DriveOptions::default())).await.expect("answered");
     let err = first.expect_err("the run's step result was never durable");
     assert!(matches!(err, Error::Store(dr_state::Error::Poisoned { .. })), "{err}");
+    let second = tokio::time::timeout(Duration::from_secs(60), r.drive(other.id, DriveOptions::default())).await.expect("answered");
     assert_eq!(second.unwrap().run.status, RunStatus::Succeeded, "later batches were durable");
     let stored = store.load(doomed.id).unwrap().unwrap();
     assert!(matches!(stored.steps[0].state, StepState::Running { .. }), "{:?}", stored.steps[0].state);
