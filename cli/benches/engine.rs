@@ -3,7 +3,10 @@
 //!
 //! Modes (the first argument after `--`): none runs everything; `concurrent`
 //! runs only the 200-run case and reports its peak RSS (a process of its own,
-//! so earlier phases do not count).
+//! so earlier phases do not count); `single` the one-run case; `fill DIR N`
+//! fills a store with N finished 20-step runs (for `dr list` and the bytes on
+//! disk per run); `resume-prepare DIR N` then `resume DIR N` time the resume
+//! case alone (for a profiler; `resume` can be repeated on the same store).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::disallowed_methods)]
 
@@ -32,18 +35,22 @@ fn runner(store: Arc<SledStore>, observer: Option<Arc<dyn Observer>>) -> Runner 
     }
 }
 
-fn raw_fdatasync_ops_per_s(dir: &Path) -> f64 {
+/// Raw `write` + `fdatasync` of a 200-byte record for 2 s: (ops/s, p50 latency in ms).
+fn raw_fdatasync(dir: &Path) -> (f64, f64) {
     let path = dir.join("raw-fdatasync");
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&path).expect("open raw file");
     let record = [b'x'; 200];
     let start = Instant::now();
-    let mut n = 0u64;
+    let mut latencies = Vec::new();
     while start.elapsed() < Duration::from_secs(2) {
+        let one = Instant::now();
         f.write_all(&record).expect("write");
         f.sync_data().expect("fdatasync");
-        n += 1;
+        latencies.push(one.elapsed().as_secs_f64() * 1000.0);
     }
-    n as f64 / start.elapsed().as_secs_f64()
+    let ops = latencies.len() as f64 / start.elapsed().as_secs_f64();
+    latencies.sort_by(f64::total_cmp);
+    (ops, percentile(&latencies, 0.5))
 }
 
 fn raw_sled_flush_ops_per_s(dir: &Path) -> f64 {
@@ -149,15 +156,24 @@ impl Observer for Started {
 
 async fn resume_many(dir: &Path, runs: usize) -> f64 {
     let path = dir.join("resume");
-    {
-        let store = Arc::new(SledStore::open(&path).expect("store"));
-        let r = runner(store, None);
-        for _ in 0..runs {
-            r.create("synthetic", params(20, 60_000), None, None).await.expect("create");
-        }
+    create_open_runs(&path, runs).await;
+    resume_open_runs(&path, runs).await
+}
+
+/// Creates `runs` runs of 20 one-minute steps, not started.
+async fn create_open_runs(path: &Path, runs: usize) {
+    let store = Arc::new(SledStore::open(path).expect("store"));
+    let r = runner(store, None);
+    for _ in 0..runs {
+        r.create("synthetic", params(20, 60_000), None, None).await.expect("create");
     }
+}
+
+/// Opens the store and takes every open run up until each has a step
+/// running again (ms), then stops them (they stay open: this can be repeated).
+async fn resume_open_runs(path: &Path, runs: usize) -> f64 {
     let started = Instant::now();
-    let store = Arc::new(SledStore::open(&path).expect("store"));
+    let store = Arc::new(SledStore::open(path).expect("store"));
     let observer = Arc::new(Started { count: AtomicUsize::new(0), target: runs, done: tokio::sync::Notify::new() });
     let r = runner(Arc::clone(&store), Some(observer.clone() as Arc<dyn Observer>));
     let open = store.open_runs().expect("open runs");
@@ -233,6 +249,17 @@ fn main() {
             let (p50, p99, single, syncs) = runtime.block_on(single_run(dir.path()));
             println!("{}", json!({ "single_run_step_p50_ms": p50, "single_run_step_p99_ms": p99, "single_run_steps_per_s": single, "store_syncs_per_step": syncs }));
         }
+        // For profiling the resume case alone: `resume-prepare DIR N`, then `resume DIR N` (repeatable).
+        Some("resume-prepare" | "resume") => {
+            let target = Path::new(args.get(1).expect("resume[-prepare] DIR RUNS"));
+            let runs: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1000);
+            if args[0] == "resume" {
+                let ms = runtime.block_on(resume_open_runs(target, runs));
+                println!("{}", json!({ "resume_runs_ms": ms, "runs": runs }));
+            } else {
+                runtime.block_on(create_open_runs(target, runs));
+            }
+        }
         Some("fill") => {
             let target = args.get(1).expect("fill DIR RUNS");
             let runs: usize = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(10_000);
@@ -242,8 +269,8 @@ fn main() {
             // Each phase starts with the page cache written back, so one
             // phase's writeback does not slow the next.
             settle();
-            let raw = raw_fdatasync_ops_per_s(dir.path());
-            eprintln!("raw fdatasync: {raw:.0}/s");
+            let (raw, raw_p50) = raw_fdatasync(dir.path());
+            eprintln!("raw fdatasync: {raw:.0}/s, p50 {raw_p50:.3} ms");
             settle();
             let (p50, p99, single, syncs) = runtime.block_on(single_run(dir.path()));
             eprintln!("single run: p50 {p50:.3} ms, p99 {p99:.3} ms, {single:.0} steps/s, {syncs:.2} syncs/step");
@@ -255,6 +282,7 @@ fn main() {
             eprintln!("resume 1000 runs: {resume:.0} ms");
             let mut out: Value = json!({
                 "raw_fdatasync_ops_per_s": raw,
+                "raw_fdatasync_p50_ms": raw_p50,
                 "raw_sled_flush_ops_per_s": sled_flush,
                 "store_syncs_per_step": syncs,
                 "single_run_step_p50_ms": p50,

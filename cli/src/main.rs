@@ -1084,14 +1084,14 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
     let shutdown = runner.shutdown_token();
     // Other dr processes reach this run through the control socket while it runs.
     let serving = tokio_util::sync::CancellationToken::new();
-    {
+    let mut server = {
         let (runner, dir, serving) = (runner.clone(), env.dir.clone(), serving.clone());
-        tokio::spawn(async move {
+        Some(tokio::spawn(async move {
             if let Err(e) = control::serve(runner, dir.clone(), serving).await {
                 say!("dr: warning: no control socket in {} ({e}); dr status from another shell will report the store busy", dir.display());
             }
-        });
-    }
+        }))
+    };
     tokio::spawn(async move {
         let mut count = 0;
         loop {
@@ -1128,9 +1128,12 @@ async fn drive_run(env: Env, run: RunRecord, options: DriveOptions, json: bool) 
             }
             tokio::time::sleep(std::time::Duration::from_millis(200)).await;
         }
-        // No new decisions; one that was being taken up as the socket closed is driven to its end too.
+        // No new decisions; one that was being taken up as the socket closed is driven to its end too
+        // (the server returns once the answers under way are done, i.e. such a run is claimed).
         serving.cancel();
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        if let Some(server) = server.take() {
+            let _ = server.await;
+        }
         if runner.driving().is_empty() {
             break;
         }

@@ -139,12 +139,19 @@ impl Socket {
         Ok(Socket { listener, _cleanup: cleanup })
     }
 
-    /// Answers connections until `shutdown`.
+    /// Answers connections until `shutdown`, then stops listening (the
+    /// socket is removed) and lets the answers under way finish, for at most
+    /// [`ANSWER_GRACE`]: returns as soon as none is left, so an owner that
+    /// awaits this knows a decision that came in just before the stop has
+    /// been taken up (its run claimed) or refused. Answers still going after
+    /// the grace go on detached.
     pub async fn serve(self, runner: Runner, shutdown: CancellationToken, mode: Mode) {
-        let listener = self.listener;
+        let Socket { listener, _cleanup } = self;
+        let mut answering = tokio::task::JoinSet::new();
         loop {
             tokio::select! {
-                () = shutdown.cancelled() => return,
+                () = shutdown.cancelled() => break,
+                Some(_) = answering.join_next(), if !answering.is_empty() => {}
                 accepted = listener.accept() => {
                     let (stream, _) = match accepted {
                         Ok(pair) => pair,
@@ -158,7 +165,7 @@ impl Socket {
                         continue;
                     }
                     let runner = runner.clone();
-                    tokio::spawn(async move {
+                    answering.spawn(async move {
                         if let Err(e) = answer(runner, stream, mode).await {
                             debug!(error = %e, "control connection ended badly");
                         }
@@ -166,8 +173,15 @@ impl Socket {
                 }
             }
         }
+        drop(listener);
+        drop(_cleanup);
+        let _ = tokio::time::timeout(ANSWER_GRACE, async { while answering.join_next().await.is_some() {} }).await;
+        answering.detach_all();
     }
 }
+
+/// How long a stopping socket waits for the answers under way.
+pub const ANSWER_GRACE: Duration = Duration::from_secs(1);
 
 #[derive(Debug)]
 struct RemoveOnDrop(PathBuf);

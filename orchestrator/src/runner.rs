@@ -109,18 +109,33 @@ fn commit_loop(store: Arc<dyn Store>, requests: std::sync::mpsc::Receiver<Commit
                 Err(_) => break,
             }
         }
-        for request in &batch {
-            for e in request.append.events() {
-                if let Event::StepSucceeded { step, duration_ms, .. } = &e.event {
-                    if let Err(err) = store.record_duration(&request.append.run().workflow, step.as_str(), *duration_ms) {
-                        warn!(error = %err, "cannot record a step duration; RTO projections use the estimate");
-                    }
+        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
+        // What each step took, taken before the appends move into the store.
+        let durations: Vec<Vec<(String, String, u64)>> = appends
+            .iter()
+            .map(|a| {
+                a.events()
+                    .iter()
+                    .filter_map(|e| match &e.event {
+                        Event::StepSucceeded { step, duration_ms, .. } => Some((a.run().workflow.clone(), step.to_string(), *duration_ms)),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .collect();
+        let results = store.append_batch(appends);
+        busy_since.store(0, Ordering::SeqCst);
+        // Statistics learn only from successes that are durable, before the
+        // answers (a drive that returned has its durations recorded).
+        for (durations, _) in durations.into_iter().zip(&results).filter(|(_, result)| result.is_ok()) {
+            for (workflow, step, ms) in durations {
+                if let Err(err) = store.record_duration(&workflow, &step, ms) {
+                    warn!(error = %err, "cannot record a step duration; RTO projections use the estimate");
                 }
             }
         }
-        let (appends, replies): (Vec<_>, Vec<_>) = batch.into_iter().map(|r| (r.append, r.reply)).unzip();
-        let results = store.append_batch(appends);
-        busy_since.store(0, Ordering::SeqCst);
+        // Each transition is answered with its own append's result, from this
+        // batch's sync only: what arrived meanwhile waits for the next batch.
         for (reply, result) in replies.into_iter().zip(results) {
             let _ = reply.send(result.map_err(Error::from));
         }
