@@ -557,6 +557,10 @@ impl Store for GatedStore {
     fn durations(&self, workflow: &str, step: &str) -> dr_state::Result<Vec<u64>> {
         self.mem.durations(workflow, step)
     }
+
+    fn gc(&self, finished_before: i64, now: i64, dry_run: bool) -> dr_state::Result<Vec<dr_state::RunSummary>> {
+        self.mem.gc(finished_before, now, dry_run)
+    }
 }
 
 /// Polls a future once: `None` if it is still pending. A commit hands its
