@@ -9,7 +9,9 @@ pub const FORMAT_VERSION: u8 = 2;
 
 /// Encodes a record in the current envelope.
 pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    let mut out = Vec::with_capacity(256);
+    // Sized once: a run's snapshot is kilobytes, and growing by doubling copied it several times.
+    let size = bincode::serialized_size(value).map_or(256, |n| usize::try_from(n).unwrap_or(256));
+    let mut out = Vec::with_capacity(size + 1);
     out.push(FORMAT_VERSION);
     // PROOF: serializing plain data structs (no maps with non-string keys, no
     // custom impls that fail) into a Vec cannot fail with bincode.
